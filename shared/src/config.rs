@@ -1,0 +1,123 @@
+//! Reading configuration from the environment, once, at cold start. A missing or malformed value
+//! stops the function with a message naming the variable.
+
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is required but not set")]
+    Missing { name: &'static str },
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// A snapshot of environment variables. Built from the process at start, or from pairs in tests, so
+/// configuration parsing is tested without touching the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// A set, non-blank value.
+    pub fn optional(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn required(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing { name })
+    }
+
+    pub fn string_or(&self, name: &str, default: &str) -> String {
+        self.optional(name).unwrap_or(default).to_owned()
+    }
+
+    pub fn positive_secs(&self, name: &'static str, default: i64) -> Result<i64, ConfigError> {
+        let Some(raw) = self.optional(name) else {
+            return Ok(default);
+        };
+        match raw.parse::<i64>() {
+            Ok(secs) if secs > 0 => Ok(secs),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: format!("expected a whole number of seconds above 0, got {raw:?}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LockPolicy;
+
+    #[test]
+    fn policy_defaults_apply_when_unset_or_blank() {
+        let env = Env::from_pairs([("SESSION_LOCK_SECS", "  ")]);
+        assert_eq!(LockPolicy::from_env(&env), Ok(LockPolicy::default()));
+        assert_eq!(LockPolicy::default().lock_secs, 86_400);
+    }
+
+    #[test]
+    fn policy_reads_every_variable() {
+        let env = Env::from_pairs([
+            ("SESSION_LOCK_SECS", "3600"),
+            ("LOCK_REFRESH_SECS", "60"),
+            ("CLAIM_LEASE_SECS", "20"),
+            ("PRECHAT_WINDOW_SECS", "600"),
+        ]);
+        assert_eq!(
+            LockPolicy::from_env(&env),
+            Ok(LockPolicy {
+                lock_secs: 3600,
+                touch_interval_secs: 60,
+                claim_lease_secs: 20,
+                prechat_window_secs: 600,
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        for bad in ["abc", "0", "-5", "1.5"] {
+            let env = Env::from_pairs([("SESSION_LOCK_SECS", bad)]);
+            let err = LockPolicy::from_env(&env).unwrap_err();
+            assert!(
+                err.to_string().starts_with("SESSION_LOCK_SECS is invalid"),
+                "{err}"
+            );
+        }
+        let env = Env::from_pairs([("SESSION_LOCK_SECS", "100"), ("LOCK_REFRESH_SECS", "100")]);
+        let err = LockPolicy::from_env(&env).unwrap_err();
+        assert!(err.to_string().contains("LOCK_REFRESH_SECS"), "{err}");
+    }
+
+    #[test]
+    fn required_values_are_reported_missing_by_name() {
+        let env = Env::from_pairs([("CAIC_BASE_URL", "")]);
+        assert_eq!(
+            env.required("CAIC_BASE_URL"),
+            Err(ConfigError::Missing {
+                name: "CAIC_BASE_URL"
+            })
+        );
+    }
+}

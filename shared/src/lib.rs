@@ -1,0 +1,16 @@
+//! handover-core: the domain, rules and ports of the live chat handover service, with their
+//! adapters. Lambda functions are thin shells over what lives here.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use domain::{
+    AgentStatus, IntakeAnswer, IntakeStart, OutputAdditions, Phase, Session, SessionState,
+};
+pub use store::{
+    ClaimOutcome, Guarded, HandoverStore, IntakeStore, LockPolicy, LockRefresher, SessionReader,
+    SessionStore, StartIntakeOutcome, StoreError, TouchOutcome,
+};

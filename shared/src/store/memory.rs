@@ -1,0 +1,174 @@
+//! The embedded store: local runs and fast tests. Same rules as DynamoDB, expiry included: expired
+//! items stay in the map (as DynamoDB keeps them for days) and every read and condition ignores them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{
+    new_token, rules, ClaimOutcome, Guarded, HandoverStore, IntakeStore, LockPolicy, LockRefresher,
+    SessionReader, StartIntakeOutcome, StoreError, TouchOutcome,
+};
+use crate::clock::Clock;
+use crate::domain::{IntakeAnswer, IntakeStart, Session, SessionState};
+
+pub struct MemoryStore {
+    items: Mutex<HashMap<String, Session>>,
+    clock: Arc<dyn Clock>,
+    policy: LockPolicy,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>, policy: LockPolicy) -> Self {
+        Self {
+            items: Mutex::new(HashMap::new()),
+            clock,
+            policy,
+        }
+    }
+
+    /// The item as stored, expired or not: what DynamoDB would still return to a plain read.
+    pub fn stored(&self, session_id: &str) -> Option<Session> {
+        self.items().get(session_id).cloned()
+    }
+
+    fn items(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+        // No code path panics while holding the lock, but a poisoned map is still a consistent map:
+        // every mutation below is a single insert or remove.
+        self.items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl SessionReader for MemoryStore {
+    async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .items()
+            .get(session_id)
+            .filter(|s| s.is_live(now))
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl IntakeStore for MemoryStore {
+    async fn start_intake(&self, start: &IntakeStart) -> Result<StartIntakeOutcome, StoreError> {
+        let now = self.clock.now();
+        let mut items = self.items();
+        if let Some(in_the_way) = items
+            .get(&start.session_id)
+            .filter(|current| !rules::may_start_intake(Some(current), now))
+        {
+            return Ok(StartIntakeOutcome::Busy(in_the_way.clone()));
+        }
+        let session = Session {
+            session_id: start.session_id.clone(),
+            state: SessionState::Prechat,
+            token: new_token(),
+            skill: start.skill.clone(),
+            webstore: start.webstore.clone(),
+            channel: start.channel.clone(),
+            agent_status: start.agent_status,
+            end_user_url: start.end_user_url.clone(),
+            culture: start.culture.clone(),
+            intake: Vec::new(),
+            expires_at: self.policy.prechat_expiry(now),
+            updated_at: now,
+        };
+        items.insert(session.session_id.clone(), session.clone());
+        Ok(StartIntakeOutcome::Started(session))
+    }
+
+    async fn abandon_intake(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Guarded<()>, StoreError> {
+        let now = self.clock.now();
+        let mut items = self.items();
+        let current = items.get(session_id);
+        if !rules::holds_intake(current, token, now) {
+            return Ok(Guarded::refused(current.cloned(), now));
+        }
+        items.remove(session_id);
+        Ok(Guarded::Applied(()))
+    }
+}
+
+#[async_trait]
+impl HandoverStore for MemoryStore {
+    async fn claim(
+        &self,
+        session_id: &str,
+        intake: &[IntakeAnswer],
+    ) -> Result<ClaimOutcome, StoreError> {
+        let now = self.clock.now();
+        let mut items = self.items();
+        let Some(current) = items.get_mut(session_id) else {
+            return Ok(ClaimOutcome::NoIntake);
+        };
+        if !rules::may_claim(Some(current), now) {
+            return Ok(ClaimOutcome::refused(Some(current.clone()), now));
+        }
+        current.state = SessionState::HandingOver;
+        current.token = new_token();
+        current.intake = intake.to_vec();
+        current.expires_at = self.policy.lease_expiry(now);
+        current.updated_at = now;
+        Ok(ClaimOutcome::Claimed(current.clone()))
+    }
+
+    async fn complete(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Guarded<Session>, StoreError> {
+        let now = self.clock.now();
+        let mut items = self.items();
+        let current = items.get_mut(session_id);
+        match current {
+            Some(session) if rules::holds_claim(Some(session), token) => {
+                session.state = SessionState::HandedOver;
+                session.intake.clear();
+                session.expires_at = self.policy.lock_expiry(now);
+                session.updated_at = now;
+                Ok(Guarded::Applied(session.clone()))
+            }
+            other => Ok(Guarded::refused(other.cloned(), now)),
+        }
+    }
+
+    async fn release(&self, session_id: &str, token: &str) -> Result<Guarded<()>, StoreError> {
+        let now = self.clock.now();
+        let mut items = self.items();
+        let current = items.get(session_id);
+        if !rules::holds_claim(current, token) {
+            return Ok(Guarded::refused(current.cloned(), now));
+        }
+        items.remove(session_id);
+        Ok(Guarded::Applied(()))
+    }
+}
+
+#[async_trait]
+impl LockRefresher for MemoryStore {
+    async fn touch(&self, session: &Session) -> Result<TouchOutcome, StoreError> {
+        let now = self.clock.now();
+        if !self.policy.touch_due(session, now) {
+            return Ok(TouchOutcome::refused(Some(session), now));
+        }
+        let mut items = self.items();
+        match items.get_mut(&session.session_id) {
+            Some(current) if rules::may_touch(Some(current), &self.policy, now) => {
+                current.expires_at = self.policy.lock_expiry(now);
+                current.updated_at = now;
+                Ok(TouchOutcome::Touched(current.clone()))
+            }
+            other => Ok(TouchOutcome::refused(other.map(|s| &*s), now)),
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The session store contract: what every adapter must do, stated once. Each function takes a fresh
+//! [`Harness`] and asserts on what the store returns and what it then holds.
+
+use handover_core::{
+    AgentStatus, ClaimOutcome, Guarded, IntakeAnswer, IntakeStart, Session, SessionState,
+    StartIntakeOutcome, TouchOutcome,
+};
+
+use crate::{Harness, T0};
+
+const SID: &str = "3f9c2a1e-5d2b-4c1a-9a57-0d1e2f3a4b5c";
+
+fn intake_start(session_id: &str) -> IntakeStart {
+    IntakeStart {
+        session_id: session_id.to_owned(),
+        skill: Some("billing".into()),
+        webstore: Some("NL-shop".into()),
+        channel: Some("WebChat".into()),
+        agent_status: AgentStatus::Online,
+        end_user_url: Some("https://shop.example/checkout?step=2".into()),
+        culture: Some("nl".into()),
+    }
+}
+
+fn answers() -> Vec<IntakeAnswer> {
+    vec![
+        IntakeAnswer {
+            name: "name".into(),
+            value: "Jane Doe".into(),
+        },
+        IntakeAnswer {
+            name: "email".into(),
+            value: "jane@example.com".into(),
+        },
+    ]
+}
+
+async fn started(h: &Harness) -> Session {
+    match h.store.start_intake(&intake_start(SID)).await {
+        Ok(StartIntakeOutcome::Started(session)) => session,
+        other => panic!("[{}] start_intake: {other:?}", h.adapter),
+    }
+}
+
+async fn claimed(h: &Harness) -> Session {
+    match h.store.claim(SID, &answers()).await {
+        Ok(ClaimOutcome::Claimed(session)) => session,
+        other => panic!("[{}] claim: {other:?}", h.adapter),
+    }
+}
+
+async fn handed_over(h: &Harness) -> Session {
+    started(h).await;
+    let claim = claimed(h).await;
+    match h.store.complete(SID, &claim.token).await {
+        Ok(Guarded::Applied(session)) => session,
+        other => panic!("[{}] complete: {other:?}", h.adapter),
+    }
+}
+
+async fn stored(h: &Harness) -> Option<Session> {
+    match h.store.get(SID).await {
+        Ok(session) => session,
+        Err(err) => panic!("[{}] get: {err}", h.adapter),
+    }
+}
+
+pub async fn unknown_session_is_absent(h: Harness) {
+    assert_eq!(stored(&h).await, None);
+}
+
+pub async fn start_intake_saves_everything_as_prechat(h: Harness) {
+    let session = started(&h).await;
+    let start = intake_start(SID);
+    assert_eq!(session.state, SessionState::Prechat);
+    assert_eq!(session.skill, start.skill);
+    assert_eq!(session.webstore, start.webstore);
+    assert_eq!(session.channel, start.channel);
+    assert_eq!(session.agent_status, AgentStatus::Online);
+    assert_eq!(session.end_user_url, start.end_user_url);
+    assert_eq!(session.culture, start.culture);
+    assert!(session.intake.is_empty());
+    assert_eq!(session.expires_at, T0 + h.policy.prechat_window_secs);
+    assert!(!session.token.is_empty());
+    assert_eq!(stored(&h).await, Some(session));
+}
+
+pub async fn start_intake_refreshes_a_live_prechat(h: Harness) {
+    let first = started(&h).await;
+    h.clock.advance(60);
+    let refreshed_start = IntakeStart {
+        skill: None,
+        webstore: None,
+        agent_status: AgentStatus::Offline,
+        ..intake_start(SID)
+    };
+    let refreshed = match h.store.start_intake(&refreshed_start).await {
+        Ok(StartIntakeOutcome::Started(s)) => s,
+        other => panic!("[{}] refresh: {other:?}", h.adapter),
+    };
+    assert_ne!(refreshed.token, first.token);
+    assert_eq!(refreshed.skill, None);
+    assert_eq!(refreshed.webstore, None);
+    assert_eq!(refreshed.agent_status, AgentStatus::Offline);
+    assert_eq!(refreshed.expires_at, T0 + 60 + h.policy.prechat_window_secs);
+    assert_eq!(stored(&h).await, Some(refreshed));
+}
+
+pub async fn start_intake_is_refused_while_claimed_or_handed_over(h: Harness) {
+    started(&h).await;
+    let claim = claimed(&h).await;
+    match h.store.start_intake(&intake_start(SID)).await {
+        Ok(StartIntakeOutcome::Busy(s)) => assert_eq!(s.state, SessionState::HandingOver),
+        other => panic!("[{}] start while claimed: {other:?}", h.adapter),
+    }
+    assert_eq!(stored(&h).await, Some(claim.clone()));
+
+    let locked = match h.store.complete(SID, &claim.token).await {
+        Ok(Guarded::Applied(s)) => s,
+        other => panic!("[{}] complete: {other:?}", h.adapter),
+    };
+    match h.store.start_intake(&intake_start(SID)).await {
+        Ok(StartIntakeOutcome::Busy(s)) => assert_eq!(s.state, SessionState::HandedOver),
+        other => panic!("[{}] start while handed over: {other:?}", h.adapter),
+    }
+    assert_eq!(stored(&h).await, Some(locked));
+}
+
+pub async fn expired_prechat_is_absent_and_can_be_replaced(h: Harness) {
+    let first = started(&h).await;
+    h.clock.advance(h.policy.prechat_window_secs + 1);
+    assert_eq!(stored(&h).await, None, "[{}] expired prechat", h.adapter);
+    let second = started(&h).await;
+    assert_ne!(second.token, first.token);
+    assert_eq!(stored(&h).await, Some(second));
+}
+
+pub async fn expiry_boundary_is_exclusive(h: Harness) {
+    let session = started(&h).await;
+    h.clock.set(session.expires_at - 1);
+    assert!(
+        stored(&h).await.is_some(),
+        "[{}] one second before expiry",
+        h.adapter
+    );
+    h.clock.set(session.expires_at);
+    assert_eq!(stored(&h).await, None, "[{}] at expires_at", h.adapter);
+    assert_eq!(
+        h.store.claim(SID, &answers()).await.ok(),
+        Some(ClaimOutcome::NoIntake)
+    );
+}
+
+pub async fn expired_lock_is_absent_and_can_be_replaced(h: Harness) {
+    let locked = handed_over(&h).await;
+    h.clock.set(locked.expires_at);
+    assert_eq!(stored(&h).await, None, "[{}] expired lock", h.adapter);
+    let fresh = started(&h).await;
+    assert_eq!(fresh.state, SessionState::Prechat);
+    assert_eq!(stored(&h).await, Some(fresh));
+}
+
+pub async fn claim_takes_a_live_prechat_with_fresh_token_and_lease(h: Harness) {
+    let intake = started(&h).await;
+    h.clock.advance(5);
+    let claim = claimed(&h).await;
+    assert_eq!(claim.state, SessionState::HandingOver);
+    assert_ne!(claim.token, intake.token);
+    assert_eq!(claim.expires_at, T0 + 5 + h.policy.claim_lease_secs);
+    assert_eq!(claim.intake, answers());
+    assert_eq!(
+        claim.skill, intake.skill,
+        "claim keeps what the intake saved"
+    );
+    assert_eq!(claim.webstore, intake.webstore);
+    assert_eq!(stored(&h).await, Some(claim));
+}
+
+pub async fn second_claim_is_typed_already_claimed(h: Harness) {
+    started(&h).await;
+    let winner = claimed(&h).await;
+    match h.store.claim(SID, &[]).await {
+        Ok(ClaimOutcome::AlreadyClaimed(holder)) => assert_eq!(holder.token, winner.token),
+        other => panic!("[{}] second claim: {other:?}", h.adapter),
+    }
+    assert_eq!(stored(&h).await, Some(winner), "the loser changed nothing");
+}
+
+pub async fn claim_without_live_intake_is_no_intake(h: Harness) {
+    assert_eq!(
+        h.store.claim(SID, &answers()).await.ok(),
+        Some(ClaimOutcome::NoIntake)
+    );
+    assert_eq!(stored(&h).await, None, "a refused claim creates no item");
+    started(&h).await;
+    h.clock.advance(h.policy.prechat_window_secs);
+    assert_eq!(
+        h.store.claim(SID, &answers()).await.ok(),
+        Some(ClaimOutcome::NoIntake)
+    );
+}
+
+pub async fn expired_lease_can_be_taken_over(h: Harness) {
+    started(&h).await;
+    let crashed = claimed(&h).await;
+    h.clock.advance(h.policy.claim_lease_secs);
+    let taker = match h.store.claim(SID, &answers()).await {
+        Ok(ClaimOutcome::Claimed(s)) => s,
+        other => panic!("[{}] take-over: {other:?}", h.adapter),
+    };
+    assert_ne!(taker.token, crashed.token);
+    assert_eq!(taker.expires_at, h.clock_now() + h.policy.claim_lease_secs);
+    // The crashed holder wakes up: its token no longer holds the session.
+    match h.store.complete(SID, &crashed.token).await {
+        Ok(Guarded::Refused { current: Some(s) }) => assert_eq!(s.token, taker.token),
+        other => panic!("[{}] stale complete: {other:?}", h.adapter),
+    }
+    assert!(!h
+        .store
+        .release(SID, &crashed.token)
+        .await
+        .unwrap()
+        .is_applied());
+    match h.store.complete(SID, &taker.token).await {
+        Ok(Guarded::Applied(s)) => assert_eq!(s.state, SessionState::HandedOver),
+        other => panic!("[{}] taker complete: {other:?}", h.adapter),
+    }
+}
+
+pub async fn complete_locks_the_session_and_drops_the_intake(h: Harness) {
+    started(&h).await;
+    let claim = claimed(&h).await;
+    h.clock.advance(3);
+    let locked = match h.store.complete(SID, &claim.token).await {
+        Ok(Guarded::Applied(s)) => s,
+        other => panic!("[{}] complete: {other:?}", h.adapter),
+    };
+    assert_eq!(locked.state, SessionState::HandedOver);
+    assert_eq!(locked.expires_at, T0 + 3 + h.policy.lock_secs);
+    assert!(
+        locked.intake.is_empty(),
+        "personal data must not outlive the handover"
+    );
+    assert_eq!(locked.skill.as_deref(), Some("billing"));
+    assert_eq!(stored(&h).await, Some(locked));
+}
+
+pub async fn claim_after_completion_is_typed_already_handed_over(h: Harness) {
+    let locked = handed_over(&h).await;
+    match h.store.claim(SID, &answers()).await {
+        Ok(ClaimOutcome::AlreadyHandedOver(s)) => assert_eq!(s, locked),
+        other => panic!("[{}] claim after completion: {other:?}", h.adapter),
+    }
+    assert_eq!(stored(&h).await, Some(locked));
+}
+
+pub async fn complete_and_release_with_a_wrong_token_change_nothing(h: Harness) {
+    started(&h).await;
+    let claim = claimed(&h).await;
+    match h.store.complete(SID, "not-the-token").await {
+        Ok(Guarded::Refused { current: Some(s) }) => assert_eq!(s, claim),
+        other => panic!("[{}] wrong-token complete: {other:?}", h.adapter),
+    }
+    assert_eq!(stored(&h).await, Some(claim.clone()));
+    match h.store.release(SID, "not-the-token").await {
+        Ok(Guarded::Refused { current: Some(s) }) => assert_eq!(s, claim),
+        other => panic!("[{}] wrong-token release: {other:?}", h.adapter),
+    }
+    assert_eq!(stored(&h).await, Some(claim.clone()));
+    // Nor does a right token on the wrong session.
+    let other_session = "another-session";
+    assert_eq!(
+        h.store.complete(other_session, &claim.token).await.ok(),
+        Some(Guarded::Refused { current: None })
+    );
+    assert_eq!(h.store.get(other_session).await.ok(), Some(None));
+}
+
+pub async fn release_returns_the_session_to_the_bot(h: Harness) {
+    started(&h).await;
+    let claim = claimed(&h).await;
+    assert_eq!(
+        h.store.release(SID, &claim.token).await.ok(),
+        Some(Guarded::Applied(()))
+    );
+    assert_eq!(stored(&h).await, None);
+    assert_eq!(
+        h.store.claim(SID, &answers()).await.ok(),
+        Some(ClaimOutcome::NoIntake)
+    );
+    // Released twice: the second is refused, not an error.
+    assert_eq!(
+        h.store.release(SID, &claim.token).await.ok(),
+        Some(Guarded::Refused { current: None })
+    );
+    started(&h).await;
+}
+
+pub async fn touch_writes_at_most_once_per_interval(h: Harness) {
+    let locked = handed_over(&h).await;
+    h.clock.advance(h.policy.touch_interval_secs - 1);
+    assert_eq!(
+        h.store.touch(&locked).await.ok(),
+        Some(TouchOutcome::NotDue)
+    );
+    assert_eq!(
+        stored(&h).await,
+        Some(locked.clone()),
+        "a fresh lock is not rewritten"
+    );
+
+    h.clock.advance(1);
+    let touched = match h.store.touch(&locked).await {
+        Ok(TouchOutcome::Touched(s)) => s,
+        other => panic!("[{}] due touch: {other:?}", h.adapter),
+    };
+    assert_eq!(touched.expires_at, h.clock_now() + h.policy.lock_secs);
+    assert_eq!(stored(&h).await, Some(touched.clone()));
+
+    // A concurrent request still holding the old snapshot thinks a touch is due; the store's condition
+    // sees the fresh expiry and writes nothing.
+    assert_eq!(
+        h.store.touch(&locked).await.ok(),
+        Some(TouchOutcome::NotDue)
+    );
+    assert_eq!(
+        h.store.touch(&touched).await.ok(),
+        Some(TouchOutcome::NotDue)
+    );
+    assert_eq!(stored(&h).await, Some(touched));
+}
+
+pub async fn touch_slides_the_lock_past_its_first_expiry(h: Harness) {
+    let locked = handed_over(&h).await;
+    h.clock.set(locked.expires_at - 10);
+    let touched = match h.store.touch(&locked).await {
+        Ok(TouchOutcome::Touched(s)) => s,
+        other => panic!("[{}] touch: {other:?}", h.adapter),
+    };
+    h.clock.set(locked.expires_at + 3600);
+    let still = stored(&h).await;
+    assert_eq!(
+        still.as_ref().map(|s| s.state),
+        Some(SessionState::HandedOver)
+    );
+    h.clock.set(touched.expires_at);
+    assert_eq!(
+        stored(&h).await,
+        None,
+        "24 h after the last activity the lock is gone"
+    );
+}
+
+pub async fn touch_does_not_revive_an_expired_lock(h: Harness) {
+    let locked = handed_over(&h).await;
+    h.clock.set(locked.expires_at + 1);
+    assert_eq!(
+        h.store.touch(&locked).await.ok(),
+        Some(TouchOutcome::NotHandedOver)
+    );
+    assert_eq!(stored(&h).await, None);
+}
+
+pub async fn touch_ignores_sessions_that_are_not_handed_over(h: Harness) {
+    let intake = started(&h).await;
+    h.clock.advance(h.policy.touch_interval_secs);
+    assert_eq!(
+        h.store.touch(&intake).await.ok(),
+        Some(TouchOutcome::NotHandedOver)
+    );
+    // A snapshot that claims "handed over" does not make the store write over a prechat item.
+    let forged = Session {
+        state: SessionState::HandedOver,
+        expires_at: h.clock_now() + 1,
+        ..intake.clone()
+    };
+    assert_eq!(
+        h.store.touch(&forged).await.ok(),
+        Some(TouchOutcome::NotHandedOver)
+    );
+    assert_eq!(stored(&h).await, Some(intake));
+}
+
+pub async fn abandon_intake_removes_only_the_intake_it_started(h: Harness) {
+    let first = started(&h).await;
+    h.clock.advance(1);
+    let second = started(&h).await;
+    match h.store.abandon_intake(SID, &first.token).await {
+        Ok(Guarded::Refused { current: Some(s) }) => assert_eq!(s, second),
+        other => panic!("[{}] stale abandon: {other:?}", h.adapter),
+    }
+    assert_eq!(stored(&h).await, Some(second.clone()));
+    assert_eq!(
+        h.store.abandon_intake(SID, &second.token).await.ok(),
+        Some(Guarded::Applied(()))
+    );
+    assert_eq!(stored(&h).await, None);
+
+    // Never an abandon of a claimed session, even with the token the claim carries.
+    started(&h).await;
+    let claim = claimed(&h).await;
+    assert!(!h
+        .store
+        .abandon_intake(SID, &claim.token)
+        .await
+        .unwrap()
+        .is_applied());
+    assert_eq!(stored(&h).await, Some(claim));
+}
+
+pub async fn intake_answers_round_trip_in_order(h: Harness) {
+    started(&h).await;
+    let many: Vec<IntakeAnswer> = (0..20)
+        .map(|i| IntakeAnswer {
+            name: format!("q{i:02}"),
+            value: format!("antwoord {i} — ünïcødé ✓"),
+        })
+        .collect();
+    match h.store.claim(SID, &many).await {
+        Ok(ClaimOutcome::Claimed(s)) => assert_eq!(s.intake, many),
+        other => panic!("[{}] claim: {other:?}", h.adapter),
+    }
+    assert_eq!(stored(&h).await.map(|s| s.intake), Some(many));
+}
+
+impl Harness {
+    fn clock_now(&self) -> i64 {
+        use handover_core::Clock;
+        self.clock.now()
+    }
+}

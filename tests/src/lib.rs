@@ -1,0 +1,135 @@
+//! Shared harness for the cross-crate tests: adapters built on a manual clock, and the DynamoDB
+//! client pointed at the DynamoDB-compatible server the test command starts.
+
+pub mod contract;
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::Client;
+use handover_core::store::dynamodb::{ensure_table, DynamoDbStore};
+use handover_core::store::memory::MemoryStore;
+use handover_core::{LockPolicy, ManualClock, SessionStore};
+
+/// An arbitrary fixed instant (2025-06-15): tests move time explicitly from here.
+pub const T0: i64 = 1_750_000_000;
+
+pub fn policy() -> LockPolicy {
+    LockPolicy {
+        lock_secs: 86_400,
+        touch_interval_secs: 300,
+        claim_lease_secs: 30,
+        prechat_window_secs: 1_800,
+    }
+}
+
+/// One adapter under test, with the clock that drives it.
+pub struct Harness {
+    pub store: Arc<dyn SessionStore>,
+    pub clock: Arc<ManualClock>,
+    pub policy: LockPolicy,
+    pub adapter: &'static str,
+}
+
+pub async fn memory_harness() -> Harness {
+    let clock = Arc::new(ManualClock::starting_at(T0));
+    Harness {
+        store: Arc::new(MemoryStore::new(clock.clone(), policy())),
+        clock,
+        policy: policy(),
+        adapter: "memory",
+    }
+}
+
+/// A fresh table per test, so tests run in parallel against one server without seeing each other.
+pub async fn dynamodb_harness() -> Harness {
+    let clock = Arc::new(ManualClock::starting_at(T0));
+    let client = dynamodb_client();
+    let table = format!("handover-test-{}", uuid::Uuid::new_v4().simple());
+    if let Err(err) = ensure_table(&client, &table).await {
+        panic!(
+            "cannot create test table {table} at {}: {err}",
+            dynamodb_endpoint()
+        );
+    }
+    Harness {
+        store: Arc::new(DynamoDbStore::new(client, table, clock.clone(), policy())),
+        clock,
+        policy: policy(),
+        adapter: "dynamodb",
+    }
+}
+
+/// Where the DynamoDB-compatible test server listens. Missing → the test fails, loudly: a DynamoDB
+/// test that silently skips would let the real adapter go untested.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("HANDOVER_TEST_DYNAMODB_ENDPOINT")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
+        .unwrap_or_else(|_| {
+            panic!(
+                "DynamoDB tests need a DynamoDB-compatible server. Run ./scripts/test (it starts \
+                 moto_server), or set HANDOVER_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:<port>"
+            )
+        })
+}
+
+/// Static dummy credentials and an explicit region: the SDK never goes looking for cloud ones.
+pub fn dynamodb_client() -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "handover-tests",
+        ))
+        .endpoint_url(dynamodb_endpoint())
+        .build();
+    Client::from_conf(config)
+}
+
+/// Stamps the whole contract suite out as `#[tokio::test]`s for one adapter, so every adapter runs
+/// the very same test functions.
+#[macro_export]
+macro_rules! store_contract_suite {
+    ($harness:path; $($test:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                $crate::contract::$test($harness().await).await;
+            }
+        )+
+    };
+}
+
+/// The list of contract tests; adding one here runs it against every adapter.
+#[macro_export]
+macro_rules! for_every_contract_test {
+    ($harness:path) => {
+        $crate::store_contract_suite!($harness;
+            unknown_session_is_absent,
+            start_intake_saves_everything_as_prechat,
+            start_intake_refreshes_a_live_prechat,
+            start_intake_is_refused_while_claimed_or_handed_over,
+            expired_prechat_is_absent_and_can_be_replaced,
+            expiry_boundary_is_exclusive,
+            expired_lock_is_absent_and_can_be_replaced,
+            claim_takes_a_live_prechat_with_fresh_token_and_lease,
+            second_claim_is_typed_already_claimed,
+            claim_without_live_intake_is_no_intake,
+            expired_lease_can_be_taken_over,
+            complete_locks_the_session_and_drops_the_intake,
+            claim_after_completion_is_typed_already_handed_over,
+            complete_and_release_with_a_wrong_token_change_nothing,
+            release_returns_the_session_to_the_bot,
+            touch_writes_at_most_once_per_interval,
+            touch_slides_the_lock_past_its_first_expiry,
+            touch_does_not_revive_an_expired_lock,
+            touch_ignores_sessions_that_are_not_handed_over,
+            abandon_intake_removes_only_the_intake_it_started,
+            intake_answers_round_trip_in_order,
+        );
+    };
+}

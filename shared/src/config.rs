@@ -50,6 +50,19 @@ impl Env {
         self.optional(name).unwrap_or(default).to_owned()
     }
 
+    pub fn positive_u64(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
+        let Some(raw) = self.optional(name) else {
+            return Ok(default);
+        };
+        match raw.parse::<u64>() {
+            Ok(value) if value > 0 => Ok(value),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: format!("expected a whole number above 0, got {raw:?}"),
+            }),
+        }
+    }
+
     pub fn positive_secs(&self, name: &'static str, default: i64) -> Result<i64, ConfigError> {
         let Some(raw) = self.optional(name) else {
             return Ok(default);
@@ -62,6 +75,21 @@ impl Env {
             }),
         }
     }
+}
+
+/// A required `http://` or `https://` base URL, without its trailing slash.
+pub fn http_url(env: &Env, name: &'static str) -> Result<String, ConfigError> {
+    let raw = env.required(name)?;
+    let has_host = raw.split_once("://").is_some_and(|(scheme, rest)| {
+        matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/')
+    });
+    if !has_host || raw.contains(char::is_whitespace) {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("expected an http:// or https:// URL, got {raw:?}"),
+        });
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -108,6 +136,28 @@ mod tests {
         let env = Env::from_pairs([("SESSION_LOCK_SECS", "100"), ("LOCK_REFRESH_SECS", "100")]);
         let err = LockPolicy::from_env(&env).unwrap_err();
         assert!(err.to_string().contains("LOCK_REFRESH_SECS"), "{err}");
+    }
+
+    #[test]
+    fn urls_must_be_http_and_lose_their_trailing_slash() {
+        let env = Env::from_pairs([
+            ("GOOD", "https://caic.example/api/"),
+            ("BAD", "caic.example"),
+            ("EMPTY_HOST", "http:///x"),
+        ]);
+        assert_eq!(
+            http_url(&env, "GOOD").as_deref(),
+            Ok("https://caic.example/api")
+        );
+        assert!(matches!(
+            http_url(&env, "BAD"),
+            Err(ConfigError::Invalid { name: "BAD", .. })
+        ));
+        assert!(http_url(&env, "EMPTY_HOST").is_err());
+        assert_eq!(
+            http_url(&env, "MISSING"),
+            Err(ConfigError::Missing { name: "MISSING" })
+        );
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! `POST /v1/messages`: one end-user turn.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use lambda_http::Request;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::Instrument;
+
+use super::{
+    checked_session_id, json_body, json_response, method_allowed, no_route, request_id, respond,
+    route_owner, ApiError, BearerKey, Function, Response,
+};
+use crate::flow::{ingest, IncomingMessage, IngestDeps};
+
+const MAX_TEXT_CHARS: usize = 4_096;
+
+pub struct Deps {
+    pub flow: IngestDeps,
+    pub channel_key: BearerKey,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageBody {
+    session_id: Option<String>,
+    text: String,
+    culture: Option<String>,
+    end_user_url: Option<String>,
+    end_user: Option<EndUser>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EndUser {
+    name: Option<String>,
+    // Accepted for the channel's convenience; not stored and not sent anywhere.
+    #[allow(dead_code)]
+    email: Option<String>,
+}
+
+pub async fn handle(deps: &Deps, req: Request) -> Response {
+    let span = tracing::info_span!("answer_ingest", request_id = %request_id(&req), session_id = tracing::field::Empty);
+    respond(handle_inner(deps, req).instrument(span).await)
+}
+
+async fn handle_inner(deps: &Deps, req: Request) -> Result<Response, ApiError> {
+    match route_owner(req.uri().path()) {
+        Some((Function::AnswerIngest, _)) => {}
+        _ => return Err(no_route(&req)),
+    }
+    method_allowed(&req, &[Method::POST])?;
+    deps.channel_key.authorize(&req)?;
+    let body: MessageBody = json_body(&req)?;
+    let message = validate(body)?;
+    if let Some(id) = &message.session_id {
+        tracing::Span::current().record("session_id", id.as_str());
+    }
+    let reply = ingest(&deps.flow, message).await?;
+    tracing::Span::current().record("session_id", reply.session_id.as_str());
+    tracing::info!(
+        handled_by = reply.handled_by.as_str(),
+        answers = reply.answers.len(),
+        "message handled"
+    );
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "sessionId": reply.session_id,
+            "handledBy": reply.handled_by.as_str(),
+            "answers": reply.answers,
+        }),
+    ))
+}
+
+fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
+    let session_id = body
+        .session_id
+        .as_deref()
+        .map(checked_session_id)
+        .transpose()?;
+    let text = body.text.trim();
+    if text.is_empty() {
+        return Err(ApiError::InvalidBody("text must not be empty".into()));
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ApiError::InvalidBody(format!(
+            "text must be at most {MAX_TEXT_CHARS} characters"
+        )));
+    }
+    let culture = body
+        .culture
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    if let Some(culture) = &culture {
+        let well_formed = culture.len() <= 16
+            && culture
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(ApiError::InvalidBody(
+                "culture must be a language tag such as en or nl-NL".into(),
+            ));
+        }
+    }
+    let end_user_url = body
+        .end_user_url
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty());
+    if let Some(url) = &end_user_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2_048 {
+            return Err(ApiError::InvalidBody(
+                "endUserUrl must be an http(s) URL of at most 2048 characters".into(),
+            ));
+        }
+    }
+    Ok(IncomingMessage {
+        session_id,
+        text: text.to_owned(),
+        culture,
+        end_user_url,
+        end_user_name: body
+            .end_user
+            .and_then(|u| u.name)
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty()),
+    })
+}
+
+impl Deps {
+    pub fn new(flow: IngestDeps, channel_key: BearerKey) -> Arc<Self> {
+        Arc::new(Self { flow, channel_key })
+    }
+}

@@ -1,0 +1,271 @@
+//! Mobile Service Cloud: agent presence and the Custom Channel API, as ports and HTTP adapters.
+//!
+//! The flow speaks in [`OutgoingMessage`]; which Custom Channel field carries what (routing keywords
+//! above all, whose field is not public) is decided in [`custom_channel_body`] alone, so another MSC
+//! API can replace it without touching the flow.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::config::{ConfigError, Env};
+
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// Whether an agent is available. Anything but a timely "Online" is "no": presence never fails
+    /// the flow, it only makes the intake say agents are offline.
+    async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> bool;
+}
+
+/// One message into an MSC conversation: the handover itself, or an end user's later turn.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The CAIC session id: one MSC conversation per CAIC conversation.
+    pub conversation_id: String,
+    /// Lets MSC drop a duplicate of this very message (a retried request).
+    pub message_id: String,
+    pub relation_name: String,
+    pub content: String,
+    /// Webstore referrer, or the end user's page URL for URL-based routing.
+    pub referrer: Option<String>,
+    pub routing_skill: Option<String>,
+    pub subject: Option<String>,
+    /// Epoch seconds.
+    pub sent_at: i64,
+}
+
+impl std::fmt::Debug for OutgoingMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Content and names are personal data: keep them out of any log line.
+        f.debug_struct("OutgoingMessage")
+            .field("conversation_id", &self.conversation_id)
+            .field("message_id", &self.message_id)
+            .field("referrer", &self.referrer)
+            .field("routing_skill", &self.routing_skill)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MscError {
+    #[error("MSC did not answer in time")]
+    Timeout,
+    #[error("MSC could not be reached: {0}")]
+    Transport(String),
+    #[error("MSC refused the message with HTTP {0}")]
+    Status(u16),
+}
+
+#[async_trait]
+pub trait MscMessages: Send + Sync {
+    /// Posts one message; `Ok` only when MSC accepted it (HTTP 201).
+    async fn post(&self, message: &OutgoingMessage) -> Result<(), MscError>;
+}
+
+#[derive(Clone)]
+pub struct PresenceSettings {
+    pub url: String,
+    pub api_key: String,
+    pub timeout: Duration,
+}
+
+impl PresenceSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: crate::config::http_url(env, "MSC_PRESENCE_URL")?,
+            api_key: env.required("MSC_PRESENCE_API_KEY")?.to_owned(),
+            timeout: Duration::from_millis(env.positive_u64("PRESENCE_TIMEOUT_MS", 2_000)?),
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct MscApiSettings {
+    pub url: String,
+    pub key: String,
+    pub secret: String,
+    pub channel_account: String,
+    pub timeout: Duration,
+}
+
+impl MscApiSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: crate::config::http_url(env, "MSC_API_URL")?,
+            key: env.required("MSC_API_KEY")?.to_owned(),
+            secret: env.required("MSC_API_SECRET")?.to_owned(),
+            channel_account: env.required("MSC_CHANNEL_ACCOUNT")?.to_owned(),
+            timeout: Duration::from_millis(env.positive_u64("MSC_TIMEOUT_MS", 5_000)?),
+        })
+    }
+}
+
+pub struct PresenceHttp {
+    http: reqwest::Client,
+    settings: PresenceSettings,
+}
+
+impl PresenceHttp {
+    pub fn new(http: reqwest::Client, settings: PresenceSettings) -> Self {
+        Self { http, settings }
+    }
+}
+
+#[async_trait]
+impl Presence for PresenceHttp {
+    async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> bool {
+        let request = self
+            .http
+            .get(format!("{}/api/v1", self.settings.url))
+            .query(&[
+                ("apikey", self.settings.api_key.as_str()),
+                ("Channel", channel),
+                ("referrer", referrer.unwrap_or_default()),
+            ])
+            .timeout(self.settings.timeout);
+        // The whole exchange, body included, must fit in the timeout.
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let body = response.text().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        };
+        match tokio::time::timeout(self.settings.timeout, exchange).await {
+            Ok(Ok((status, body))) => {
+                let online =
+                    status == reqwest::StatusCode::OK && body.trim().eq_ignore_ascii_case("online");
+                tracing::info!(status = status.as_u16(), online, "msc presence answered");
+                online
+            }
+            Ok(Err(err)) => {
+                // without_url: the presence URL carries the API key.
+                tracing::warn!(error = %err.without_url(), "msc presence failed; agents offline");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("msc presence timed out; agents offline");
+                false
+            }
+        }
+    }
+}
+
+pub struct MscHttp {
+    http: reqwest::Client,
+    settings: MscApiSettings,
+}
+
+impl MscHttp {
+    pub fn new(http: reqwest::Client, settings: MscApiSettings) -> Self {
+        Self { http, settings }
+    }
+}
+
+/// The one place that knows the Custom Channel API's field names.
+pub fn custom_channel_body(message: &OutgoingMessage, channel_account: &str) -> Value {
+    let mut body = json!({
+        "ChannelAccountExternalIdentifier": channel_account,
+        "ConversationExternalIdentifier": message.conversation_id,
+        "MessageExternalIdentifier": message.message_id,
+        "RelationExternalIdentifier": message.conversation_id,
+        "RelationName": message.relation_name,
+        "Content": message.content,
+        "IsPrivate": false,
+        "SentDateTime": rfc3339(message.sent_at),
+    });
+    if let Some(referrer) = &message.referrer {
+        body["Referrer"] = json!(referrer);
+    }
+    if let Some(subject) = &message.subject {
+        body["Subject"] = json!(subject);
+    }
+    if let Some(skill) = &message.routing_skill {
+        body["RoutingKeywords"] = json!(skill);
+    }
+    body
+}
+
+#[async_trait]
+impl MscMessages for MscHttp {
+    async fn post(&self, message: &OutgoingMessage) -> Result<(), MscError> {
+        let response = self
+            .http
+            .post(format!("{}/messages", self.settings.url))
+            .basic_auth(&self.settings.key, Some(&self.settings.secret))
+            .json(&custom_channel_body(
+                message,
+                &self.settings.channel_account,
+            ))
+            .timeout(self.settings.timeout)
+            .send()
+            .await
+            .map_err(|err| {
+                if err.is_timeout() {
+                    MscError::Timeout
+                } else {
+                    MscError::Transport(err.without_url().to_string())
+                }
+            })?;
+        match response.status().as_u16() {
+            201 => Ok(()),
+            other => Err(MscError::Status(other)),
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for epoch seconds (proleptic Gregorian, UTC).
+pub fn rfc3339(epoch_secs: i64) -> String {
+    let days = epoch_secs.div_euclid(86_400);
+    let secs_of_day = epoch_secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs_of_day / 3_600,
+        secs_of_day % 3_600 / 60,
+        secs_of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_epoch_seconds_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_750_000_000), "2025-06-15T15:06:40Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn maps_the_message_onto_custom_channel_fields() {
+        let message = OutgoingMessage {
+            conversation_id: "s-1".into(),
+            message_id: "s-1-handover-t".into(),
+            relation_name: "Jane".into(),
+            content: "hello".into(),
+            referrer: Some("NL-shop".into()),
+            routing_skill: Some("billing".into()),
+            subject: None,
+            sent_at: 0,
+        };
+        let body = custom_channel_body(&message, "acct");
+        assert_eq!(body["ChannelAccountExternalIdentifier"], "acct");
+        assert_eq!(body["ConversationExternalIdentifier"], "s-1");
+        assert_eq!(body["Referrer"], "NL-shop");
+        assert_eq!(body["RoutingKeywords"], "billing");
+        assert_eq!(body["IsPrivate"], false);
+        assert!(body.get("Subject").is_none());
+        assert!(!format!("{message:?}").contains("hello"));
+    }
+}

@@ -1,0 +1,139 @@
+//! Building each function's dependencies from the environment, once, at cold start. Each function
+//! reads only the variables its routes need; a missing or malformed one stops it with a message that
+//! names the variable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{answer_ingest, handover, prechat_complete, presence_check, BearerKey};
+use crate::caic::{CaicHttp, CaicSettings};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ConfigError, Env};
+use crate::flow::{IngestDeps, DEFAULT_CHANNEL};
+use crate::msc::{MscApiSettings, MscHttp, PresenceHttp, PresenceSettings};
+use crate::store::dynamodb::{self, DynamoDbStore};
+use crate::store::memory::MemoryStore;
+use crate::store::{LockPolicy, SessionStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("HTTP client: {0}")]
+    HttpClient(String),
+    #[error("session store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// One HTTP client per process: connection pools and TLS set up once.
+pub fn http_client() -> Result<reqwest::Client, StartupError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .build()
+        .map_err(|e| StartupError::HttpClient(e.to_string()))
+}
+
+/// Where sessions live: DynamoDB (`HANDOVER_TABLE`), or the embedded store when
+/// `HANDOVER_STORE=memory` (local runs only: it forgets everything at exit).
+pub async fn session_store(
+    env: &Env,
+    clock: Arc<dyn Clock>,
+    create_table: bool,
+) -> Result<Arc<dyn SessionStore>, StartupError> {
+    let policy = LockPolicy::from_env(env)?;
+    match env.string_or("HANDOVER_STORE", "dynamodb").as_str() {
+        "memory" => Ok(Arc::new(MemoryStore::new(clock, policy))),
+        "dynamodb" => {
+            let client = dynamodb::client_from_env().await;
+            let table = dynamodb::table_name_from_env(env);
+            if create_table {
+                dynamodb::ensure_table(&client, &table).await?;
+            }
+            Ok(Arc::new(DynamoDbStore::new(client, table, clock, policy)))
+        }
+        other => Err(ConfigError::Invalid {
+            name: "HANDOVER_STORE",
+            reason: format!("expected dynamodb or memory, got {other:?}"),
+        }
+        .into()),
+    }
+}
+
+pub fn default_channel(env: &Env) -> String {
+    env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL)
+}
+
+pub fn answer_ingest_deps(
+    env: &Env,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    http: reqwest::Client,
+) -> Result<answer_ingest::Deps, StartupError> {
+    let caic = CaicSettings::from_env(env)?;
+    let default_culture = caic.culture.clone();
+    Ok(answer_ingest::Deps {
+        flow: IngestDeps {
+            store,
+            caic: Arc::new(CaicHttp::new(http.clone(), caic)),
+            presence: Arc::new(PresenceHttp::new(
+                http.clone(),
+                PresenceSettings::from_env(env)?,
+            )),
+            msc: Arc::new(MscHttp::new(http, MscApiSettings::from_env(env)?)),
+            clock,
+            default_channel: default_channel(env),
+            default_culture,
+        },
+        channel_key: BearerKey::from_env(env, "CHANNEL_API_KEY")?,
+    })
+}
+
+pub fn presence_check_deps(
+    env: &Env,
+    http: reqwest::Client,
+) -> Result<presence_check::Deps, StartupError> {
+    Ok(presence_check::Deps {
+        presence: Arc::new(PresenceHttp::new(http, PresenceSettings::from_env(env)?)),
+        default_channel: default_channel(env),
+        channel_key: BearerKey::from_env(env, "CHANNEL_API_KEY")?,
+        webhook_key: BearerKey::from_env(env, "CAIC_WEBHOOK_SECRET")?,
+    })
+}
+
+pub fn prechat_complete_deps(
+    env: &Env,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    http: reqwest::Client,
+) -> Result<prechat_complete::Deps, StartupError> {
+    Ok(prechat_complete::Deps {
+        store: as_handover_store(store),
+        msc: Arc::new(MscHttp::new(http, MscApiSettings::from_env(env)?)),
+        clock,
+        webhook_key: BearerKey::from_env(env, "CAIC_WEBHOOK_SECRET")?,
+    })
+}
+
+pub fn handover_deps(
+    env: &Env,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    http: reqwest::Client,
+) -> Result<handover::Deps, StartupError> {
+    Ok(handover::Deps {
+        store: as_handover_store(store),
+        msc: Arc::new(MscHttp::new(http, MscApiSettings::from_env(env)?)),
+        clock,
+        operator_key: BearerKey::from_env(env, "OPERATOR_API_KEY")?,
+    })
+}
+
+/// Narrows the store to the handover operations: what those handlers can call is all they get.
+fn as_handover_store(store: Arc<dyn SessionStore>) -> Arc<dyn crate::store::HandoverStore> {
+    store
+}
+
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}

@@ -221,7 +221,15 @@ pub struct IngestDeps {
 /// flow (rules 1-4); a `prechat` addition on a `prechat` session completes it (rule 5).
 pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<IngestReply, FlowError> {
     let session = match &message.session_id {
-        Some(id) => deps.store.get(id).await?,
+        Some(id) => match deps.store.get(id).await {
+            Ok(session) => session,
+            // Rule 7: with the store down nobody can be handed over, and the bot is the one that
+            // can still answer. A live lock is ignored for the outage; no flow starts meanwhile.
+            Err(err) => {
+                tracing::error!(error = %err, "session store unreadable; the bot answers");
+                return ask_bot_only(deps, &message).await;
+            }
+        },
         None => None,
     };
     if let Some(session) = &session {
@@ -274,6 +282,22 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         session_id,
         handled_by: HandledBy::Bot,
         answers,
+    })
+}
+
+async fn ask_bot_only(
+    deps: &IngestDeps,
+    message: &IncomingMessage,
+) -> Result<IngestReply, FlowError> {
+    let culture = message.culture.as_deref().unwrap_or(&deps.default_culture);
+    let reply = deps
+        .caic
+        .ask(message.session_id.as_deref(), &message.text, culture)
+        .await?;
+    Ok(IngestReply {
+        session_id: reply.session_id,
+        handled_by: HandledBy::Bot,
+        answers: reply.answers,
     })
 }
 

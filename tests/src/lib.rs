@@ -2,6 +2,7 @@
 //! client pointed at the DynamoDB-compatible server the test command starts.
 
 pub mod contract;
+pub mod world;
 
 use std::sync::Arc;
 
@@ -57,6 +58,35 @@ pub async fn dynamodb_harness() -> Harness {
         clock,
         policy: policy(),
         adapter: "dynamodb",
+    }
+}
+
+/// A DynamoDB store whose endpoint refuses connections: the store is down.
+pub fn unreachable_dynamodb_harness() -> Harness {
+    let clock = Arc::new(ManualClock::starting_at(T0));
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "handover-tests",
+        ))
+        // Port 9 (discard) on loopback: nothing listens there on these machines.
+        .endpoint_url("http://127.0.0.1:9")
+        .build();
+    Harness {
+        store: Arc::new(DynamoDbStore::new(
+            Client::from_conf(config),
+            "handover-down",
+            clock.clone(),
+            policy(),
+        )),
+        clock,
+        policy: policy(),
+        adapter: "dynamodb-down",
     }
 }
 

@@ -1,0 +1,263 @@
+//! A whole deployment in one process: the four handlers wired from environment variables exactly as
+//! the Lambda mains wire them, stub CAIC and MSC servers (wiremock), a store on moto, and a manual clock.
+//! Requests go through the real lambda_http handlers, built from an API Gateway v2 event fixture.
+
+use std::sync::Arc;
+
+use handover_core::api::{answer_ingest, handover, prechat_complete, presence_check, Response};
+use handover_core::config::Env;
+use handover_core::{wiring, Clock, ManualClock, SessionStore};
+use http::StatusCode;
+use lambda_http::Body;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, Request as Received, ResponseTemplate};
+
+use crate::Harness;
+
+pub const CHANNEL_KEY: &str = "channel-key-0123456789";
+pub const WEBHOOK_KEY: &str = "webhook-secret-0123456789";
+pub const OPERATOR_KEY: &str = "operator-key-0123456789";
+pub const CAIC_API_KEY: &str = "caic-api-key-secret";
+pub const PRESENCE_API_KEY: &str = "presence-api-key";
+pub const MSC_KEY: &str = "msc-key";
+pub const MSC_SECRET: &str = "msc-secret";
+
+const FIXTURE: &str = include_str!("../data/apigw_v2_request.json");
+
+pub struct World {
+    pub caic: MockServer,
+    pub msc: MockServer,
+    pub store: Arc<dyn SessionStore>,
+    pub clock: Arc<ManualClock>,
+    pub ingest: answer_ingest::Deps,
+    pub presence: presence_check::Deps,
+    pub prechat: prechat_complete::Deps,
+    pub handover: handover::Deps,
+}
+
+impl World {
+    pub async fn on(harness: Harness) -> World {
+        Self::with_env(harness, &[]).await
+    }
+
+    /// `overrides` replace or add environment variables (e.g. a short `PRESENCE_TIMEOUT_MS`).
+    pub async fn with_env(harness: Harness, overrides: &[(&str, &str)]) -> World {
+        let caic = MockServer::start().await;
+        let msc = MockServer::start().await;
+        let caic_url = caic.uri();
+        let presence_url = format!("{}/presence", msc.uri());
+        let msc_url = format!("{}/api", msc.uri());
+        let mut vars: Vec<(&str, &str)> = vec![
+            ("CAIC_BASE_URL", &caic_url),
+            ("CAIC_CUSTOMER_KEY", "cust"),
+            ("CAIC_PROJECT_KEY", "proj"),
+            ("CAIC_API_KEY", CAIC_API_KEY),
+            ("CAIC_CULTURE", "en"),
+            ("MSC_PRESENCE_URL", &presence_url),
+            ("MSC_PRESENCE_API_KEY", PRESENCE_API_KEY),
+            ("MSC_API_URL", &msc_url),
+            ("MSC_API_KEY", MSC_KEY),
+            ("MSC_API_SECRET", MSC_SECRET),
+            ("MSC_CHANNEL_ACCOUNT", "acct-1"),
+            ("PRESENCE_TIMEOUT_MS", "500"),
+            ("MSC_TIMEOUT_MS", "1000"),
+            ("CHANNEL_API_KEY", CHANNEL_KEY),
+            ("CAIC_WEBHOOK_SECRET", WEBHOOK_KEY),
+            ("OPERATOR_API_KEY", OPERATOR_KEY),
+        ];
+        for (name, value) in overrides {
+            vars.retain(|(n, _)| n != name);
+            vars.push((name, value));
+        }
+        let env = Env::from_pairs(vars);
+        let clock: Arc<dyn Clock> = harness.clock.clone();
+        let http = wiring::http_client().expect("http client");
+        let store = harness.store.clone();
+        World {
+            ingest: wiring::answer_ingest_deps(&env, store.clone(), clock.clone(), http.clone())
+                .expect("ingest deps"),
+            presence: wiring::presence_check_deps(&env, http.clone()).expect("presence deps"),
+            prechat: wiring::prechat_complete_deps(
+                &env,
+                store.clone(),
+                clock.clone(),
+                http.clone(),
+            )
+            .expect("prechat deps"),
+            handover: wiring::handover_deps(&env, store.clone(), clock, http)
+                .expect("handover deps"),
+            caic,
+            msc,
+            store,
+            clock: harness.clock,
+        }
+    }
+
+    pub async fn message(&self, body: Value) -> (StatusCode, Value) {
+        let req = event(
+            "POST",
+            "/v1/messages",
+            "",
+            Some(CHANNEL_KEY),
+            &body.to_string(),
+        );
+        read(answer_ingest::handle(&self.ingest, req).await)
+    }
+
+    pub async fn end_slot(&self, session_id: &str, slots: Value) -> (StatusCode, Value) {
+        let body = json!({"culture": "en", "sessionId": session_id, "session": {}, "name": "intake",
+                          "okMessage": "Thanks", "errorMessage": "Sorry", "slots": slots});
+        let req = event(
+            "POST",
+            "/v1/prechat/complete",
+            "",
+            Some(WEBHOOK_KEY),
+            &body.to_string(),
+        );
+        read(prechat_complete::handle(&self.prechat, req).await)
+    }
+
+    pub async fn operator_handover(&self, session_id: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/sessions/{session_id}/handover");
+        let req = event("POST", &path, "", Some(OPERATOR_KEY), "");
+        read(handover::handle(&self.handover, req).await)
+    }
+
+    pub async fn presence_webhook(&self, body: Value) -> (StatusCode, Value) {
+        let req = event(
+            "POST",
+            "/v1/presence",
+            "",
+            Some(WEBHOOK_KEY),
+            &body.to_string(),
+        );
+        read(presence_check::handle(&self.presence, req).await)
+    }
+
+    pub async fn presence_get(&self, query: &str) -> (StatusCode, Value) {
+        let req = event("GET", "/v1/presence", query, Some(CHANNEL_KEY), "");
+        read(presence_check::handle(&self.presence, req).await)
+    }
+
+    /// CAIC answers `q` (any session) with this reply.
+    pub async fn caic_answers(&self, q: &str, reply: Value) {
+        Mock::given(method("GET"))
+            .and(path("/ask"))
+            .and(query_param("q", q))
+            .respond_with(ResponseTemplate::new(200).set_body_json(reply))
+            .mount(&self.caic)
+            .await;
+    }
+
+    pub async fn caic_event_answers(&self, status: u16, reply: Value) {
+        Mock::given(method("GET"))
+            .and(path("/event/prechat"))
+            .respond_with(ResponseTemplate::new(status).set_body_json(reply))
+            .mount(&self.caic)
+            .await;
+    }
+
+    pub async fn presence_says(&self, response: ResponseTemplate) {
+        Mock::given(method("GET"))
+            .and(path("/presence/api/v1"))
+            .respond_with(response)
+            .mount(&self.msc)
+            .await;
+    }
+
+    pub async fn msc_accepts_messages(&self, response: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path("/api/messages"))
+            .respond_with(response)
+            .mount(&self.msc)
+            .await;
+    }
+
+    pub async fn caic_requests(&self, to_path: &str) -> Vec<Received> {
+        received(&self.caic, to_path).await
+    }
+
+    pub async fn msc_messages(&self) -> Vec<Value> {
+        received(&self.msc, "/api/messages")
+            .await
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).expect("msc body is JSON"))
+            .collect()
+    }
+
+    pub async fn presence_requests(&self) -> Vec<Received> {
+        received(&self.msc, "/presence/api/v1").await
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+async fn received(server: &MockServer, to_path: &str) -> Vec<Received> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.url.path() == to_path)
+        .collect()
+}
+
+pub fn query_of(request: &Received, name: &str) -> Option<String> {
+    request
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// An API Gateway HTTP API (payload 2.0) event from the fixture, as Lambda would deliver it.
+pub fn event(
+    http_method: &str,
+    raw_path: &str,
+    raw_query: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> lambda_http::Request {
+    let mut event: Value = serde_json::from_str(FIXTURE).expect("fixture is JSON");
+    event["rawPath"] = json!(raw_path);
+    event["rawQueryString"] = json!(raw_query);
+    event["requestContext"]["http"]["method"] = json!(http_method);
+    event["requestContext"]["http"]["path"] = json!(raw_path);
+    event["body"] = json!(body);
+    if let Some(key) = bearer {
+        event["headers"]["authorization"] = json!(format!("Bearer {key}"));
+    }
+    if !raw_query.is_empty() {
+        let params: serde_json::Map<String, Value> = form_pairs(raw_query);
+        event["queryStringParameters"] = Value::Object(params);
+    }
+    lambda_http::request::from_str(&event.to_string()).expect("valid API Gateway v2 event")
+}
+
+fn form_pairs(raw_query: &str) -> serde_json::Map<String, Value> {
+    raw_query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect()
+}
+
+pub fn read(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = match response.body() {
+        Body::Text(text) => serde_json::from_str(text).expect("JSON response"),
+        Body::Binary(bytes) => serde_json::from_slice(bytes).expect("JSON response"),
+        _ => Value::Null,
+    };
+    (status, body)
+}
+
+/// A CAIC reply in the connector's normalised shape.
+pub fn caic_reply(session_id: &str, answer: &str, additions: Value) -> Value {
+    json!({"data": {"answer": answer, "type": "answer", "dialogOptions": [], "links": [],
+                    "outputAdditions": additions},
+           "metadata": {"culture": "en", "interactionId": "i-1", "sessionId": session_id}})
+}

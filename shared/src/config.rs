@@ -34,6 +34,13 @@ impl Env {
         }
     }
 
+    /// Sets `name` unless it already has a non-blank value.
+    pub fn set_default(&mut self, name: &str, value: impl Into<String>) {
+        if self.optional(name).is_none() {
+            self.vars.insert(name.to_owned(), value.into());
+        }
+    }
+
     /// A set, non-blank value.
     pub fn optional(&self, name: &str) -> Option<&str> {
         self.vars

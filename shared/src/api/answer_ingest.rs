@@ -56,8 +56,11 @@ async fn handle_inner(deps: &Deps, req: Request) -> Result<Response, ApiError> {
     if let Some(id) = &message.session_id {
         tracing::Span::current().record("session_id", id.as_str());
     }
+    let new_conversation = message.session_id.is_none();
     let reply = ingest(&deps.flow, message).await?;
-    tracing::Span::current().record("session_id", reply.session_id.as_str());
+    if new_conversation {
+        tracing::Span::current().record("session_id", reply.session_id.as_str());
+    }
     tracing::info!(
         handled_by = reply.handled_by.as_str(),
         answers = reply.answers.len(),

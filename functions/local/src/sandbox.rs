@@ -1,0 +1,227 @@
+//! A development sandbox standing in for CAIC and MSC when no account is configured. The service's
+//! real HTTP clients talk to it exactly as they would to CM.com; only the peers are fake.
+//!
+//! - `GET /sandbox/caic/ask`: a scripted bot. "agent" or "human" gets a `livechat` answer with skill
+//!   `support`; during the intake it asks for a name, then an e-mail address, then calls the end-slot
+//!   webhook (`POST /v1/prechat/complete`) as CAIC would and answers with the dialog's ok or error text.
+//! - `GET /sandbox/caic/event/prechat`: starts that intake.
+//! - `GET /sandbox/msc/presence/api/v1`: `Online` (or `Offline` with `SANDBOX_AGENTS=offline`).
+//! - `POST /sandbox/msc/api/messages`: accepts Custom Channel messages (201); `GET` lists them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use handover_core::api::{json_response, Response};
+use handover_core::config::Env;
+use http::request::Parts;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub const SANDBOX_KEY: &str = "sandbox";
+
+/// Points every CAIC and MSC variable at the sandbox on this server.
+pub fn configure(env: &mut Env, addr: SocketAddr) {
+    let base = format!("http://{addr}/sandbox");
+    env.set_default("CAIC_BASE_URL", format!("{base}/caic"));
+    env.set_default("CAIC_CUSTOMER_KEY", SANDBOX_KEY);
+    env.set_default("CAIC_PROJECT_KEY", SANDBOX_KEY);
+    env.set_default("CAIC_API_KEY", SANDBOX_KEY);
+    env.set_default("MSC_PRESENCE_URL", format!("{base}/msc/presence"));
+    env.set_default("MSC_PRESENCE_API_KEY", SANDBOX_KEY);
+    env.set_default("MSC_API_URL", format!("{base}/msc/api"));
+    env.set_default("MSC_API_KEY", SANDBOX_KEY);
+    env.set_default("MSC_API_SECRET", SANDBOX_KEY);
+    env.set_default("MSC_CHANNEL_ACCOUNT", "sandbox-channel");
+}
+
+#[derive(Debug, Clone)]
+enum Intake {
+    AskedName,
+    AskedEmail { name: String },
+}
+
+pub struct Sandbox {
+    webhook_url: String,
+    webhook_secret: String,
+    agents_online: bool,
+    http: reqwest::Client,
+    intakes: Mutex<HashMap<String, Intake>>,
+    received: Mutex<Vec<Value>>,
+}
+
+impl Sandbox {
+    pub fn new(env: &Env, addr: SocketAddr, http: reqwest::Client) -> Self {
+        Self {
+            webhook_url: format!("http://{addr}/v1/prechat/complete"),
+            webhook_secret: env.string_or("CAIC_WEBHOOK_SECRET", crate::LOCAL_WEBHOOK_SECRET),
+            agents_online: env.string_or("SANDBOX_AGENTS", "online") != "offline",
+            http,
+            intakes: Mutex::new(HashMap::new()),
+            received: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub async fn handle(&self, parts: &Parts, body: &Bytes) -> Response {
+        let query: HashMap<String, String> = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        match (&parts.method, parts.uri.path()) {
+            (&Method::GET, "/sandbox/caic/ask") => self.ask(&query).await,
+            (&Method::GET, "/sandbox/caic/event/prechat") => self.prechat_event(&query),
+            (&Method::GET, "/sandbox/msc/presence/api/v1") => {
+                let mut response =
+                    http::Response::new(lambda_http::Body::from(if self.agents_online {
+                        "Online"
+                    } else {
+                        "Offline"
+                    }));
+                *response.status_mut() = StatusCode::OK;
+                response
+            }
+            (&Method::POST, "/sandbox/msc/api/messages") => self.accept_message(parts, body),
+            (&Method::GET, "/sandbox/msc/api/messages") => {
+                let received = self.lock_received().clone();
+                json_response(StatusCode::OK, &json!({ "messages": received }))
+            }
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": {"code": "no_route", "message": "no such sandbox route"}}),
+            ),
+        }
+    }
+
+    async fn ask(&self, query: &HashMap<String, String>) -> Response {
+        let session = query
+            .get("session")
+            .cloned()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let text = query
+            .get("q")
+            .map(|q| q.trim().to_owned())
+            .unwrap_or_default();
+        let step = self.lock_intakes().get(&session).cloned();
+        let (answer, additions) = match step {
+            Some(Intake::AskedName) => {
+                self.lock_intakes()
+                    .insert(session.clone(), Intake::AskedEmail { name: text });
+                ("Thanks. And your e-mail address?".to_owned(), json!({}))
+            }
+            Some(Intake::AskedEmail { name }) => {
+                self.lock_intakes().remove(&session);
+                let slots =
+                    json!([{"name": "name", "value": name}, {"name": "email", "value": text}]);
+                let handed_over = self.call_end_slot_webhook(&session, slots).await;
+                let answer = if handed_over {
+                    "Thank you! A colleague will take over this chat."
+                } else {
+                    "Sorry, we could not reach a colleague. You can keep chatting with me."
+                };
+                (answer.to_owned(), json!({}))
+            }
+            None => {
+                let lower = text.to_lowercase();
+                if lower.contains("agent") || lower.contains("human") {
+                    (
+                        "Let me connect you to a colleague.".to_owned(),
+                        json!({"livechat": "true", "skill": "support"}),
+                    )
+                } else {
+                    (
+                        format!("You said \"{text}\". Say \"agent\" to talk to a person."),
+                        json!({}),
+                    )
+                }
+            }
+        };
+        caic_reply(&session, &answer, additions)
+    }
+
+    fn prechat_event(&self, query: &HashMap<String, String>) -> Response {
+        let Some(session) = query.get("session").cloned() else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": {"code": "invalid_request", "message": "session is required"}}),
+            );
+        };
+        let online = query.get("agentStatus").map(String::as_str) == Some("online");
+        self.lock_intakes()
+            .insert(session.clone(), Intake::AskedName);
+        let answer = if online {
+            "A colleague is available. What is your name?"
+        } else {
+            "Our colleagues are offline right now, but leave your details. What is your name?"
+        };
+        caic_reply(&session, answer, json!({}))
+    }
+
+    /// What CAIC does when the intake dialog's last slot is filled.
+    async fn call_end_slot_webhook(&self, session: &str, slots: Value) -> bool {
+        let body = json!({"culture": "en", "sessionId": session, "session": {}, "name": "intake",
+                          "okMessage": "Thank you!", "errorMessage": "Sorry.", "slots": slots});
+        let reply = self
+            .http
+            .post(&self.webhook_url)
+            .bearer_auth(&self.webhook_secret)
+            .json(&body)
+            .send()
+            .await;
+        match reply {
+            Ok(response) => response
+                .json::<Value>()
+                .await
+                .map(|v| v["success"] == true)
+                .unwrap_or(false),
+            Err(err) => {
+                tracing::warn!(error = %err.without_url(), "sandbox could not call the end-slot webhook");
+                false
+            }
+        }
+    }
+
+    fn accept_message(&self, parts: &Parts, body: &Bytes) -> Response {
+        let authorized = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Basic "));
+        if !authorized {
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "basic auth required"}),
+            );
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(message) => {
+                tracing::info!(
+                    conversation = %message["ConversationExternalIdentifier"],
+                    "sandbox MSC accepted a message"
+                );
+                self.lock_received().push(message);
+                json_response(StatusCode::CREATED, &json!({"accepted": true}))
+            }
+            Err(err) => json_response(StatusCode::BAD_REQUEST, &json!({"error": err.to_string()})),
+        }
+    }
+
+    fn lock_intakes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Intake>> {
+        self.intakes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_received(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn caic_reply(session: &str, answer: &str, additions: Value) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"data": {"answer": answer, "type": "answer", "dialogOptions": [], "links": [],
+                         "outputAdditions": additions},
+                "metadata": {"culture": "en", "interactionId": uuid::Uuid::new_v4().to_string(),
+                             "sessionId": session}}),
+    )
+}

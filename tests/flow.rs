@@ -638,3 +638,52 @@ async fn bad_input_is_a_4xx_naming_the_problem_and_touches_nothing() {
     assert!(world.caic.received_requests().await.unwrap().is_empty());
     assert!(world.msc.received_requests().await.unwrap().is_empty());
 }
+
+#[test]
+fn a_missing_or_malformed_setting_stops_start_up_naming_the_variable() {
+    use handover_core::config::Env;
+    use handover_core::wiring;
+    let http = wiring::http_client().unwrap();
+    let startup_error = |pairs: &[(&str, &str)]| {
+        wiring::presence_check_deps(&Env::from_pairs(pairs.iter().copied()), http.clone())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let complete = [
+        ("MSC_PRESENCE_URL", "http://127.0.0.1:1/presence"),
+        ("MSC_PRESENCE_API_KEY", "k"),
+        ("CHANNEL_API_KEY", "channel-key-0123456789"),
+        ("CAIC_WEBHOOK_SECRET", "webhook-secret-0123456789"),
+    ];
+    assert_eq!(
+        startup_error(&complete),
+        "",
+        "a complete configuration starts"
+    );
+    let without = |name: &str| -> Vec<(&str, &str)> {
+        complete
+            .iter()
+            .copied()
+            .filter(|(n, _)| *n != name)
+            .collect()
+    };
+    for name in [
+        "MSC_PRESENCE_URL",
+        "MSC_PRESENCE_API_KEY",
+        "CHANNEL_API_KEY",
+        "CAIC_WEBHOOK_SECRET",
+    ] {
+        let error = startup_error(&without(name));
+        assert!(
+            error.contains(name) && error.contains("not set"),
+            "{name}: {error}"
+        );
+    }
+    let mut malformed = without("MSC_PRESENCE_URL");
+    malformed.push(("MSC_PRESENCE_URL", "presence.example"));
+    assert!(startup_error(&malformed).contains("MSC_PRESENCE_URL is invalid"));
+    let mut slow = complete.to_vec();
+    slow.push(("PRESENCE_TIMEOUT_MS", "soon"));
+    assert!(startup_error(&slow).contains("PRESENCE_TIMEOUT_MS"));
+}

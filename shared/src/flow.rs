@@ -163,17 +163,6 @@ pub fn handover_message(claim: &Session, now: i64) -> OutgoingMessage {
     }
 }
 
-/// The end-slot webhook (and the answer stream's `prechat` addition): intake done, hand over.
-pub async fn complete_prechat<S: HandoverStore + ?Sized>(
-    store: &S,
-    msc: &dyn MscMessages,
-    clock: &dyn Clock,
-    session_id: &str,
-    intake: &[IntakeAnswer],
-) -> Result<HandoverOutcome, StoreError> {
-    hand_over(store, msc, clock, session_id, intake).await
-}
-
 #[derive(Debug, Clone)]
 pub struct IncomingMessage {
     pub session_id: Option<String>,
@@ -255,7 +244,8 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         .as_ref()
         .is_some_and(|s| s.state == SessionState::Prechat && s.session_id == session_id);
     if in_prechat && reply.additions.prechat {
-        let outcome = complete_prechat(
+        // The intake dialog's end slot carried the `prechat` event: the same use case as the webhook.
+        let outcome = hand_over(
             deps.store.as_ref(),
             deps.msc.as_ref(),
             deps.clock.as_ref(),

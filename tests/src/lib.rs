@@ -105,6 +105,10 @@ pub fn dynamodb_endpoint() -> String {
 
 /// Static dummy credentials and an explicit region: the SDK never goes looking for cloud ones.
 pub fn dynamodb_client() -> Client {
+    client_at(&dynamodb_endpoint())
+}
+
+fn client_at(endpoint: &str) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("eu-west-1"))
@@ -115,7 +119,7 @@ pub fn dynamodb_client() -> Client {
             None,
             "handover-tests",
         ))
-        .endpoint_url(dynamodb_endpoint())
+        .endpoint_url(endpoint)
         .build();
     Client::from_conf(config)
 }

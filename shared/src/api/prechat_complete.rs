@@ -14,7 +14,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::domain::IntakeAnswer;
-use crate::flow::complete_prechat;
+use crate::flow::hand_over;
 use crate::msc::MscMessages;
 use crate::store::HandoverStore;
 
@@ -81,7 +81,7 @@ async fn handle_inner(deps: &Deps, req: Request) -> Result<Response, ApiError> {
     let intake = intake_from_slots(body.slots)?;
     // CAIC reads only `success`: every outcome of the flow, failures included, is a 200 with it, so the
     // dialog shows its error message and the user stays with the bot.
-    let success = match complete_prechat(
+    let success = match hand_over(
         deps.store.as_ref(),
         deps.msc.as_ref(),
         deps.clock.as_ref(),

@@ -34,6 +34,10 @@ impl Env {
         }
     }
 
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.vars.insert(name.to_owned(), value.into());
+    }
+
     /// Sets `name` unless it already has a non-blank value.
     pub fn set_default(&mut self, name: &str, value: impl Into<String>) {
         if self.optional(name).is_none() {

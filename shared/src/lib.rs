@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod flow;
 pub mod msc;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod wiring;

@@ -17,12 +17,21 @@ use crate::store::{LockPolicy, SessionStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
     #[error("HTTP client: {0}")]
     HttpClient(String),
     #[error("session store: {0}")]
     Store(#[from] crate::store::StoreError),
+}
+
+/// The process environment with the deployment's secret laid over it (see [`crate::secrets`]).
+pub async fn environment() -> Result<Env, StartupError> {
+    let mut env = Env::from_process();
+    crate::secrets::overlay_from_env(&mut env).await?;
+    Ok(env)
 }
 
 /// One HTTP client per process: connection pools and TLS set up once.

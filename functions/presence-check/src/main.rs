@@ -1,14 +1,15 @@
 //! Lambda entry point: build the dependencies once at cold start, then serve `handover_core::api::presence_check`.
 
 use handover_core::api::presence_check;
-use handover_core::config::Env;
 use handover_core::{telemetry, wiring};
 use lambda_http::{run, service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let env = Env::from_process();
+    let env = wiring::environment()
+        .await
+        .inspect_err(|err| tracing::error!(error = %err, "cannot start"))?;
     let deps = wiring::http_client()
         .and_then(|http| wiring::presence_check_deps(&env, http))
         .inspect_err(|err| tracing::error!(error = %err, "cannot start"))?;

@@ -32,6 +32,18 @@ pub enum Function {
     Handover,
 }
 
+impl Function {
+    /// The Lambda binary (and `functions/` package) that serves it.
+    pub const fn binary(self) -> &'static str {
+        match self {
+            Function::AnswerIngest => "answer-ingest",
+            Function::PresenceCheck => "presence-check",
+            Function::PrechatComplete => "prechat-complete",
+            Function::Handover => "handover",
+        }
+    }
+}
+
 /// Every route of the service, as the template and the OpenAPI document name them.
 pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/v1/messages", Function::AnswerIngest),

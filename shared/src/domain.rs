@@ -120,6 +120,9 @@ pub struct Session {
     /// Changes on every start of intake and every claim; transitions after those are guarded by it,
     /// so a holder that lost its lease cannot complete or release someone else's work.
     pub token: String,
+    /// Set when the intake starts and kept by every claim of it: the handover message's id derives from
+    /// it, so retries and take-overs of one handover post the same `MessageExternalIdentifier`.
+    pub intake_id: String,
     pub skill: Option<String>,
     pub webstore: Option<String>,
     pub channel: Option<String>,

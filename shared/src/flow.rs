@@ -148,8 +148,9 @@ pub fn handover_message(claim: &Session, now: i64) -> OutgoingMessage {
         .unwrap_or_else(|| ANONYMOUS_RELATION.to_owned());
     OutgoingMessage {
         conversation_id: claim.session_id.clone(),
-        // Same session and claim → same id: MSC can drop a duplicate post of this very handover.
-        message_id: format!("{}-handover-{}", claim.session_id, claim.token),
+        // Same intake → same id, whichever claim posts it: MSC can drop a duplicate of this handover
+        // (a retry after a timeout whose post did arrive, a take-over after a crash).
+        message_id: format!("{}-handover-{}", claim.session_id, claim.intake_id),
         relation_name,
         content,
         referrer: presence_referrer(claim.webstore.as_deref(), claim.end_user_url.as_deref())

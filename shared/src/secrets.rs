@@ -38,8 +38,7 @@ pub async fn overlay_from_env(env: &mut Env) -> Result<(), SecretError> {
     let Some(arn) = env.optional(SECRET_ARN_VARIABLE).map(str::to_owned) else {
         return Ok(());
     };
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let client = aws_sdk_secretsmanager::Client::new(&crate::wiring::sdk_config().await);
     overlay(env, &client, &arn).await
 }
 

@@ -27,6 +27,26 @@ pub enum StartupError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// Every AWS call is bounded, so no function runs into its Lambda timeout waiting on AWS: at most 3
+/// attempts (the SDK's standard retry, exponential backoff with jitter, only for retryable errors) of
+/// at most 1 s each, 3 s in all. Conditional writes are safe to retry: a retry that finds its own
+/// earlier write is recognised by its token (see `ClaimOutcome::refused`).
+pub fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .operation_attempt_timeout(Duration::from_secs(1))
+        .operation_timeout(Duration::from_secs(3))
+        .build()
+}
+
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(sdk_timeouts())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+        .load()
+        .await
+}
+
 /// The process environment with the deployment's secret laid over it (see [`crate::secrets`]).
 pub async fn environment() -> Result<Env, StartupError> {
     let mut env = Env::from_process();

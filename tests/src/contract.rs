@@ -99,6 +99,10 @@ pub async fn start_intake_refreshes_a_live_prechat(h: Harness) {
         other => panic!("[{}] refresh: {other:?}", h.adapter),
     };
     assert_ne!(refreshed.token, first.token);
+    assert_ne!(
+        refreshed.intake_id, first.intake_id,
+        "a new intake is a new handover"
+    );
     assert_eq!(refreshed.skill, None);
     assert_eq!(refreshed.webstore, None);
     assert_eq!(refreshed.agent_status, AgentStatus::Offline);
@@ -166,6 +170,10 @@ pub async fn claim_takes_a_live_prechat_with_fresh_token_and_lease(h: Harness) {
     let claim = claimed(&h).await;
     assert_eq!(claim.state, SessionState::HandingOver);
     assert_ne!(claim.token, intake.token);
+    assert_eq!(
+        claim.intake_id, intake.intake_id,
+        "a claim keeps the intake's id"
+    );
     assert_eq!(claim.expires_at, T0 + 5 + h.policy.claim_lease_secs);
     assert_eq!(claim.intake, answers());
     assert_eq!(
@@ -209,6 +217,10 @@ pub async fn expired_lease_can_be_taken_over(h: Harness) {
         other => panic!("[{}] take-over: {other:?}", h.adapter),
     };
     assert_ne!(taker.token, crashed.token);
+    assert_eq!(
+        taker.intake_id, crashed.intake_id,
+        "same intake, same handover message id"
+    );
     assert_eq!(taker.expires_at, h.clock_now() + h.policy.claim_lease_secs);
     // The crashed holder wakes up: its token no longer holds the session.
     match h.store.complete(SID, &crashed.token).await {

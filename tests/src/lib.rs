@@ -120,6 +120,8 @@ fn client_at(endpoint: &str) -> Client {
             "handover-tests",
         ))
         .endpoint_url(endpoint)
+        .timeout_config(handover_core::wiring::sdk_timeouts())
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3))
         .build();
     Client::from_conf(config)
 }

@@ -274,8 +274,29 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
             "request body is empty; JSON expected".into(),
         ));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::InvalidBody(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidBody(describe_json_error(&e)))
+}
+
+/// serde's messages quote the offending value (`invalid type: string "Jane Doe", expected ...`); error
+/// bodies and log lines must not carry what the caller sent, which may be personal data or a secret.
+fn describe_json_error(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Io | Category::Syntax | Category::Eof => format!(
+            "invalid JSON body: malformed JSON at line {} column {}",
+            err.line(),
+            err.column()
+        ),
+        Category::Data => {
+            let message = err.to_string();
+            match (message.find("invalid "), message.find(", expected")) {
+                (Some(start), Some(end)) if start < end => {
+                    format!("invalid JSON body: wrong type or value{}", &message[end..])
+                }
+                _ => format!("invalid JSON body: {message}"),
+            }
+        }
+    }
 }
 
 /// Like [`json_body`], but an empty body is `T::default()`.
@@ -363,6 +384,26 @@ mod tests {
         assert!(!constant_time_eq(b"secret-kez", b"secret-key"));
         assert!(!constant_time_eq(b"secret-key-longer", b"secret-key"));
         assert!(!constant_time_eq(b"", b"secret-key"));
+    }
+
+    #[test]
+    fn json_errors_name_the_field_but_never_echo_the_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            text: String,
+            name: Option<u32>,
+        }
+        let describe =
+            |raw: &str| describe_json_error(&serde_json::from_str::<Body>(raw).unwrap_err());
+        let wrong = describe(r#"{"text": "hi", "name": "Jane Doe"}"#);
+        assert!(wrong.contains("expected u32"), "{wrong}");
+        assert!(!wrong.contains("Jane"), "{wrong}");
+        let missing = describe(r#"{"name": 1}"#);
+        assert!(missing.contains("missing field `text`"), "{missing}");
+        let broken = describe(r#"{"text": "secret-value"#);
+        assert!(broken.contains("malformed JSON"), "{broken}");
+        assert!(!broken.contains("secret-value"), "{broken}");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{
-    new_token, ClaimOutcome, Guarded, HandoverStore, IntakeStore, LockPolicy, LockRefresher,
-    SessionReader, StartIntakeOutcome, StoreError, TouchOutcome,
+    intake_session, new_token, ClaimOutcome, Guarded, HandoverStore, IntakeStore, LockPolicy,
+    LockRefresher, SessionReader, StartIntakeOutcome, StoreError, TouchOutcome,
 };
 use crate::clock::Clock;
 use crate::config::Env;
@@ -35,6 +35,7 @@ mod attr {
     pub const PK: &str = "pk";
     pub const STATE: &str = "state";
     pub const TOKEN: &str = "token";
+    pub const INTAKE_ID: &str = "intake_id";
     pub const SKILL: &str = "skill";
     pub const WEBSTORE: &str = "webstore";
     pub const CHANNEL: &str = "channel";
@@ -56,8 +57,7 @@ pub fn table_name_from_env(env: &Env) -> String {
 /// A client from the standard AWS configuration chain. `AWS_ENDPOINT_URL_DYNAMODB` (or
 /// `AWS_ENDPOINT_URL`) points it at a local server.
 pub async fn client_from_env() -> Client {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    Client::new(&config)
+    Client::new(&crate::wiring::sdk_config().await)
 }
 
 pub struct DynamoDbStore {
@@ -146,6 +146,7 @@ fn session_to_item(session: &Session) -> Item {
     item.insert(attr::PK.into(), s(&session.session_id));
     item.insert(attr::STATE.into(), s(session.state.as_str()));
     item.insert(attr::TOKEN.into(), s(&session.token));
+    item.insert(attr::INTAKE_ID.into(), s(&session.intake_id));
     item.insert(attr::AGENT_STATUS.into(), s(session.agent_status.as_str()));
     item.insert(attr::EXPIRES_AT.into(), n(session.expires_at));
     item.insert(attr::UPDATED_AT.into(), n(session.updated_at));
@@ -242,6 +243,7 @@ fn item_to_session(item: &Item) -> Result<Session, StoreError> {
     Ok(Session {
         state,
         token: required(attr::TOKEN)?,
+        intake_id: required(attr::INTAKE_ID)?,
         skill: string(attr::SKILL)?,
         webstore: string(attr::WEBSTORE)?,
         channel: string(attr::CHANNEL)?,
@@ -282,20 +284,7 @@ impl SessionReader for DynamoDbStore {
 impl IntakeStore for DynamoDbStore {
     async fn start_intake(&self, start: &IntakeStart) -> Result<StartIntakeOutcome, StoreError> {
         let now = self.clock.now();
-        let session = Session {
-            session_id: start.session_id.clone(),
-            state: SessionState::Prechat,
-            token: new_token(),
-            skill: start.skill.clone(),
-            webstore: start.webstore.clone(),
-            channel: start.channel.clone(),
-            agent_status: start.agent_status,
-            end_user_url: start.end_user_url.clone(),
-            culture: start.culture.clone(),
-            intake: Vec::new(),
-            expires_at: self.policy.prechat_expiry(now),
-            updated_at: now,
-        };
+        let session = intake_session(start, &self.policy, now);
         let result = self
             .client
             .put_item()
@@ -369,6 +358,7 @@ impl HandoverStore for DynamoDbStore {
         intake: &[IntakeAnswer],
     ) -> Result<ClaimOutcome, StoreError> {
         let now = self.clock.now();
+        let token = new_token();
         let result = self
             .client
             .update_item()
@@ -388,7 +378,7 @@ impl HandoverStore for DynamoDbStore {
             .expression_attribute_names("#intake", attr::INTAKE)
             .expression_attribute_values(":prechat", s(SessionState::Prechat.as_str()))
             .expression_attribute_values(":handing_over", s(SessionState::HandingOver.as_str()))
-            .expression_attribute_values(":token", s(&new_token()))
+            .expression_attribute_values(":token", s(&token))
             .expression_attribute_values(":lease", n(self.policy.lease_expiry(now)))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":intake", intake_to_attr(intake))
@@ -404,9 +394,11 @@ impl HandoverStore for DynamoDbStore {
                 ))),
             },
             Err(err) => match update_failure(err) {
-                WriteFailure::ConditionFailed(old) => {
-                    Ok(ClaimOutcome::refused(optional_session(old.as_ref())?, now))
-                }
+                WriteFailure::ConditionFailed(old) => Ok(ClaimOutcome::refused(
+                    optional_session(old.as_ref())?,
+                    &token,
+                    now,
+                )),
                 WriteFailure::Other(err) => Err(err),
             },
         }
@@ -448,9 +440,15 @@ impl HandoverStore for DynamoDbStore {
                 ))),
             },
             Err(err) => match update_failure(err) {
-                WriteFailure::ConditionFailed(old) => {
-                    Ok(Guarded::refused(optional_session(old.as_ref())?, now))
-                }
+                WriteFailure::ConditionFailed(old) => match optional_session(old.as_ref())? {
+                    // An earlier attempt of this call wrote the lock and its response was lost.
+                    Some(locked)
+                        if locked.state == SessionState::HandedOver && locked.token == token =>
+                    {
+                        Ok(Guarded::Applied(locked))
+                    }
+                    other => Ok(Guarded::refused(other, now)),
+                },
                 WriteFailure::Other(err) => Err(err),
             },
         }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    new_token, rules, ClaimOutcome, Guarded, HandoverStore, IntakeStore, LockPolicy, LockRefresher,
-    SessionReader, StartIntakeOutcome, StoreError, TouchOutcome,
+    intake_session, new_token, rules, ClaimOutcome, Guarded, HandoverStore, IntakeStore,
+    LockPolicy, LockRefresher, SessionReader, StartIntakeOutcome, StoreError, TouchOutcome,
 };
 use crate::clock::Clock;
 use crate::domain::{IntakeAnswer, IntakeStart, Session, SessionState};
@@ -65,20 +65,7 @@ impl IntakeStore for MemoryStore {
         {
             return Ok(StartIntakeOutcome::Busy(in_the_way.clone()));
         }
-        let session = Session {
-            session_id: start.session_id.clone(),
-            state: SessionState::Prechat,
-            token: new_token(),
-            skill: start.skill.clone(),
-            webstore: start.webstore.clone(),
-            channel: start.channel.clone(),
-            agent_status: start.agent_status,
-            end_user_url: start.end_user_url.clone(),
-            culture: start.culture.clone(),
-            intake: Vec::new(),
-            expires_at: self.policy.prechat_expiry(now),
-            updated_at: now,
-        };
+        let session = intake_session(start, &self.policy, now);
         items.insert(session.session_id.clone(), session.clone());
         Ok(StartIntakeOutcome::Started(session))
     }
@@ -112,7 +99,7 @@ impl HandoverStore for MemoryStore {
             return Ok(ClaimOutcome::NoIntake);
         };
         if !rules::may_claim(Some(current), now) {
-            return Ok(ClaimOutcome::refused(Some(current.clone()), now));
+            return Ok(ClaimOutcome::refused(Some(current.clone()), "", now));
         }
         current.state = SessionState::HandingOver;
         current.token = new_token();

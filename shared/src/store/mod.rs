@@ -163,9 +163,14 @@ pub enum ClaimOutcome {
 }
 
 impl ClaimOutcome {
-    /// What a refused claim means, from the item the refusal returned.
-    pub fn refused(current: Option<Session>, now: i64) -> Self {
+    /// What a refused claim means, from the item the refusal returned. `our_token` is the token this
+    /// claim tried to write: finding it means an earlier attempt of this very call succeeded (the SDK
+    /// retried after a lost response), so the claim is ours.
+    pub fn refused(current: Option<Session>, our_token: &str, now: i64) -> Self {
         match current {
+            Some(s) if s.state == SessionState::HandingOver && s.token == our_token => {
+                ClaimOutcome::Claimed(s)
+            }
             Some(s) if s.is_live(now) => match s.state {
                 SessionState::HandingOver => ClaimOutcome::AlreadyClaimed(s),
                 SessionState::HandedOver => ClaimOutcome::AlreadyHandedOver(s),
@@ -272,6 +277,26 @@ pub trait LockRefresher: Send + Sync {
 pub trait SessionStore: SessionReader + IntakeStore + HandoverStore + LockRefresher {}
 
 impl<T: SessionReader + IntakeStore + HandoverStore + LockRefresher> SessionStore for T {}
+
+/// The `prechat` session a start of intake writes, the same for every adapter.
+pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64) -> Session {
+    let token = new_token();
+    Session {
+        session_id: start.session_id.clone(),
+        state: SessionState::Prechat,
+        intake_id: token.clone(),
+        token,
+        skill: start.skill.clone(),
+        webstore: start.webstore.clone(),
+        channel: start.channel.clone(),
+        agent_status: start.agent_status,
+        end_user_url: start.end_user_url.clone(),
+        culture: start.culture.clone(),
+        intake: Vec::new(),
+        expires_at: policy.prechat_expiry(now),
+        updated_at: now,
+    }
+}
 
 pub(crate) fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()

@@ -2,6 +2,7 @@
 //! client pointed at the DynamoDB-compatible server the test command starts.
 
 pub mod contract;
+pub mod faulty;
 pub mod world;
 
 use std::sync::Arc;
@@ -90,6 +91,22 @@ pub fn unreachable_dynamodb_harness() -> Harness {
     }
 }
 
+/// A DynamoDB store on any endpoint (a misbehaving peer, say), table not created.
+pub fn dynamodb_harness_at(endpoint: &str) -> Harness {
+    let clock = Arc::new(ManualClock::starting_at(T0));
+    Harness {
+        store: Arc::new(DynamoDbStore::new(
+            client_at(endpoint),
+            "handover-faulty",
+            clock.clone(),
+            policy(),
+        )),
+        clock,
+        policy: policy(),
+        adapter: "dynamodb-faulty",
+    }
+}
+
 /// Where the DynamoDB-compatible test server listens. Missing → the test fails, loudly: a DynamoDB
 /// test that silently skips would let the real adapter go untested.
 pub fn dynamodb_endpoint() -> String {
@@ -108,7 +125,7 @@ pub fn dynamodb_client() -> Client {
     client_at(&dynamodb_endpoint())
 }
 
-fn client_at(endpoint: &str) -> Client {
+pub fn client_at(endpoint: &str) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("eu-west-1"))

@@ -1,0 +1,280 @@
+//! The fault matrix: every outbound dependency (DynamoDB, CAIC ask, CAIC event, MSC presence, MSC
+//! messages) under every fault (refused, timeout, 5xx, 4xx, unparseable 200, truncated body), each
+//! running the flow step that uses it and asserting the documented outcome.
+
+use std::time::{Duration, Instant};
+
+use handover_core::{
+    AgentStatus, ClaimOutcome, Guarded, IntakeStart, SessionState, StartIntakeOutcome,
+};
+use handover_tests::faulty::{faulty_base_url, Behaviour, Fault, FaultyPeer, ALL_FAULTS};
+use handover_tests::world::{caic_reply, query_of, World};
+use handover_tests::{dynamodb_harness_at, memory_harness};
+use http::StatusCode;
+use serde_json::{json, Value};
+use wiremock::ResponseTemplate;
+
+const SID: &str = "fault-session-1";
+
+/// Short client limits so timeouts cost a second, not five.
+const FAST: [(&str, &str); 3] = [
+    ("CAIC_TIMEOUT_MS", "1000"),
+    ("MSC_TIMEOUT_MS", "1000"),
+    ("PRESENCE_TIMEOUT_MS", "500"),
+];
+
+fn with_fast<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    FAST.iter().copied().chain(extra.iter().copied()).collect()
+}
+
+fn livechat() -> Value {
+    caic_reply(
+        SID,
+        "Let me connect you.",
+        json!({"livechat": "true", "skill": "billing", "mscWebstore": "NL-shop"}),
+    )
+}
+
+async fn message(world: &World, text: &str) -> (StatusCode, Value) {
+    world.message(json!({"sessionId": SID, "text": text})).await
+}
+
+fn no_internals(body: &Value) {
+    let shown = body.to_string();
+    for internal in [
+        "127.0.0.1",
+        "reqwest",
+        "hyper",
+        "dispatch",
+        "caic-api-key",
+        "msc-secret",
+    ] {
+        assert!(
+            !shown.contains(internal),
+            "error body leaks {internal:?}: {shown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn caic_ask_faults_are_a_clear_502_and_store_nothing() {
+    for fault in ALL_FAULTS {
+        let caic = faulty_base_url(fault).await;
+        let world = World::with_env(
+            memory_harness().await,
+            &with_fast(&[("CAIC_BASE_URL", &caic)]),
+        )
+        .await;
+        let started = Instant::now();
+        let (status, body) = message(&world, "agent").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{fault:?}: {body}");
+        assert_eq!(body["error"]["code"], "caic_unavailable", "{fault:?}");
+        no_internals(&body);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{fault:?} bounded by CAIC_TIMEOUT_MS"
+        );
+        assert_eq!(world.store.get(SID).await.unwrap(), None, "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn caic_event_faults_leave_the_user_with_the_bot_and_nothing_stored() {
+    for fault in ALL_FAULTS {
+        let caic = FaultyPeer::start(vec![
+            (
+                "/ask",
+                Behaviour::Healthy {
+                    status: 200,
+                    body: livechat().to_string(),
+                },
+            ),
+            ("/event", Behaviour::Faulty(fault)),
+        ])
+        .await;
+        let world = World::with_env(
+            memory_harness().await,
+            &with_fast(&[("CAIC_BASE_URL", &caic.url)]),
+        )
+        .await;
+        let (status, body) = message(&world, "agent").await;
+        assert_eq!(status, StatusCode::OK, "{fault:?}: {body}");
+        assert_eq!(body["handledBy"], "bot");
+        assert_eq!(body["answers"], json!(["Let me connect you."]), "{fault:?}");
+        assert_eq!(
+            world.store.get(SID).await.unwrap(),
+            None,
+            "{fault:?}: abandoned"
+        );
+    }
+}
+
+#[tokio::test]
+async fn presence_faults_mean_agents_offline() {
+    for fault in ALL_FAULTS {
+        let presence = faulty_base_url(fault).await;
+        let world = World::with_env(
+            memory_harness().await,
+            &with_fast(&[("MSC_PRESENCE_URL", &presence)]),
+        )
+        .await;
+        world.caic_answers("agent", livechat()).await;
+        world
+            .caic_event_answers(200, caic_reply(SID, "Your name?", json!({})))
+            .await;
+        let (status, body) = message(&world, "agent").await;
+        assert_eq!(status, StatusCode::OK, "{fault:?}");
+        assert_eq!(
+            body["answers"][1], "Your name?",
+            "{fault:?}: the flow still starts"
+        );
+        let events = world.caic_requests("/event/prechat").await;
+        assert_eq!(
+            query_of(&events[0], "agentStatus").as_deref(),
+            Some("offline"),
+            "{fault:?}"
+        );
+        assert_eq!(
+            world.store.get(SID).await.unwrap().unwrap().agent_status,
+            AgentStatus::Offline
+        );
+    }
+}
+
+async fn prechat_session(world: &World) {
+    let start = IntakeStart {
+        session_id: SID.into(),
+        skill: Some("billing".into()),
+        webstore: Some("NL-shop".into()),
+        channel: Some("WebChat".into()),
+        agent_status: AgentStatus::Online,
+        end_user_url: None,
+        culture: None,
+    };
+    assert!(matches!(
+        world.store.start_intake(&start).await,
+        Ok(StartIntakeOutcome::Started(_))
+    ));
+}
+
+#[tokio::test]
+async fn msc_message_faults_release_the_handover_and_nothing_is_stuck() {
+    for fault in ALL_FAULTS {
+        if fault == Fault::Truncated {
+            // A 201 whose body is cut short is still MSC's "accepted": the body is never read.
+            continue;
+        }
+        let msc = faulty_base_url(fault).await;
+        let world =
+            World::with_env(memory_harness().await, &with_fast(&[("MSC_API_URL", &msc)])).await;
+        prechat_session(&world).await;
+        let (status, body) = world
+            .end_slot(SID, json!([{"name": "name", "value": "Jane"}]))
+            .await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, json!({"success": false})),
+            "{fault:?}"
+        );
+        assert_eq!(
+            world.store.get(SID).await.unwrap(),
+            None,
+            "{fault:?}: back with the bot"
+        );
+        let (status, body) = world.operator_handover(SID).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{fault:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_201_from_msc_is_an_accepted_handover() {
+    let msc = FaultyPeer::start(vec![(
+        "/",
+        Behaviour::Healthy {
+            status: 201,
+            body: String::new(),
+        },
+    )])
+    .await;
+    let world = World::with_env(
+        memory_harness().await,
+        &with_fast(&[("MSC_API_URL", &msc.url)]),
+    )
+    .await;
+    prechat_session(&world).await;
+    assert_eq!(
+        world.end_slot(SID, json!([])).await.1,
+        json!({"success": true})
+    );
+}
+
+#[tokio::test]
+async fn relay_faults_are_a_clear_502_and_keep_the_lock() {
+    for fault in ALL_FAULTS {
+        if fault == Fault::Truncated {
+            continue;
+        }
+        let msc = faulty_base_url(fault).await;
+        let world =
+            World::with_env(memory_harness().await, &with_fast(&[("MSC_API_URL", &msc)])).await;
+        prechat_session(&world).await;
+        let Ok(ClaimOutcome::Claimed(claim)) = world.store.claim(SID, &[]).await else {
+            panic!("claim")
+        };
+        let Ok(Guarded::Applied(_)) = world.store.complete(SID, &claim.token).await else {
+            panic!("complete")
+        };
+        let (status, body) = message(&world, "are you there?").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{fault:?}: {body}");
+        assert_eq!(body["error"]["code"], "msc_unavailable");
+        no_internals(&body);
+        assert!(
+            world.caic_requests("/ask").await.is_empty(),
+            "{fault:?}: CAIC saw nothing"
+        );
+        assert_eq!(
+            world.store.get(SID).await.unwrap().map(|s| s.state),
+            Some(SessionState::HandedOver),
+            "{fault:?}: the lock stays"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dynamodb_faults_leave_the_user_with_the_bot() {
+    for fault in ALL_FAULTS {
+        let endpoint = faulty_base_url(fault).await;
+        let world = World::with_env(dynamodb_harness_at(&endpoint), &FAST).await;
+        world.caic_answers("agent", livechat()).await;
+        world
+            .caic_event_answers(200, caic_reply(SID, "Your name?", json!({})))
+            .await;
+        world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+        let started = Instant::now();
+        let (status, body) = message(&world, "agent").await;
+        assert_eq!(status, StatusCode::OK, "{fault:?}: {body}");
+        assert_eq!(body["handledBy"], "bot");
+        assert_eq!(
+            body["answers"],
+            json!(["Let me connect you."]),
+            "{fault:?}: no flow without a store"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{fault:?}: AWS calls are bounded"
+        );
+        assert_eq!(
+            world.end_slot(SID, json!([])).await.1,
+            json!({"success": false}),
+            "{fault:?}"
+        );
+        let (status, body) = world.operator_handover(SID).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{fault:?}");
+        assert_eq!(body["error"]["code"], "store_unavailable");
+        no_internals(&body);
+        assert!(
+            world.msc_messages().await.is_empty(),
+            "{fault:?}: no MSC conversation"
+        );
+    }
+}

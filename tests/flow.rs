@@ -687,3 +687,131 @@ fn a_missing_or_malformed_setting_stops_start_up_naming_the_variable() {
     slow.push(("PRESENCE_TIMEOUT_MS", "soon"));
     assert!(startup_error(&slow).contains("PRESENCE_TIMEOUT_MS"));
 }
+
+async fn keyed(world: &World, key: &str, text: &str) -> (StatusCode, Value, Option<String>) {
+    let body = json!({"sessionId": SID, "text": text}).to_string();
+    let mut req = event(
+        "POST",
+        "/v1/messages",
+        "",
+        Some(handover_tests::world::CHANNEL_KEY),
+        &body,
+    );
+    req.headers_mut()
+        .insert("idempotency-key", key.parse().unwrap());
+    let response = handover_core::api::answer_ingest::handle(&world.ingest, req).await;
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = read(response);
+    (status, body, replayed)
+}
+
+#[tokio::test]
+async fn a_retried_message_with_the_same_idempotency_key_is_processed_once() {
+    let world = World::on(dynamodb_harness().await).await;
+    scripted_bot(&world, livechat_additions()).await;
+    let (status, first, replayed) = keyed(&world, "msg-0001", "hello").await;
+    assert_eq!((status, replayed), (StatusCode::OK, None));
+    let (status, again, replayed) = keyed(&world, "msg-0001", "hello").await;
+    assert_eq!(
+        (status, replayed.as_deref()),
+        (StatusCode::OK, Some("true"))
+    );
+    assert_eq!(again, first, "same response");
+    assert_eq!(
+        world.caic_requests("/ask").await.len(),
+        1,
+        "CAIC asked once"
+    );
+
+    let (status, reused, _) = keyed(&world, "msg-0001", "something else").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
+    let (status, bad, _) = keyed(&world, "no spaces allowed", "hello").await;
+    assert_eq!(
+        (status, bad["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_idempotency_key"))
+    );
+    assert_eq!(world.caic_requests("/ask").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_concurrent_retries_of_one_message_reach_caic_once() {
+    let world = Arc::new(World::on(dynamodb_harness().await).await);
+    world
+        .caic_answers("hello", caic_reply(SID, "Hi!", json!({})))
+        .await;
+    world.caic.reset().await;
+    wiremock::Mock::given(wiremock::matchers::path("/ask"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(caic_reply(SID, "Hi!", json!({})))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&world.caic)
+        .await;
+    let calls = (0..16).map(|_| {
+        let world = Arc::clone(&world);
+        tokio::spawn(async move { keyed(&world, "retry-storm", "hello").await })
+    });
+    let replies: Vec<_> = join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(world.caic_requests("/ask").await.len(), 1, "processed once");
+    for (status, body, _) in &replies {
+        match *status {
+            StatusCode::OK => assert_eq!(body["answers"], json!(["Hi!"])),
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "request_in_progress"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let (_, after, replayed) = keyed(&world, "retry-storm", "hello").await;
+    assert_eq!(
+        (after["answers"].clone(), replayed.as_deref()),
+        (json!(["Hi!"]), Some("true"))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_keyed_message_runs_again_on_retry_and_relays_keep_their_msc_id() {
+    let world = World::on(dynamodb_harness().await).await;
+    world
+        .caic_event_answers(200, caic_reply(SID, "Your name?", json!({})))
+        .await;
+    let (status, _, _) = keyed(&world, "msg-7", "hello").await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "no CAIC answer mounted yet"
+    );
+    world
+        .caic_answers("hello", caic_reply(SID, "Hi!", json!({})))
+        .await;
+    let (status, body, replayed) = keyed(&world, "msg-7", "hello").await;
+    assert_eq!(
+        (status, body["answers"].clone(), replayed),
+        (StatusCode::OK, json!(["Hi!"]), None)
+    );
+
+    world
+        .caic_answers(
+            "agent",
+            caic_reply(SID, "Connecting.", livechat_additions()),
+        )
+        .await;
+    world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+    say(&world, "agent").await;
+    world.end_slot(SID, intake_slots()).await;
+    keyed(&world, "msg-8", "to the agent").await;
+    keyed(&world, "msg-8", "to the agent").await;
+    let sent = world.msc_messages().await;
+    assert_eq!(sent.len(), 2, "handover + one relay");
+    assert_eq!(
+        sent[1]["MessageExternalIdentifier"],
+        format!("{SID}-message-msg-8")
+    );
+}

@@ -171,6 +171,9 @@ pub struct IncomingMessage {
     pub culture: Option<String>,
     pub end_user_url: Option<String>,
     pub end_user_name: Option<String>,
+    /// The channel's idempotency key, if it sent one: a relayed message then keeps one MSC message id
+    /// across the channel's retries.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,7 +356,10 @@ async fn relay_to_agent(
     let now = deps.clock.now();
     let outgoing = OutgoingMessage {
         conversation_id: session.session_id.clone(),
-        message_id: uuid::Uuid::new_v4().to_string(),
+        message_id: match &message.idempotency_key {
+            Some(key) => format!("{}-message-{key}", session.session_id),
+            None => uuid::Uuid::new_v4().to_string(),
+        },
         relation_name: message
             .end_user_name
             .clone()

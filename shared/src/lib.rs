@@ -18,6 +18,7 @@ pub use domain::{
     AgentStatus, IntakeAnswer, IntakeStart, OutputAdditions, Phase, Session, SessionState,
 };
 pub use store::{
-    ClaimOutcome, Guarded, HandoverStore, IntakeStore, LockPolicy, LockRefresher, SessionReader,
-    SessionStore, StartIntakeOutcome, StoreError, TouchOutcome,
+    ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore, IntakeStore,
+    LockPolicy, LockRefresher, SessionReader, SessionStore, StartIntakeOutcome, StoreError,
+    TouchOutcome,
 };

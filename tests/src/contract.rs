@@ -441,3 +441,68 @@ impl Harness {
         self.clock.now()
     }
 }
+
+pub async fn idempotency_key_is_processed_once_then_replayed(h: Harness) {
+    use handover_core::IdempotencyBegin::*;
+    assert_eq!(h.store.begin_request("k-1", "fp").await.unwrap(), Fresh);
+    assert_eq!(
+        h.store.begin_request("k-1", "fp").await.unwrap(),
+        InProgress
+    );
+    h.store
+        .finish_request("k-1", r#"{"answers":[]}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.begin_request("k-1", "other").await.unwrap(),
+        Replay {
+            fingerprint: "fp".into(),
+            reply: r#"{"answers":[]}"#.into()
+        }
+    );
+    assert_eq!(
+        h.store.begin_request("k-2", "fp").await.unwrap(),
+        Fresh,
+        "keys are separate"
+    );
+    h.clock.advance(handover_core::store::IDEMPOTENCY_KEEP_SECS);
+    assert_eq!(
+        h.store.begin_request("k-1", "fp").await.unwrap(),
+        Fresh,
+        "replays expire"
+    );
+    assert_eq!(
+        h.store.get("k-1").await.unwrap(),
+        None,
+        "no session is made of it"
+    );
+}
+
+pub async fn idempotency_key_of_a_dead_request_is_freed(h: Harness) {
+    use handover_core::IdempotencyBegin::*;
+    assert_eq!(h.store.begin_request("k", "fp").await.unwrap(), Fresh);
+    h.clock
+        .advance(handover_core::store::IDEMPOTENCY_PENDING_SECS - 1);
+    assert_eq!(h.store.begin_request("k", "fp").await.unwrap(), InProgress);
+    h.clock.advance(1);
+    assert_eq!(
+        h.store.begin_request("k", "fp").await.unwrap(),
+        Fresh,
+        "pending expired"
+    );
+    h.store.abandon_request("k").await.unwrap();
+    assert_eq!(
+        h.store.begin_request("k", "fp").await.unwrap(),
+        Fresh,
+        "abandoned"
+    );
+    h.store.finish_request("k", "{}").await.unwrap();
+    h.store.abandon_request("k").await.unwrap();
+    assert!(
+        matches!(
+            h.store.begin_request("k", "fp").await.unwrap(),
+            Replay { .. }
+        ),
+        "a finished key is never abandoned"
+    );
+}

@@ -183,6 +183,8 @@ macro_rules! for_every_contract_test {
             touch_ignores_sessions_that_are_not_handed_over,
             abandon_intake_removes_only_the_intake_it_started,
             intake_answers_round_trip_in_order,
+            idempotency_key_is_processed_once_then_replayed,
+            idempotency_key_of_a_dead_request_is_freed,
         );
     };
 }

@@ -13,6 +13,7 @@ use super::{
     route_owner, ApiError, BearerKey, Function, Response,
 };
 use crate::flow::{ingest, IncomingMessage, IngestDeps};
+use crate::store::IdempotencyBegin;
 
 const MAX_TEXT_CHARS: usize = 4_096;
 
@@ -51,11 +52,70 @@ async fn handle_inner(deps: &Deps, req: Request) -> Result<Response, ApiError> {
     }
     method_allowed(&req, &[Method::POST])?;
     deps.channel_key.authorize(&req)?;
+    let idempotency_key = idempotency_key(&req)?;
     let body: MessageBody = json_body(&req)?;
-    let message = validate(body)?;
+    let mut message = validate(body)?;
     if let Some(id) = &message.session_id {
         tracing::Span::current().record("session_id", id.as_str());
     }
+    let Some(key) = idempotency_key else {
+        return process(deps, message)
+            .await
+            .map(|reply| json_response(StatusCode::OK, &reply));
+    };
+    let fingerprint = fingerprint(super::body_bytes(&req)?);
+    match deps.flow.store.begin_request(&key, &fingerprint).await {
+        Ok(IdempotencyBegin::Fresh) => {}
+        Ok(IdempotencyBegin::InProgress) => return Err(ApiError::RequestInProgress),
+        Ok(IdempotencyBegin::Replay {
+            fingerprint: seen,
+            reply,
+        }) => {
+            if seen != fingerprint {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            tracing::info!("idempotent replay");
+            let stored = serde_json::from_str(&reply).unwrap_or_default();
+            let mut response = json_response(StatusCode::OK, &stored);
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                http::HeaderValue::from_static("true"),
+            );
+            return Ok(response);
+        }
+        // Same choice as at the session gate (rule 7): without the store the message is still answered
+        // rather than dropped; a retry during the outage may then be processed twice.
+        Err(err) => {
+            tracing::error!(error = %err, "idempotency key unreadable; processing without it");
+            return process(deps, message)
+                .await
+                .map(|reply| json_response(StatusCode::OK, &reply));
+        }
+    }
+    message.idempotency_key = Some(key.clone());
+    match process(deps, message).await {
+        Ok(reply) => {
+            if let Err(err) = deps
+                .flow
+                .store
+                .finish_request(&key, &reply.to_string())
+                .await
+            {
+                tracing::warn!(error = %err, "could not store the reply for replay");
+            }
+            Ok(json_response(StatusCode::OK, &reply))
+        }
+        Err(err) => {
+            // Free the key: the channel's retry must run again, not replay a failure.
+            if let Err(release) = deps.flow.store.abandon_request(&key).await {
+                tracing::warn!(error = %release, "could not free the idempotency key");
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn process(deps: &Deps, message: IncomingMessage) -> Result<serde_json::Value, ApiError> {
     let new_conversation = message.session_id.is_none();
     let reply = ingest(&deps.flow, message).await?;
     if new_conversation {
@@ -66,14 +126,39 @@ async fn handle_inner(deps: &Deps, req: Request) -> Result<Response, ApiError> {
         answers = reply.answers.len(),
         "message handled"
     );
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "sessionId": reply.session_id,
-            "handledBy": reply.handled_by.as_str(),
-            "answers": reply.answers,
-        }),
-    ))
+    Ok(json!({
+        "sessionId": reply.session_id,
+        "handledBy": reply.handled_by.as_str(),
+        "answers": reply.answers,
+    }))
+}
+
+fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidIdempotencyKey)?
+        .trim();
+    let well_formed = (1..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if well_formed {
+        Ok(Some(key.to_owned()))
+    } else {
+        Err(ApiError::InvalidIdempotencyKey)
+    }
+}
+
+/// FNV-1a: stable across processes and versions (unlike std's hasher), enough to tell a retry from
+/// another request that reuses the key.
+fn fingerprint(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
@@ -127,6 +212,7 @@ fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
             .and_then(|u| u.name)
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty()),
+        idempotency_key: None,
     })
 }
 

@@ -98,6 +98,12 @@ pub enum ApiError {
     InvalidSessionId,
     #[error("a handover of this session is in progress; retry in a few seconds")]
     HandoverInProgress,
+    #[error("Idempotency-Key must be 1-128 characters of A-Z, a-z, 0-9, '_', '-', '.' or ':'")]
+    InvalidIdempotencyKey,
+    #[error("a request with this Idempotency-Key is being processed; retry in a few seconds")]
+    RequestInProgress,
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
     #[error("the session has no live intake to hand over")]
     NoIntake,
     #[error("session store unavailable")]
@@ -115,8 +121,11 @@ impl ApiError {
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidBody(_) | ApiError::InvalidSessionId => StatusCode::BAD_REQUEST,
-            ApiError::HandoverInProgress => StatusCode::CONFLICT,
+            ApiError::InvalidBody(_)
+            | ApiError::InvalidSessionId
+            | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            ApiError::HandoverInProgress | ApiError::RequestInProgress => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NoIntake => StatusCode::NOT_FOUND,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Caic(_) | ApiError::Msc(_) => StatusCode::BAD_GATEWAY,
@@ -132,6 +141,9 @@ impl ApiError {
             ApiError::InvalidBody(_) => "invalid_body",
             ApiError::InvalidSessionId => "invalid_session_id",
             ApiError::HandoverInProgress => "handover_in_progress",
+            ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ApiError::RequestInProgress => "request_in_progress",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::NoIntake => "no_intake",
             ApiError::Store(_) => "store_unavailable",
             ApiError::Caic(_) => "caic_unavailable",
@@ -157,7 +169,10 @@ impl ApiError {
             status,
             &json!({"error": {"code": self.code(), "message": self.to_string()}}),
         );
-        if matches!(self, ApiError::HandoverInProgress) {
+        if matches!(
+            self,
+            ApiError::HandoverInProgress | ApiError::RequestInProgress
+        ) {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("5"),
@@ -253,7 +268,7 @@ pub fn no_route(req: &Request) -> ApiError {
     }
 }
 
-fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
+pub(crate) fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
     let bytes: &[u8] = match req.body() {
         Body::Empty => &[],
         Body::Text(text) => text.as_bytes(),

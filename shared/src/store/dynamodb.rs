@@ -20,8 +20,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{
-    intake_session, new_token, ClaimOutcome, Guarded, HandoverStore, IntakeStore, LockPolicy,
-    LockRefresher, SessionReader, StartIntakeOutcome, StoreError, TouchOutcome,
+    intake_session, new_token, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin,
+    IdempotencyStore, IntakeStore, LockPolicy, LockRefresher, SessionReader, StartIntakeOutcome,
+    StoreError, TouchOutcome, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
 };
 use crate::clock::Clock;
 use crate::config::Env;
@@ -45,6 +46,8 @@ mod attr {
     pub const INTAKE: &str = "intake";
     pub const EXPIRES_AT: &str = "expires_at";
     pub const UPDATED_AT: &str = "updated_at";
+    pub const FINGERPRINT: &str = "fingerprint";
+    pub const REPLY: &str = "reply";
     pub const SLOT_NAME: &str = "name";
     pub const SLOT_VALUE: &str = "value";
 }
@@ -522,6 +525,112 @@ impl LockRefresher for DynamoDbStore {
                     optional_session(old.as_ref())?.as_ref(),
                     now,
                 )),
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+}
+
+const PENDING: &str = "pending";
+const DONE: &str = "done";
+
+fn idempotency_key(key: &str) -> (String, AttributeValue) {
+    (attr::PK.to_owned(), s(&format!("idempotency#{key}")))
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoDbStore {
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let now = self.clock.now();
+        let (pk_name, pk) = idempotency_key(key);
+        let item = HashMap::from([
+            (pk_name, pk),
+            (attr::STATE.to_owned(), s(PENDING)),
+            (attr::FINGERPRINT.to_owned(), s(fingerprint)),
+            (
+                attr::EXPIRES_AT.to_owned(),
+                n(now.saturating_add(IDEMPOTENCY_PENDING_SECS)),
+            ),
+        ]);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match result {
+            Ok(_) => return Ok(IdempotencyBegin::Fresh),
+            Err(err) => match put_failure(err) {
+                WriteFailure::ConditionFailed(old) => old.unwrap_or_default(),
+                WriteFailure::Other(err) => return Err(err),
+            },
+        };
+        let text = |name: &str| match old.get(name) {
+            Some(AttributeValue::S(value)) => Some(value.clone()),
+            _ => None,
+        };
+        Ok(match (text(attr::STATE).as_deref(), text(attr::REPLY)) {
+            (Some(DONE), Some(reply)) => IdempotencyBegin::Replay {
+                fingerprint: text(attr::FINGERPRINT).unwrap_or_default(),
+                reply,
+            },
+            _ => IdempotencyBegin::InProgress,
+        })
+    }
+
+    async fn finish_request(&self, key: &str, reply: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([idempotency_key(key)])))
+            .update_expression("SET #st = :done, #reply = :reply, #exp = :keep")
+            .condition_expression("#st = :pending")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#reply", attr::REPLY)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":done", s(DONE))
+            .expression_attribute_values(":pending", s(PENDING))
+            .expression_attribute_values(":reply", s(reply))
+            .expression_attribute_values(":keep", n(now.saturating_add(IDEMPOTENCY_KEEP_SECS)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match update_failure(err) {
+                // Finished already (a retried write) or taken over after expiry: nothing to do.
+                WriteFailure::ConditionFailed(_) => Ok(()),
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+
+    async fn abandon_request(&self, key: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([idempotency_key(key)])))
+            .condition_expression("#st = :pending")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_values(":pending", s(PENDING))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match delete_failure(err) {
+                WriteFailure::ConditionFailed(_) => Ok(()),
                 WriteFailure::Other(err) => Err(err),
             },
         }

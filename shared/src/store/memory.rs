@@ -7,14 +7,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    intake_session, new_token, rules, ClaimOutcome, Guarded, HandoverStore, IntakeStore,
-    LockPolicy, LockRefresher, SessionReader, StartIntakeOutcome, StoreError, TouchOutcome,
+    intake_session, new_token, rules, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin,
+    IdempotencyStore, IntakeStore, LockPolicy, LockRefresher, SessionReader, StartIntakeOutcome,
+    StoreError, TouchOutcome, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{IntakeAnswer, IntakeStart, Session, SessionState};
 
+#[derive(Debug, Clone)]
+struct IdempotencyRecord {
+    fingerprint: String,
+    reply: Option<String>,
+    expires_at: i64,
+}
+
 pub struct MemoryStore {
     items: Mutex<HashMap<String, Session>>,
+    requests: Mutex<HashMap<String, IdempotencyRecord>>,
     clock: Arc<dyn Clock>,
     policy: LockPolicy,
 }
@@ -23,6 +32,7 @@ impl MemoryStore {
     pub fn new(clock: Arc<dyn Clock>, policy: LockPolicy) -> Self {
         Self {
             items: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::new()),
             clock,
             policy,
         }
@@ -157,5 +167,60 @@ impl LockRefresher for MemoryStore {
             }
             other => Ok(TouchOutcome::refused(other.map(|s| &*s), now)),
         }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryStore {
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let now = self.clock.now();
+        let mut requests = self.requests();
+        if let Some(record) = requests.get(key).filter(|r| r.expires_at > now) {
+            return Ok(match &record.reply {
+                Some(reply) => IdempotencyBegin::Replay {
+                    fingerprint: record.fingerprint.clone(),
+                    reply: reply.clone(),
+                },
+                None => IdempotencyBegin::InProgress,
+            });
+        }
+        requests.insert(
+            key.to_owned(),
+            IdempotencyRecord {
+                fingerprint: fingerprint.to_owned(),
+                reply: None,
+                expires_at: now.saturating_add(IDEMPOTENCY_PENDING_SECS),
+            },
+        );
+        Ok(IdempotencyBegin::Fresh)
+    }
+
+    async fn finish_request(&self, key: &str, reply: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        if let Some(record) = self.requests().get_mut(key).filter(|r| r.reply.is_none()) {
+            record.reply = Some(reply.to_owned());
+            record.expires_at = now.saturating_add(IDEMPOTENCY_KEEP_SECS);
+        }
+        Ok(())
+    }
+
+    async fn abandon_request(&self, key: &str) -> Result<(), StoreError> {
+        let mut requests = self.requests();
+        if requests.get(key).is_some_and(|r| r.reply.is_none()) {
+            requests.remove(key);
+        }
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    fn requests(&self) -> MutexGuard<'_, HashMap<String, IdempotencyRecord>> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

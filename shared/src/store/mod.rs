@@ -273,10 +273,50 @@ pub trait LockRefresher: Send + Sync {
     async fn touch(&self, session: &Session) -> Result<TouchOutcome, StoreError>;
 }
 
-/// Every operation; what an adapter implements and what a function that needs them all takes.
-pub trait SessionStore: SessionReader + IntakeStore + HandoverStore + LockRefresher {}
+/// What an idempotency key found when a request began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// The key is this request's now: process it, then `finish_request` or `abandon_request`.
+    Fresh,
+    /// Another request with this key is being processed.
+    InProgress,
+    /// Processed before: answer with the stored reply (if the fingerprint matches the request's).
+    Replay { fingerprint: String, reply: String },
+}
 
-impl<T: SessionReader + IntakeStore + HandoverStore + LockRefresher> SessionStore for T {}
+/// A pending key is released after this long even if its request died: longer than the function's
+/// Lambda timeout, so a live request never loses its key.
+pub const IDEMPOTENCY_PENDING_SECS: i64 = 60;
+/// Replies are replayed for this long.
+pub const IDEMPOTENCY_KEEP_SECS: i64 = 86_400;
+
+/// Idempotency keys of `/v1/messages`: a channel's retry of the same message is processed once.
+/// Kept in the sessions table under `idempotency#<key>` (session ids cannot contain `#`).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<IdempotencyBegin, StoreError>;
+
+    /// Stores the reply of the request that began with `key`.
+    async fn finish_request(&self, key: &str, reply: &str) -> Result<(), StoreError>;
+
+    /// Frees `key` after a failed request, so that a retry runs again.
+    async fn abandon_request(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Every operation; what an adapter implements and what a function that needs them all takes.
+pub trait SessionStore:
+    SessionReader + IntakeStore + HandoverStore + LockRefresher + IdempotencyStore
+{
+}
+
+impl<T: SessionReader + IntakeStore + HandoverStore + LockRefresher + IdempotencyStore> SessionStore
+    for T
+{
+}
 
 /// The `prechat` session a start of intake writes, the same for every adapter.
 pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64) -> Session {

@@ -125,6 +125,24 @@ pub fn dynamodb_client() -> Client {
     client_at(&dynamodb_endpoint())
 }
 
+/// A client with its own attempt and operation timeouts.
+pub fn client_with_timeouts(
+    endpoint: &str,
+    attempt: std::time::Duration,
+    operation: std::time::Duration,
+) -> Client {
+    let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build();
+    let config = client_at(endpoint)
+        .config()
+        .to_builder()
+        .timeout_config(timeouts)
+        .build();
+    Client::from_conf(config)
+}
+
 pub fn client_at(endpoint: &str) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())

@@ -15,6 +15,7 @@ use handover_core::api::{
 };
 use handover_core::config::Env;
 use handover_core::wiring::{self, StartupError};
+use handover_core::SessionStore;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -49,7 +50,16 @@ pub struct Running {
 
 /// Builds everything from `env` (sandbox CAIC and MSC when `CAIC_BASE_URL` is unset; embedded store
 /// unless `HANDOVER_STORE=dynamodb`) and serves on `listener` in a background task.
-pub async fn start(listener: TcpListener, mut env: Env) -> Result<Running, StartupError> {
+pub async fn start(listener: TcpListener, env: Env) -> Result<Running, StartupError> {
+    start_with(listener, env, None).await
+}
+
+/// Like [`start`], with the session store given rather than chosen from `env` (tests bring their own).
+pub async fn start_with(
+    listener: TcpListener,
+    mut env: Env,
+    store: Option<Arc<dyn SessionStore>>,
+) -> Result<Running, StartupError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartupError::HttpClient(e.to_string()))?;
@@ -64,7 +74,10 @@ pub async fn start(listener: TcpListener, mut env: Env) -> Result<Running, Start
 
     let clock = wiring::system_clock();
     let http = wiring::http_client()?;
-    let store = wiring::session_store(&env, clock.clone(), true).await?;
+    let store = match store {
+        Some(store) => store,
+        None => wiring::session_store(&env, clock.clone(), true).await?,
+    };
     let app = Arc::new(App {
         ingest: wiring::answer_ingest_deps(&env, store.clone(), clock.clone(), http.clone())?,
         presence: wiring::presence_check_deps(&env, http.clone())?,

@@ -7,12 +7,16 @@
 //! - `GET /sandbox/caic/event/prechat`: starts that intake.
 //! - `GET /sandbox/msc/presence/api/v1`: `Online` (or `Offline` with `SANDBOX_AGENTS=offline`).
 //! - `POST /sandbox/msc/api/messages`: accepts Custom Channel messages (201); `GET` lists them.
+//!
+//! For load and chaos runs: `SANDBOX_MSC_FAILURE_PERCENT` makes that share of handover posts fail
+//! with 500, and `SANDBOX_DUPLICATE_WEBHOOKS=true` delivers each end-slot webhook 1 to 3 times at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use futures::future::join_all;
 use handover_core::api::{json_response, Response};
 use handover_core::config::Env;
 use http::request::Parts;
@@ -46,6 +50,8 @@ pub struct Sandbox {
     webhook_url: String,
     webhook_secret: String,
     agents_online: bool,
+    msc_failure_percent: u8,
+    duplicate_webhooks: bool,
     http: reqwest::Client,
     intakes: Mutex<HashMap<String, Intake>>,
     received: Mutex<Vec<Value>>,
@@ -57,6 +63,12 @@ impl Sandbox {
             webhook_url: format!("http://{addr}/v1/prechat/complete"),
             webhook_secret: env.string_or("CAIC_WEBHOOK_SECRET", crate::LOCAL_WEBHOOK_SECRET),
             agents_online: env.string_or("SANDBOX_AGENTS", "online") != "offline",
+            msc_failure_percent: env
+                .optional("SANDBOX_MSC_FAILURE_PERCENT")
+                .and_then(|p| p.parse::<u8>().ok())
+                .unwrap_or(0)
+                .min(100),
+            duplicate_webhooks: env.string_or("SANDBOX_DUPLICATE_WEBHOOKS", "false") == "true",
             http,
             intakes: Mutex::new(HashMap::new()),
             received: Mutex::new(Vec::new()),
@@ -162,11 +174,22 @@ impl Sandbox {
     async fn call_end_slot_webhook(&self, session: &str, slots: Value) -> bool {
         let body = json!({"culture": "en", "sessionId": session, "session": {}, "name": "intake",
                           "okMessage": "Thank you!", "errorMessage": "Sorry.", "slots": slots});
+        let deliveries = if self.duplicate_webhooks {
+            1 + usize::from(random_byte() % 3)
+        } else {
+            1
+        };
+        let calls = (0..deliveries).map(|_| self.deliver_end_slot(&body));
+        // CAIC shows the ok message when any delivery says success.
+        futures_any(calls).await
+    }
+
+    async fn deliver_end_slot(&self, body: &Value) -> bool {
         let reply = self
             .http
             .post(&self.webhook_url)
             .bearer_auth(&self.webhook_secret)
-            .json(&body)
+            .json(body)
             .send()
             .await;
         match reply {
@@ -195,6 +218,17 @@ impl Sandbox {
             );
         }
         match serde_json::from_slice::<Value>(body) {
+            Ok(message)
+                if message["Subject"].is_string()
+                    && u32::from(random_byte()) * 100
+                        < u32::from(self.msc_failure_percent) * 256 =>
+            {
+                tracing::info!("sandbox MSC injected a failure");
+                json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"error": "injected"}),
+                )
+            }
             Ok(message) => {
                 tracing::info!(
                     conversation = %message["ConversationExternalIdentifier"],
@@ -224,4 +258,18 @@ fn caic_reply(session: &str, answer: &str, additions: Value) -> Response {
                 "metadata": {"culture": "en", "interactionId": uuid::Uuid::new_v4().to_string(),
                              "sessionId": session}}),
     )
+}
+
+fn random_byte() -> u8 {
+    uuid::Uuid::new_v4().as_bytes()[0]
+}
+
+/// Runs every future to its end (each delivery completes, as CAIC's would) and says whether any was true.
+async fn futures_any(calls: impl Iterator<Item = impl std::future::Future<Output = bool>>) -> bool {
+    let handles: Vec<_> = calls.collect();
+    let mut any = false;
+    for outcome in join_all(handles).await {
+        any |= outcome;
+    }
+    any
 }

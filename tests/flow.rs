@@ -575,6 +575,22 @@ async fn bad_input_is_a_4xx_naming_the_problem_and_touches_nothing() {
         (
             "POST",
             "/v1/messages",
+            r#"{"text": "hi", "endUser": [null, null]}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "expected a JSON object",
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            r#"["hi"]"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "expected a JSON object",
+        ),
+        (
+            "POST",
+            "/v1/messages",
             huge,
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -629,6 +645,17 @@ async fn bad_input_is_a_4xx_naming_the_problem_and_touches_nothing() {
     assert_eq!(
         (status, got["error"]["code"].clone()),
         (StatusCode::BAD_REQUEST, json!("invalid_session_id"))
+    );
+    let not_allowed = handover_core::api::answer_ingest::handle(
+        &world.ingest,
+        event("DELETE", "/v1/messages", "", key, ""),
+    )
+    .await;
+    assert_eq!(not_allowed.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        not_allowed.headers()["allow"],
+        "POST",
+        "RFC 9110: a 405 lists the methods"
     );
     let (status, got) = world.end_slot("", json!([])).await;
     assert_eq!(

@@ -13,6 +13,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {addr} (HANDOVER_LOCAL_ADDR): {e}"))?;
     let running = start(listener, env.clone()).await?;
+    // With HANDOVER_LOCAL_ADDR=127.0.0.1:0 the port is picked by the OS; scripts read it from here.
+    if let Some(port_file) = env.optional("HANDOVER_LOCAL_PORT_FILE") {
+        std::fs::write(port_file, running.addr.port().to_string())
+            .map_err(|e| format!("cannot write HANDOVER_LOCAL_PORT_FILE {port_file}: {e}"))?;
+    }
     if running.sandbox {
         eprintln!(
             "\n  !! SANDBOX MODE: CAIC_BASE_URL is not set, so a scripted bot and a fake MSC answer under\n  !! http://{0}/sandbox/ . Say \"agent\" to the bot to start a handover. Nothing reaches CM.com.\n",

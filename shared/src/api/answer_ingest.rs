@@ -29,6 +29,7 @@ struct MessageBody {
     text: String,
     culture: Option<String>,
     end_user_url: Option<String>,
+    #[serde(default, deserialize_with = "super::object")]
     end_user: Option<EndUser>,
 }
 

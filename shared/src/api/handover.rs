@@ -27,7 +27,7 @@ pub struct Deps {
 
 #[derive(Debug, Default, Deserialize)]
 struct HandoverBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::objects")]
     slots: Vec<Slot>,
 }
 

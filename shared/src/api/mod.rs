@@ -89,7 +89,12 @@ pub enum ApiError {
     #[error("no route {method} {path}")]
     NoRoute { method: String, path: String },
     #[error("method {method} not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        /// For the `Allow` header RFC 9110 requires on a 405.
+        allow: String,
+    },
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
     #[error("{0}")]
@@ -169,6 +174,11 @@ impl ApiError {
             status,
             &json!({"error": {"code": self.code(), "message": self.to_string()}}),
         );
+        if let ApiError::MethodNotAllowed { allow, .. } = &self {
+            if let Ok(value) = http::HeaderValue::from_str(allow) {
+                response.headers_mut().insert(http::header::ALLOW, value);
+            }
+        }
         if matches!(
             self,
             ApiError::HandoverInProgress | ApiError::RequestInProgress
@@ -257,6 +267,11 @@ pub fn method_allowed(req: &Request, allowed: &[Method]) -> Result<(), ApiError>
         Err(ApiError::MethodNotAllowed {
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
+            allow: allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 }
@@ -289,7 +304,50 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
             "request body is empty; JSON expected".into(),
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidBody(describe_json_error(&e)))
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::InvalidBody(describe_json_error(&e)))?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidBody(
+            "invalid JSON body: expected a JSON object".into(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::InvalidBody(describe_json_error(&e)))
+}
+
+/// serde reads a struct from a JSON array as readily as from an object (`[null, null]` is a valid
+/// `EndUser`); request bodies say "object", so nested structs go through this.
+pub(crate) fn object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::de::Error;
+    match <Value as serde::Deserialize>::deserialize(deserializer)? {
+        Value::Null => Ok(None),
+        value @ Value::Object(_) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(D::Error::custom),
+        _ => Err(D::Error::custom("expected a JSON object")),
+    }
+}
+
+/// Like [`object`], for a list of objects.
+pub(crate) fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::de::Error;
+    let Value::Array(items) = <Value as serde::Deserialize>::deserialize(deserializer)? else {
+        return Err(D::Error::custom("expected a list of JSON objects"));
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Object(_) => serde_json::from_value(item).map_err(D::Error::custom),
+            _ => Err(D::Error::custom("expected a list of JSON objects")),
+        })
+        .collect()
 }
 
 /// serde's messages quote the offending value (`invalid type: string "Jane Doe", expected ...`); error

@@ -29,7 +29,7 @@ pub struct Deps {
 #[serde(rename_all = "camelCase")]
 struct EndSlotBody {
     session_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::objects")]
     slots: Vec<Slot>,
 }
 
@@ -48,9 +48,9 @@ pub(crate) fn intake_from_slots(slots: Vec<Slot>) -> Result<Vec<IntakeAnswer>, A
         .into_iter()
         .map(|slot| {
             let name = slot.name.trim().to_owned();
-            if name.is_empty() || name.len() > 128 {
+            if name.is_empty() || name.chars().count() > 128 {
                 return Err(ApiError::InvalidBody(
-                    "every slot needs a name of 1-128 characters".into(),
+                    "every slot needs a name of 1-128 characters, not all blank".into(),
                 ));
             }
             let value = match slot.value {

@@ -26,6 +26,7 @@ pub struct Deps {
 struct WebhookBody {
     url: Option<String>,
     channel: Option<String>,
+    #[serde(default, deserialize_with = "super::object")]
     data: Option<WebhookData>,
 }
 

@@ -842,3 +842,33 @@ async fn a_failed_keyed_message_runs_again_on_retry_and_relays_keep_their_msc_id
         format!("{SID}-message-msg-8")
     );
 }
+
+#[tokio::test]
+async fn the_end_slot_webhook_again_an_hour_later_reports_the_same_handover() {
+    let world = World::on(dynamodb_harness().await).await;
+    scripted_bot(&world, livechat_additions()).await;
+    world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+    say(&world, "agent").await;
+    assert_eq!(
+        world.end_slot(SID, intake_slots()).await.1,
+        json!({"success": true})
+    );
+    assert_eq!(
+        world.end_slot(SID, intake_slots()).await.1,
+        json!({"success": true}),
+        "twice"
+    );
+    world.clock.advance(3600);
+    assert_eq!(
+        world.end_slot(SID, intake_slots()).await.1,
+        json!({"success": true}),
+        "an hour later"
+    );
+    let sent = world.msc_messages().await;
+    assert_eq!(sent.len(), 1, "one handover");
+    let locked = world.store.get(SID).await.unwrap().unwrap();
+    assert!(
+        locked.intake.is_empty(),
+        "the replayed intake was not stored again"
+    );
+}

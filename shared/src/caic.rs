@@ -136,7 +136,7 @@ impl CaicSettings {
             project_key: env.required("CAIC_PROJECT_KEY")?.to_owned(),
             api_key: env.required("CAIC_API_KEY")?.to_owned(),
             culture: env.string_or("CAIC_CULTURE", "en"),
-            timeout: Duration::from_millis(env.positive_u64("CAIC_TIMEOUT_MS", 5_000)?),
+            timeout: Duration::from_millis(env.positive_u64("CAIC_TIMEOUT_MS", 8_000)?),
         })
     }
 }

@@ -96,7 +96,7 @@ impl MscApiSettings {
             key: env.required("MSC_API_KEY")?.to_owned(),
             secret: env.required("MSC_API_SECRET")?.to_owned(),
             channel_account: env.required("MSC_CHANNEL_ACCOUNT")?.to_owned(),
-            timeout: Duration::from_millis(env.positive_u64("MSC_TIMEOUT_MS", 5_000)?),
+            timeout: Duration::from_millis(env.positive_u64("MSC_TIMEOUT_MS", 4_000)?),
         })
     }
 }

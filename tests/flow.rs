@@ -872,3 +872,43 @@ async fn the_end_slot_webhook_again_an_hour_later_reports_the_same_handover() {
         "the replayed intake was not stored again"
     );
 }
+
+#[tokio::test]
+async fn presence_answers_are_reused_briefly_per_channel_and_referrer() {
+    let world = World::on(memory_harness().await).await;
+    world
+        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
+        .await;
+    for _ in 0..5 {
+        world.presence_get("channel=WebChat&referrer=NL-shop").await;
+    }
+    assert_eq!(
+        world.presence_requests().await.len(),
+        1,
+        "a burst asks MSC once"
+    );
+    world.presence_get("channel=WebChat&referrer=BE-shop").await;
+    world
+        .presence_get("channel=WhatsApp&referrer=NL-shop")
+        .await;
+    assert_eq!(
+        world.presence_requests().await.len(),
+        3,
+        "per channel and referrer"
+    );
+
+    let uncached = World::with_env(memory_harness().await, &[("PRESENCE_CACHE_MS", "0")]).await;
+    uncached
+        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
+        .await;
+    for _ in 0..3 {
+        uncached
+            .presence_get("channel=WebChat&referrer=NL-shop")
+            .await;
+    }
+    assert_eq!(
+        uncached.presence_requests().await.len(),
+        3,
+        "PRESENCE_CACHE_MS=0 turns it off"
+    );
+}

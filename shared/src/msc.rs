@@ -68,6 +68,9 @@ pub struct PresenceSettings {
     pub url: String,
     pub api_key: String,
     pub timeout: Duration,
+    /// `PRESENCE_CACHE_MS`: how long an answer is reused for the same channel and referrer, so a burst
+    /// of livechat answers stays under MSC's rate limit (3/s). 0 turns the cache off.
+    pub cache_for: Duration,
 }
 
 impl PresenceSettings {
@@ -76,6 +79,10 @@ impl PresenceSettings {
             url: crate::config::http_url(env, "MSC_PRESENCE_URL")?,
             api_key: env.required("MSC_PRESENCE_API_KEY")?.to_owned(),
             timeout: Duration::from_millis(env.positive_u64("PRESENCE_TIMEOUT_MS", 2_000)?),
+            cache_for: Duration::from_millis(match env.optional("PRESENCE_CACHE_MS") {
+                Some("0") => 0,
+                _ => env.positive_u64("PRESENCE_CACHE_MS", 5_000)?,
+            }),
         })
     }
 }
@@ -101,20 +108,66 @@ impl MscApiSettings {
     }
 }
 
+type PresenceKey = (String, String);
+
 pub struct PresenceHttp {
     http: reqwest::Client,
     settings: PresenceSettings,
+    /// Per warm Lambda instance; answers older than `cache_for` are ignored and replaced.
+    cache: std::sync::Mutex<std::collections::HashMap<PresenceKey, (std::time::Instant, bool)>>,
 }
+
+/// A warm instance sees few distinct (channel, referrer) pairs; the bound only guards memory.
+const PRESENCE_CACHE_ENTRIES: usize = 1_024;
 
 impl PresenceHttp {
     pub fn new(http: reqwest::Client, settings: PresenceSettings) -> Self {
-        Self { http, settings }
+        Self {
+            http,
+            settings,
+            cache: Default::default(),
+        }
+    }
+
+    fn cached(&self, key: &PresenceKey) -> Option<bool> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.settings.cache_for)
+            .map(|(_, online)| *online)
+    }
+
+    fn remember(&self, key: PresenceKey, online: bool) {
+        if self.settings.cache_for.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= PRESENCE_CACHE_ENTRIES {
+            let cache_for = self.settings.cache_for;
+            cache.retain(|_, (at, _)| at.elapsed() < cache_for);
+            if cache.len() >= PRESENCE_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (std::time::Instant::now(), online));
     }
 }
 
 #[async_trait]
 impl Presence for PresenceHttp {
     async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> bool {
+        let key = (channel.to_owned(), referrer.unwrap_or_default().to_owned());
+        if let Some(online) = self.cached(&key) {
+            return online;
+        }
+        let online = self.ask_msc(channel, referrer).await;
+        self.remember(key, online);
+        online
+    }
+}
+
+impl PresenceHttp {
+    async fn ask_msc(&self, channel: &str, referrer: Option<&str>) -> bool {
         let request = self
             .http
             .get(format!("{}/api/v1", self.settings.url))

@@ -2,6 +2,7 @@
 //! client pointed at the DynamoDB-compatible server the test command starts.
 
 pub mod contract;
+pub mod counting;
 pub mod faulty;
 pub mod world;
 
@@ -89,6 +90,23 @@ pub fn unreachable_dynamodb_harness() -> Harness {
         policy: policy(),
         adapter: "dynamodb-down",
     }
+}
+
+/// A DynamoDB store on moto behind a request-counting proxy, its table created and the count reset.
+pub async fn counted_dynamodb_harness() -> (Harness, counting::DynamoCounter) {
+    let counter = counting::DynamoCounter::start(dynamodb_endpoint()).await;
+    let clock = Arc::new(ManualClock::starting_at(T0));
+    let client = client_at(&counter.url);
+    let table = format!("handover-costs-{}", uuid::Uuid::new_v4().simple());
+    ensure_table(&client, &table).await.expect("table");
+    counter.reset();
+    let harness = Harness {
+        store: Arc::new(DynamoDbStore::new(client, table, clock.clone(), policy())),
+        clock,
+        policy: policy(),
+        adapter: "dynamodb-counted",
+    };
+    (harness, counter)
 }
 
 /// A DynamoDB store on any endpoint (a misbehaving peer, say), table not created.

@@ -1,0 +1,124 @@
+//! A proxy in front of the DynamoDB-compatible test server that counts requests by operation
+//! (`X-Amz-Target`), so tests can assert what each flow step costs in DynamoDB requests.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+#[derive(Clone)]
+pub struct DynamoCounter {
+    pub url: String,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+const READS: &[&str] = &[
+    "GetItem",
+    "Query",
+    "Scan",
+    "BatchGetItem",
+    "TransactGetItems",
+];
+const WRITES: &[&str] = &[
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+    "TransactWriteItems",
+];
+
+impl DynamoCounter {
+    pub async fn start(upstream: String) -> DynamoCounter {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let client = reqwest::Client::new();
+        let counter = DynamoCounter {
+            url,
+            counts: counts.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counts = counts.clone();
+                let client = client.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let counts = counts.clone();
+                        let client = client.clone();
+                        let upstream = upstream.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            if let Some(target) = parts
+                                .headers
+                                .get("x-amz-target")
+                                .and_then(|v| v.to_str().ok())
+                            {
+                                let operation =
+                                    target.rsplit('.').next().unwrap_or(target).to_owned();
+                                *counts.lock().unwrap().entry(operation).or_default() += 1;
+                            }
+                            let mut forward = client
+                                .request(parts.method.clone(), format!("{upstream}{}", parts.uri));
+                            for (name, value) in &parts.headers {
+                                if name != http::header::HOST {
+                                    forward = forward.header(name, value);
+                                }
+                            }
+                            let answer = forward.body(body).send().await.expect("upstream answers");
+                            let mut response = hyper::Response::builder().status(answer.status());
+                            for (name, value) in answer.headers() {
+                                response = response.header(name, value);
+                            }
+                            let bytes = answer.bytes().await.unwrap_or_default();
+                            Ok::<_, Infallible>(
+                                response
+                                    .body(Full::new(bytes))
+                                    .expect("response"),
+                            )
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        counter
+    }
+
+    pub fn reset(&self) {
+        self.counts.lock().unwrap().clear();
+    }
+
+    pub fn count(&self, operation: &str) -> usize {
+        self.counts
+            .lock()
+            .unwrap()
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn reads(&self) -> usize {
+        READS.iter().map(|op| self.count(op)).sum()
+    }
+
+    pub fn writes(&self) -> usize {
+        WRITES.iter().map(|op| self.count(op)).sum()
+    }
+
+    pub fn snapshot(&self) -> HashMap<String, usize> {
+        self.counts.lock().unwrap().clone()
+    }
+}

@@ -58,6 +58,7 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
         .await
         .expect("runner");
     let base = format!("http://{}", running.addr);
+    handover_core::wiring::install_crypto_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(60))

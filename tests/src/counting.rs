@@ -37,7 +37,7 @@ impl DynamoCounter {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let client = reqwest::Client::new();
+        let client = handover_core::wiring::http_client().expect("http client");
         let counter = DynamoCounter {
             url,
             counts: counts.clone(),
@@ -81,11 +81,7 @@ impl DynamoCounter {
                                 response = response.header(name, value);
                             }
                             let bytes = answer.bytes().await.unwrap_or_default();
-                            Ok::<_, Infallible>(
-                                response
-                                    .body(Full::new(bytes))
-                                    .expect("response"),
-                            )
+                            Ok::<_, Infallible>(response.body(Full::new(bytes)).expect("response"))
                         }
                     });
                     let _ = http1::Builder::new()

@@ -41,7 +41,9 @@ pub fn sdk_timeouts() -> aws_config::timeout::TimeoutConfig {
 
 pub async fn sdk_config() -> aws_config::SdkConfig {
     let defaults = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    let defaults = match sdk_http_client() {
+    let endpoint_overridden =
+        std::env::vars().any(|(name, _)| name.starts_with("AWS_ENDPOINT_URL"));
+    let defaults = match sdk_http_client(endpoint_overridden) {
         Ok(client) => defaults.http_client(client),
         // The SDK's own client still works; it only costs the certificate files on first use.
         Err(err) => {
@@ -93,12 +95,35 @@ pub fn http_client() -> Result<reqwest::Client, StartupError> {
         .map_err(|e| StartupError::HttpClient(e.to_string()))
 }
 
-/// The AWS SDK's HTTP client with the same compiled-in roots. Its default loads the system's
-/// certificates on the first AWS request, adding them to the first invocation of every instance.
-fn sdk_http_client() -> Result<aws_sdk_dynamodb::config::SharedHttpClient, StartupError> {
+/// Certificate authorities that AWS's service endpoints chain to (Amazon Trust Services, and the
+/// Starfield root that cross-signs it).
+const AWS_ROOT_NAMES: &[&[u8]] = &[
+    b"Amazon Root CA",
+    b"Starfield Services Root Certificate Authority",
+];
+
+/// Roots are self-issued: the name appears in the certificate's subject (and issuer).
+fn is_aws_root(certificate_der: &[u8]) -> bool {
+    AWS_ROOT_NAMES.iter().any(|name| {
+        certificate_der
+            .windows(name.len())
+            .any(|window| window == *name)
+    })
+}
+
+/// The AWS SDK's HTTP client, trusting compiled-in roots. Its default loads the system's certificates
+/// on the first AWS request, adding them to the first invocation of every instance. Against AWS's own
+/// endpoints only AWS's roots are trusted (a few certificates to parse instead of ~150); with an
+/// endpoint override (a local DynamoDB over https, say) all of Mozilla's.
+fn sdk_http_client(
+    endpoint_overridden: bool,
+) -> Result<aws_sdk_dynamodb::config::SharedHttpClient, StartupError> {
     use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
-    let mut pem = String::with_capacity(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() * 2_200);
-    for certificate in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+    let mut pem = String::new();
+    let trusted = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .filter(|certificate| endpoint_overridden || is_aws_root(certificate.as_ref()));
+    for certificate in trusted {
         pem.push_str("-----BEGIN CERTIFICATE-----\n");
         let encoded = aws_smithy_types::base64::encode(certificate.as_ref());
         for line in encoded.as_bytes().chunks(64) {
@@ -231,8 +256,17 @@ mod tests {
         assert!(tls_config().is_ok());
         assert!(http_client().is_ok());
         assert!(
-            sdk_http_client().is_ok(),
+            sdk_http_client(true).is_ok(),
             "every compiled-in root parses as PEM"
+        );
+        assert!(sdk_http_client(false).is_ok());
+        let aws_roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter(|c| is_aws_root(c.as_ref()))
+            .count();
+        assert!(
+            (4..=8).contains(&aws_roots),
+            "Amazon Root CA 1-4 and Starfield Services G2, found {aws_roots}"
         );
     }
 }

@@ -4,7 +4,8 @@ use handover_core::api::answer_ingest;
 use handover_core::{telemetry, wiring};
 use lambda_http::{run, service_fn, Error, Request};
 
-#[tokio::main]
+// One invocation at a time per instance: one thread is all a function needs, and it starts faster.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let env = wiring::environment()

@@ -42,6 +42,9 @@ def main():
     server = make_server(
         args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
     )
+    # A load test opens hundreds of connections at once; the default backlog (128) drops SYNs while
+    # the single request lock is busy, and clients then time out connecting.
+    server.socket.listen(1024)
     with open(args.port_file, "w", encoding="ascii") as port_file:
         port_file.write(str(server.port))
     server.serve_forever()

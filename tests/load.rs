@@ -6,6 +6,7 @@
 //! `HANDOVER_LOAD_SESSIONS` sets the number of conversations (default 200; `scripts/test --full` runs 1000).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,7 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
         .await
         .expect("runner");
     let base = format!("http://{}", running.addr);
+    handover_core::telemetry::init();
     handover_core::wiring::install_crypto_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -65,11 +67,13 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
         .build()
         .unwrap();
 
+    let retries = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let conversations = (0..sessions).map(|i| {
         let http = http.clone();
         let base = base.clone();
-        tokio::spawn(async move { converse(&http, &base, i).await })
+        let retries = retries.clone();
+        tokio::spawn(async move { converse(&http, &base, i, retries).await })
     });
     let outcomes: Vec<Outcome> = join_all(conversations)
         .await
@@ -147,9 +151,10 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
     }
     let summary = format!(
         "load: {sessions} conversations in {:.1} s: {handed_over} handed over once, {with_bot} back with the bot \
-         (injected MSC failures), {stuck} stuck; {} MSC messages accepted",
+         (injected MSC failures), {stuck} stuck; {} MSC messages accepted; {} retries after 409",
         elapsed.as_secs_f64(),
-        sink["messages"].as_array().unwrap().len()
+        sink["messages"].as_array().unwrap().len(),
+        retries.load(Ordering::Relaxed)
     );
     println!("{summary}");
     // The test command prints this after the run (cargo hides a passing test's output).
@@ -162,25 +167,44 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
     running.task.abort();
 }
 
-async fn converse(http: &reqwest::Client, base: &str, i: usize) -> Outcome {
+async fn converse(
+    http: &reqwest::Client,
+    base: &str,
+    i: usize,
+    retries: Arc<AtomicUsize>,
+) -> Outcome {
+    // A well-behaved channel: a 409 (a handover of this session is being made) is retried after its
+    // Retry-After, shortened here to keep the run short. Every other status must be 200.
     let say = |session: Option<&str>, text: &str, key: Option<String>| {
+        let session_label = session.unwrap_or("new").to_owned();
         let mut body = json!({"text": text, "endUserUrl": format!("https://shop.example/{i}")});
         if let Some(s) = session {
             body["sessionId"] = json!(s);
         }
-        let mut request = http
+        let request = http
             .post(format!("{base}/v1/messages"))
             .bearer_auth(LOCAL_CHANNEL_KEY)
             .json(&body);
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
+        let request = match key {
+            Some(key) => request.header("Idempotency-Key", key),
+            None => request,
+        };
+        let retries = retries.clone();
         async move {
-            let response = request.send().await.expect("runner answers");
-            let status = response.status();
-            let body: Value = response.json().await.expect("JSON");
-            assert_eq!(status, 200, "conversation {i}: {body}");
-            body
+            for _ in 0..60 {
+                let attempt = request.try_clone().expect("a JSON body can be cloned");
+                let response = attempt.send().await.expect("runner answers");
+                let status = response.status();
+                let body: Value = response.json().await.expect("JSON");
+                if status == 409 && body["error"]["code"] == "handover_in_progress" {
+                    retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                assert_eq!(status, 200, "conversation {i} ({session_label}): {body}");
+                return body;
+            }
+            panic!("conversation {i} ({session_label}): still 409 after 15 s");
         }
     };
     let first = say(None, "hello", None).await;

@@ -150,6 +150,7 @@ pub fn client_with_timeouts(
     operation: std::time::Duration,
 ) -> Client {
     let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(attempt)
         .operation_attempt_timeout(attempt)
         .operation_timeout(operation)
         .build();

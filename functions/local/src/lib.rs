@@ -137,12 +137,29 @@ async fn dispatch(
         }
     };
     let req = http::Request::from_parts(parts, body);
-    let response = match route_owner(&path) {
-        Some((Function::AnswerIngest, _)) => answer_ingest::handle(&app.ingest, req).await,
-        Some((Function::PresenceCheck, _)) => presence_check::handle(&app.presence, req).await,
-        Some((Function::PrechatComplete, _)) => prechat_complete::handle(&app.prechat, req).await,
-        Some((Function::Handover, _)) => handover::handle(&app.handover, req).await,
-        None => no_route(&req).into_response(),
+    // Like a Lambda invocation, a request runs to its end even if the caller hangs up: hyper drops a
+    // connection's future when the client goes away, which would cut a handover between its claim
+    // and its completion and leave the session claimed until the lease runs out.
+    let invocation = tokio::spawn(async move {
+        match route_owner(&path) {
+            Some((Function::AnswerIngest, _)) => answer_ingest::handle(&app.ingest, req).await,
+            Some((Function::PresenceCheck, _)) => presence_check::handle(&app.presence, req).await,
+            Some((Function::PrechatComplete, _)) => {
+                prechat_complete::handle(&app.prechat, req).await
+            }
+            Some((Function::Handover, _)) => handover::handle(&app.handover, req).await,
+            None => no_route(&req).into_response(),
+        }
+    });
+    let response = match invocation.await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::error!(error = %err, "request handler failed");
+            handover_core::api::json_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({"error": {"code": "internal", "message": "the request failed"}}),
+            )
+        }
     };
     Ok(to_hyper(response))
 }

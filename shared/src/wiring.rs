@@ -246,6 +246,33 @@ pub fn system_clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
 
+type StoreDepsBuilder<D> =
+    fn(&Env, Arc<dyn SessionStore>, Arc<dyn Clock>, reqwest::Client) -> Result<D, StartupError>;
+
+/// The cold start of a function that keeps sessions: the environment with its secret, the clock, the
+/// DynamoDB store and one HTTP client, then the function's own dependencies. Says why when it fails.
+pub async fn start_with_store<D>(build: StoreDepsBuilder<D>) -> Result<D, StartupError> {
+    let started = async {
+        let env = environment().await?;
+        let clock = system_clock();
+        let store = session_store(&env, clock.clone(), false).await?;
+        build(&env, store, clock, http_client()?)
+    };
+    started
+        .await
+        .inspect_err(|err| tracing::error!(error = %err, "cannot start"))
+}
+
+/// The cold start of a function without sessions (presence-check).
+pub async fn start<D>(
+    build: fn(&Env, reqwest::Client) -> Result<D, StartupError>,
+) -> Result<D, StartupError> {
+    let started = async { build(&environment().await?, http_client()?) };
+    started
+        .await
+        .inspect_err(|err| tracing::error!(error = %err, "cannot start"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,16 +8,7 @@ use lambda_http::{run, service_fn, Error, Request};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let env = wiring::environment()
-        .await
-        .inspect_err(|err| tracing::error!(error = %err, "cannot start"))?;
-    let clock = wiring::system_clock();
-    let deps = async {
-        let store = wiring::session_store(&env, clock.clone(), false).await?;
-        wiring::prechat_complete_deps(&env, store, clock, wiring::http_client()?)
-    }
-    .await
-    .inspect_err(|err| tracing::error!(error = %err, "cannot start"))?;
+    let deps = wiring::start_with_store(wiring::prechat_complete_deps).await?;
     run(service_fn(|req: Request| {
         let deps = &deps;
         async move { Ok::<_, Error>(prechat_complete::handle(deps, req).await) }

@@ -8,12 +8,7 @@ use lambda_http::{run, service_fn, Error, Request};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let env = wiring::environment()
-        .await
-        .inspect_err(|err| tracing::error!(error = %err, "cannot start"))?;
-    let deps = wiring::http_client()
-        .and_then(|http| wiring::presence_check_deps(&env, http))
-        .inspect_err(|err| tracing::error!(error = %err, "cannot start"))?;
+    let deps = wiring::start(wiring::presence_check_deps).await?;
     run(service_fn(|req: Request| {
         let deps = &deps;
         async move { Ok::<_, Error>(presence_check::handle(deps, req).await) }

@@ -44,85 +44,61 @@ pub async fn memory_harness() -> Harness {
     }
 }
 
-/// A fresh table per test, so tests run in parallel against one server without seeing each other.
-pub async fn dynamodb_harness() -> Harness {
+/// A DynamoDB store on `client` and `table`, driven by a fresh manual clock.
+fn dynamodb_harness_on(client: Client, table: String, adapter: &'static str) -> Harness {
     let clock = Arc::new(ManualClock::starting_at(T0));
-    let client = dynamodb_client();
-    let table = format!("handover-test-{}", uuid::Uuid::new_v4().simple());
-    if let Err(err) = ensure_table(&client, &table).await {
-        panic!(
-            "cannot create test table {table} at {}: {err}",
-            dynamodb_endpoint()
-        );
-    }
     Harness {
         store: Arc::new(DynamoDbStore::new(client, table, clock.clone(), policy())),
         clock,
         policy: policy(),
-        adapter: "dynamodb",
+        adapter,
     }
+}
+
+/// Creates a uniquely named table, so tests run in parallel against one server without seeing each
+/// other.
+async fn fresh_table(client: &Client, prefix: &str, endpoint: &str) -> String {
+    let table = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    if let Err(err) = ensure_table(client, &table).await {
+        panic!("cannot create test table {table} at {endpoint}: {err}");
+    }
+    table
+}
+
+pub async fn dynamodb_harness() -> Harness {
+    let client = dynamodb_client();
+    let table = fresh_table(&client, "handover-test", &dynamodb_endpoint()).await;
+    dynamodb_harness_on(client, table, "dynamodb")
 }
 
 /// A DynamoDB store whose endpoint refuses connections: the store is down.
 pub fn unreachable_dynamodb_harness() -> Harness {
-    let clock = Arc::new(ManualClock::starting_at(T0));
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("eu-west-1"))
-        .credentials_provider(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "handover-tests",
-        ))
-        // Port 9 (discard) on loopback: nothing listens there on these machines.
-        .endpoint_url("http://127.0.0.1:9")
-        .build();
-    Harness {
-        store: Arc::new(DynamoDbStore::new(
-            Client::from_conf(config),
-            "handover-down",
-            clock.clone(),
-            policy(),
-        )),
-        clock,
-        policy: policy(),
-        adapter: "dynamodb-down",
-    }
+    dynamodb_harness_on(
+        client_at(faulty::REFUSED_URL),
+        "handover-down".into(),
+        "dynamodb-down",
+    )
 }
 
 /// A DynamoDB store on moto behind a request-counting proxy, its table created and the count reset.
 pub async fn counted_dynamodb_harness() -> (Harness, counting::DynamoCounter) {
     let counter = counting::DynamoCounter::start(dynamodb_endpoint()).await;
-    let clock = Arc::new(ManualClock::starting_at(T0));
     let client = client_at(&counter.url);
-    let table = format!("handover-costs-{}", uuid::Uuid::new_v4().simple());
-    ensure_table(&client, &table).await.expect("table");
+    let table = fresh_table(&client, "handover-costs", &counter.url).await;
     counter.reset();
-    let harness = Harness {
-        store: Arc::new(DynamoDbStore::new(client, table, clock.clone(), policy())),
-        clock,
-        policy: policy(),
-        adapter: "dynamodb-counted",
-    };
-    (harness, counter)
+    (
+        dynamodb_harness_on(client, table, "dynamodb-counted"),
+        counter,
+    )
 }
 
 /// A DynamoDB store on any endpoint (a misbehaving peer, say), table not created.
 pub fn dynamodb_harness_at(endpoint: &str) -> Harness {
-    let clock = Arc::new(ManualClock::starting_at(T0));
-    Harness {
-        store: Arc::new(DynamoDbStore::new(
-            client_at(endpoint),
-            "handover-faulty",
-            clock.clone(),
-            policy(),
-        )),
-        clock,
-        policy: policy(),
-        adapter: "dynamodb-faulty",
-    }
+    dynamodb_harness_on(
+        client_at(endpoint),
+        "handover-faulty".into(),
+        "dynamodb-faulty",
+    )
 }
 
 /// Where the DynamoDB-compatible test server listens. Missing → the test fails, loudly: a DynamoDB

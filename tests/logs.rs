@@ -31,13 +31,19 @@ const PHONE: &str = "+31612345678";
 async fn the_whole_story_logs_no_secret_and_no_personal_data() {
     let captured = Captured::default();
     let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(true)
-        // What a deployment with RUST_LOG=trace would log.
-        .with_env_filter(handover_core::telemetry::filter("trace"))
-        .with_writer(move || writer.clone())
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_writer(move || writer.clone())
+                // What a deployment with RUST_LOG=trace would log.
+                .with_filter(handover_core::telemetry::filter("trace")),
+        )
         .init();
 
     let world = World::on(dynamodb_harness().await).await;

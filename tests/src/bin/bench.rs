@@ -324,6 +324,50 @@ impl Function {
     }
 }
 
+/// Where a process's resident memory is, from `/proc/<pid>/smaps`, in KB: the function's own
+/// executable (code, and everything else it maps from the file), the shared libraries (libc, the
+/// loader), and anonymous memory (heap, stacks).
+#[derive(Default)]
+struct Resident {
+    own_code: u64,
+    own_other: u64,
+    libraries: u64,
+    anonymous: u64,
+}
+
+fn resident(pid: u32, binary: &Path) -> Resident {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let own = binary
+        .canonicalize()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut totals = Resident::default();
+    let (mut mapping, mut executable) = (String::new(), false);
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let is_header = fields.first().is_some_and(|f| {
+            f.contains('-') && f.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        });
+        if is_header {
+            executable = fields.get(1).is_some_and(|perms| perms.contains('x'));
+            mapping = fields.get(5).copied().unwrap_or_default().to_owned();
+        } else if fields.first() == Some(&"Rss:") {
+            let kb: u64 = fields.get(1).and_then(|kb| kb.parse().ok()).unwrap_or(0);
+            let slot = if mapping == own && executable {
+                &mut totals.own_code
+            } else if mapping == own {
+                &mut totals.own_other
+            } else if mapping.starts_with('/') {
+                &mut totals.libraries
+            } else {
+                &mut totals.anonymous
+            };
+            *slot += kb;
+        }
+    }
+    totals
+}
+
 struct Timing {
     p50: Duration,
     p99: Duration,
@@ -367,6 +411,7 @@ struct Row {
     init: Duration,
     timing: Timing,
     rss_kb: u64,
+    resident: Resident,
     zip: u64,
 }
 
@@ -489,6 +534,11 @@ async fn main() {
             scenario,
             init: inits[inits.len() / 2],
             rss_kb: function.peak_rss_kb(),
+            resident: function
+                .child
+                .id()
+                .map(|pid| resident(pid, &binary))
+                .unwrap_or_default(),
             zip: zip_size(&binary),
             timing,
         });
@@ -561,6 +611,21 @@ fn print_report(rows: &[Row], counts: &[(&str, usize, usize)], invocations: usiz
             row.rss_kb as f64 / 1024.0,
             row.rss_kb as f64 / (floor.rss_kb.max(1) as f64),
             row.zip as f64 / 1_048_576.0,
+        );
+    }
+    println!("\n## Where the resident memory is (MB, after the warm invocations, from /proc/<pid>/smaps)\n");
+    println!("| function | own code | own data and read-only | shared libraries | anonymous (heap, stacks) |");
+    println!("|---|---|---|---|---|");
+    for row in rows.iter().filter(|r| r.scenario != "relayed turn") {
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        let r = &row.resident;
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            row.name,
+            mb(r.own_code),
+            mb(r.own_other),
+            mb(r.libraries),
+            mb(r.anonymous)
         );
     }
     println!("\n## DynamoDB requests (real adapter on moto, counted on the wire)\n");

@@ -405,6 +405,23 @@ fn zip_size(binary: &Path) -> u64 {
 
 // ---------------------------------------------------------------------------------------------------
 
+/// Runs a scenario's setup events (each must succeed) and checks the relay scenario really relays.
+async fn prepare(function: &Function, name: &str, scenario: &str, setup: &[Value], event: &Value) {
+    for step in setup {
+        let response = function.api.invoke(step.clone()).await;
+        assert_eq!(status_of(&response), 200, "{name} setup: {response}");
+    }
+    if scenario == "relayed turn" {
+        let check = function.api.invoke(event.clone()).await;
+        let body: Value =
+            serde_json::from_str(check["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+        assert_eq!(
+            body["handledBy"], "agent",
+            "relay scenario is handed over: {check}"
+        );
+    }
+}
+
 struct Row {
     name: &'static str,
     scenario: &'static str,
@@ -504,37 +521,41 @@ async fn main() {
             404,
         ),
     ];
+    let tables = handover_tests::client_at(&dynamodb);
     for (name, scenario, setup, event, expect) in scenarios {
         let binary = release.join(name);
+        // Cold starts and memory in the deployed configuration: the DynamoDB store (its SDK client
+        // built at init), on a table of its own at moto over plain http.
+        let table = format!("handover-bench-{}", uuid::Uuid::new_v4().simple());
+        handover_core::store::dynamodb::ensure_table(&tables, &table)
+            .await
+            .expect("bench table");
+        let mut deployed_env = base_env("dynamodb", Some(&dynamodb));
+        deployed_env.push(("HANDOVER_TABLE".into(), table));
         // Init varies with what else the machine does: the median of a few cold starts.
         let mut inits = Vec::new();
         for _ in 0..INIT_SAMPLES {
-            let mut cold = launch(&binary, &memory_env).await;
+            let mut cold = launch(&binary, &deployed_env).await;
             inits.push(cold.init);
             let _ = cold.child.kill().await;
         }
         inits.sort();
+        // Warm timing on the in-memory store, so that only our own code and the instant stubs count.
         let function = launch(&binary, &memory_env).await;
-        for step in setup {
-            let response = function.api.invoke(step).await;
-            assert_eq!(status_of(&response), 200, "{name} setup: {response}");
-        }
-        if scenario == "relayed turn" {
-            let check = function.api.invoke(event.clone()).await;
-            let body: Value =
-                serde_json::from_str(check["body"].as_str().unwrap_or("{}")).unwrap_or_default();
-            assert_eq!(
-                body["handledBy"], "agent",
-                "relay scenario is handed over: {check}"
-            );
-        }
+        prepare(&function, name, scenario, &setup, &event).await;
         let timing = time_invocations(&function, &event, invocations, expect).await;
+        drop(function);
+        // Peak memory after the same invocations against DynamoDB (moto): the SDK's request path is
+        // resident too, as in a deployment.
+        let deployed = launch(&binary, &deployed_env).await;
+        prepare(&deployed, name, scenario, &setup, &event).await;
+        time_invocations(&deployed, &event, invocations, expect).await;
         rows.push(Row {
             name,
             scenario,
             init: inits[inits.len() / 2],
-            rss_kb: function.peak_rss_kb(),
-            resident: function
+            rss_kb: deployed.peak_rss_kb(),
+            resident: deployed
                 .child
                 .id()
                 .map(|pid| resident(pid, &binary))
@@ -594,8 +615,9 @@ fn ms(d: Duration) -> f64 {
 
 fn print_report(rows: &[Row], counts: &[(&str, usize, usize)], invocations: usize) {
     let floor = &rows[0];
-    println!("\n## Functions ({invocations} warm invocations per scenario; peers: instant local stubs, in-memory store)\n");
-    println!("Init: median of {INIT_SAMPLES} cold starts (process start to the first GET /runtime/invocation/next).\n");
+    println!("\n## Functions ({invocations} warm invocations per scenario)\n");
+    println!("Init: median of {INIT_SAMPLES} cold starts (process start to the first GET /runtime/invocation/next), deployed configuration (DynamoDB store, its client built at init).");
+    println!("Warm: in-memory store and instant local CAIC/MSC stubs, so the times are our code's. Peak RSS: after the same invocations against DynamoDB (moto).\n");
     println!("| function | scenario | init ms | × empty | warm p50 ms | warm p99 ms | p99 over empty ms | peak RSS MB | × empty | zip MB |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
@@ -613,7 +635,7 @@ fn print_report(rows: &[Row], counts: &[(&str, usize, usize)], invocations: usiz
             row.zip as f64 / 1_048_576.0,
         );
     }
-    println!("\n## Where the resident memory is (MB, after the warm invocations, from /proc/<pid>/smaps)\n");
+    println!("\n## Where the resident memory is (MB, after the invocations against DynamoDB, from /proc/<pid>/smaps)\n");
     println!("| function | own code | own data and read-only | shared libraries | anonymous (heap, stacks) |");
     println!("|---|---|---|---|---|");
     for row in rows.iter().filter(|r| r.scenario != "relayed turn") {

@@ -26,7 +26,9 @@ async fn the_functions_aws_configuration_reaches_dynamodb_from_a_lambda_like_env
         "a Lambda-like environment takes the direct path, not the SDK's loader"
     );
 
-    let client = dynamodb::client_from_env().await;
+    let client = dynamodb::client_from_env()
+        .await
+        .expect("configuration from the environment");
     let table = format!("sdk-config-{}", uuid::Uuid::new_v4().simple());
     dynamodb::ensure_table(&client, &table)
         .await

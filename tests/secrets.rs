@@ -18,6 +18,9 @@ fn client() -> Client {
             "handover-tests",
         ))
         .endpoint_url(handover_tests::dynamodb_endpoint())
+        .http_client(handover_core::aws_http::sdk_http_client(
+            handover_core::wiring::http_client().expect("HTTP client"),
+        ))
         .build();
     Client::from_conf(config)
 }

@@ -37,7 +37,9 @@ async fn main() {
     );
     assert!(client.is_ok());
     let t = Instant::now();
-    let sdk = handover_core::wiring::sdk_config().await;
+    let sdk = handover_core::wiring::sdk_config()
+        .await
+        .expect("sdk config");
     println!(
         "{:<40} {:>10.3} ms",
         "sdk config (wiring::sdk_config)",
@@ -45,7 +47,9 @@ async fn main() {
     );
     timed("dynamodb client", || aws_sdk_dynamodb::Client::new(&sdk));
     let t = Instant::now();
-    let _ = handover_core::wiring::sdk_config().await;
+    let _ = handover_core::wiring::sdk_config()
+        .await
+        .expect("sdk config");
     println!(
         "{:<40} {:>10.3} ms",
         "sdk config (second time)",

@@ -2,6 +2,7 @@
 //! adapters. Lambda functions are thin shells over what lives here.
 
 pub mod api;
+pub mod aws_http;
 pub mod caic;
 pub mod clock;
 pub mod config;

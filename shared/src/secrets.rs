@@ -38,7 +38,13 @@ pub async fn overlay_from_env(env: &mut Env) -> Result<(), SecretError> {
     let Some(arn) = env.optional(SECRET_ARN_VARIABLE).map(str::to_owned) else {
         return Ok(());
     };
-    let client = aws_sdk_secretsmanager::Client::new(&crate::wiring::sdk_config().await);
+    let config = crate::wiring::sdk_config()
+        .await
+        .map_err(|e| SecretError::Unreadable {
+            arn: arn.clone(),
+            reason: e.to_string(),
+        })?;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
     overlay(env, &client, &arn).await
 }
 

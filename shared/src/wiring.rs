@@ -43,34 +43,29 @@ fn sdk_retries() -> aws_config::retry::RetryConfig {
     aws_config::retry::RetryConfig::standard().with_max_attempts(3)
 }
 
-/// The AWS SDK's configuration, with our HTTP client, timeouts and retries. Straight from the
-/// environment when it has everything (see [`sdk_config_from_environment`]), through the SDK's
-/// default loader otherwise.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    let variable = |name: &str| std::env::var(name).ok();
-    let https_endpoint_overridden = std::env::vars().any(|(name, value)| {
-        name.starts_with("AWS_ENDPOINT_URL")
-            && value.trim().to_ascii_lowercase().starts_with("https:")
-    });
-    let http_client = sdk_http_client(https_endpoint_overridden)
-        // The SDK's own client still works; it only costs the certificate files on first use.
-        .inspect_err(|err| {
-            tracing::warn!(error = %err, "compiled-in TLS roots unusable; using the SDK default client")
+/// The AWS SDK's configuration, once per process: the process's HTTP client (see
+/// [`crate::aws_http`]), our timeouts and retries. Straight from the environment when it has everything
+/// (see [`sdk_config_from_environment`]), through the SDK's default loader otherwise. Shared by the
+/// secret lookup and the session store, so a cold start builds it once.
+pub async fn sdk_config() -> Result<aws_config::SdkConfig, StartupError> {
+    static SDK_CONFIG: tokio::sync::OnceCell<aws_config::SdkConfig> =
+        tokio::sync::OnceCell::const_new();
+    SDK_CONFIG
+        .get_or_try_init(|| async {
+            let http = crate::aws_http::sdk_http_client(http_client()?);
+            let variable = |name: &str| std::env::var(name).ok();
+            if let Some(config) = sdk_config_from_environment(&variable, Some(http.clone())) {
+                return Ok(config);
+            }
+            Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(http)
+                .timeout_config(sdk_timeouts())
+                .retry_config(sdk_retries())
+                .load()
+                .await)
         })
-        .ok();
-    if let Some(config) = sdk_config_from_environment(&variable, http_client.clone()) {
-        return config;
-    }
-    let defaults = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    let defaults = match http_client {
-        Some(client) => defaults.http_client(client),
-        None => defaults,
-    };
-    defaults
-        .timeout_config(sdk_timeouts())
-        .retry_config(sdk_retries())
-        .load()
         .await
+        .cloned()
 }
 
 /// The SDK configuration built directly from environment variables when they name the region and carry
@@ -169,62 +164,22 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// One HTTP client per process: connection pools and TLS set up once.
+/// The process's one HTTP client, for CAIC, MSC and AWS alike: connection pools and TLS set up once,
+/// on first use (at cold start). Clones share it.
 pub fn http_client() -> Result<reqwest::Client, StartupError> {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_config()?)
-        .connect_timeout(Duration::from_millis(500))
-        .pool_idle_timeout(Duration::from_secs(50))
-        .build()
-        .map_err(|e| StartupError::HttpClient(e.to_string()))
-}
-
-/// Certificate authorities that AWS's service endpoints chain to (Amazon Trust Services, and the
-/// Starfield root that cross-signs it).
-const AWS_ROOT_NAMES: &[&[u8]] = &[
-    b"Amazon Root CA",
-    b"Starfield Services Root Certificate Authority",
-];
-
-/// Roots are self-issued: the name appears in the certificate's subject (and issuer). A substring
-/// search, not a scan of every window: this runs over ~150 certificates at each cold start, and
-/// comparing window by window took a third of a DynamoDB function's init.
-fn is_aws_root(certificate_der: &[u8]) -> bool {
-    AWS_ROOT_NAMES
-        .iter()
-        .any(|name| memchr::memmem::find(certificate_der, name).is_some())
-}
-
-/// The AWS SDK's HTTP client, trusting compiled-in roots. Its default loads the system's certificates
-/// on the first AWS request, adding them to the first invocation of every instance. Against AWS's own
-/// endpoints only AWS's roots are trusted (a few certificates to parse instead of ~150); with an https
-/// endpoint override (a DynamoDB-compatible server behind another CA, say) all of Mozilla's. A plain
-/// http override (moto, DynamoDB Local) uses no TLS at all.
-fn sdk_http_client(
-    https_endpoint_overridden: bool,
-) -> Result<aws_sdk_dynamodb::config::SharedHttpClient, StartupError> {
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
-    let mut pem = String::new();
-    let trusted = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .filter(|certificate| https_endpoint_overridden || is_aws_root(certificate.as_ref()));
-    for certificate in trusted {
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        let encoded = aws_smithy_types::base64::encode(certificate.as_ref());
-        for line in encoded.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-    }
-    let context = TlsContext::builder()
-        .with_trust_store(TrustStore::empty().with_pem_certificate(pem.into_bytes()))
-        .build()
-        .map_err(|e| StartupError::HttpClient(e.to_string()))?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(context)
-        .build_https())
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .tls_backend_preconfigured(tls_config().map_err(|e| e.to_string())?)
+                .connect_timeout(Duration::from_millis(500))
+                .pool_idle_timeout(Duration::from_secs(50))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(StartupError::HttpClient)
 }
 
 /// Where sessions live: DynamoDB (`HANDOVER_TABLE`), or the embedded store when
@@ -238,7 +193,7 @@ pub async fn session_store(
     match env.string_or("HANDOVER_STORE", "dynamodb").as_str() {
         "memory" => Ok(Arc::new(MemoryStore::new(clock, policy))),
         "dynamodb" => {
-            let client = dynamodb::client_from_env().await;
+            let client = dynamodb::client_from_env().await?;
             let table = dynamodb::table_name_from_env(env);
             if create_table {
                 dynamodb::ensure_table(&client, &table).await?;
@@ -502,22 +457,13 @@ mod tests {
     }
 
     #[test]
-    fn tls_uses_the_compiled_in_roots_for_both_clients() {
+    fn one_http_client_with_the_compiled_in_roots_serves_the_whole_process() {
         assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
         assert!(tls_config().is_ok());
         assert!(http_client().is_ok());
         assert!(
-            sdk_http_client(true).is_ok(),
-            "every compiled-in root parses as PEM"
-        );
-        assert!(sdk_http_client(false).is_ok());
-        let aws_roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .filter(|c| is_aws_root(c.as_ref()))
-            .count();
-        assert!(
-            (4..=8).contains(&aws_roots),
-            "Amazon Root CA 1-4 and Starfield Services G2, found {aws_roots}"
+            http_client().is_ok(),
+            "the second call hands out the same client"
         );
     }
 }

@@ -150,6 +150,10 @@ pub fn client_at(endpoint: &str) -> Client {
             "handover-tests",
         ))
         .endpoint_url(endpoint)
+        // The functions' own HTTP path to AWS, so every DynamoDB test exercises it.
+        .http_client(handover_core::aws_http::sdk_http_client(
+            handover_core::wiring::http_client().expect("HTTP client"),
+        ))
         .timeout_config(handover_core::wiring::sdk_timeouts())
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3))
         .build();

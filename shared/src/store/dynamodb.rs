@@ -59,8 +59,8 @@ pub fn table_name_from_env(env: &Env) -> String {
 
 /// A client from the standard AWS configuration chain. `AWS_ENDPOINT_URL_DYNAMODB` (or
 /// `AWS_ENDPOINT_URL`) points it at a local server.
-pub async fn client_from_env() -> Client {
-    Client::new(&crate::wiring::sdk_config().await)
+pub async fn client_from_env() -> Result<Client, crate::wiring::StartupError> {
+    Ok(Client::new(&crate::wiring::sdk_config().await?))
 }
 
 pub struct DynamoDbStore {

@@ -8,6 +8,11 @@
 //! What the SDK still does itself: signing, retries with backoff, and the attempt and operation
 //! timeouts (`wiring::sdk_timeouts`), which wrap every call made through this connector. The
 //! connection timeout is the reqwest client's.
+//!
+//! Made for the JSON-protocol services these functions call (DynamoDB, Secrets Manager): bodies in
+//! memory and the path `/`. The request goes out with the signed method, URI and headers unchanged
+//! (reqwest may add `accept`, which is not signed); a service whose paths need byte-exact encoding
+//! (S3 keys) would want a check that URL parsing keeps them as signed.
 
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
@@ -92,5 +97,74 @@ fn connector_error(error: reqwest::Error) -> ConnectorError {
         ConnectorError::io(error.into())
     } else {
         ConnectorError::other(error.into(), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, body: SdkBody) -> HttpRequest {
+        let mut request = HttpRequest::new(body);
+        request.set_method("POST").expect("method");
+        request.set_uri(uri.to_owned()).expect("uri");
+        request
+            .headers_mut()
+            .insert("x-amz-target", "DynamoDB_20120810.GetItem");
+        request
+            .headers_mut()
+            .insert("authorization", "AWS4-HMAC-SHA256 Credential=test");
+        request
+    }
+
+    #[test]
+    fn a_request_goes_out_with_the_signed_method_uri_headers_and_body() {
+        let client = crate::wiring::http_client().expect("client");
+        let body = r#"{"TableName":"sessions"}"#;
+        let sent = to_reqwest(
+            &client,
+            request(
+                "https://dynamodb.eu-west-1.amazonaws.com/",
+                SdkBody::from(body),
+            ),
+        )
+        .expect("converted");
+        assert_eq!(sent.method(), reqwest::Method::POST);
+        assert_eq!(
+            sent.url().as_str(),
+            "https://dynamodb.eu-west-1.amazonaws.com/"
+        );
+        assert_eq!(sent.headers()["x-amz-target"], "DynamoDB_20120810.GetItem");
+        assert_eq!(
+            sent.headers()["authorization"],
+            "AWS4-HMAC-SHA256 Credential=test"
+        );
+        assert_eq!(
+            sent.body().and_then(|b| b.as_bytes()),
+            Some(body.as_bytes())
+        );
+    }
+
+    #[test]
+    fn a_body_not_held_in_memory_is_refused_as_a_caller_error() {
+        let client = crate::wiring::http_client().expect("client");
+        let error = to_reqwest(&client, request("http://127.0.0.1:1/", SdkBody::taken()))
+            .expect_err("no bytes to send");
+        assert!(error.is_user(), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_transient_error_the_sdk_retries() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        drop(listener);
+        let connector = ReqwestConnector {
+            client: crate::wiring::http_client().expect("client"),
+        };
+        let error = connector
+            .call(request(&format!("http://{address}/"), SdkBody::from("{}")))
+            .await
+            .expect_err("nothing listens");
+        assert!(error.is_io(), "{error:?}");
     }
 }

@@ -1,28 +1,12 @@
 //! Secrets come from Secrets Manager at cold start (moto stands in), overriding the environment; a
 //! malformed secret stops start-up naming the key, never showing a value.
 
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_secretsmanager::Client;
 use handover_core::config::Env;
 use handover_core::secrets::{overlay, SecretError};
 
 fn client() -> Client {
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("eu-west-1"))
-        .credentials_provider(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "handover-tests",
-        ))
-        .endpoint_url(handover_tests::dynamodb_endpoint())
-        .http_client(handover_core::aws_http::sdk_http_client(
-            handover_core::wiring::http_client().expect("HTTP client"),
-        ))
-        .build();
-    Client::from_conf(config)
+    handover_tests::secrets_client_at(&handover_tests::dynamodb_endpoint())
 }
 
 async fn secret(client: &Client, value: &str) -> String {

@@ -138,6 +138,27 @@ pub fn client_with_timeouts(
     Client::from_conf(config)
 }
 
+/// A Secrets Manager client for the moto server at `endpoint`, on the functions' HTTP path to AWS.
+pub fn secrets_client_at(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "handover-tests",
+        ))
+        .endpoint_url(endpoint)
+        .http_client(handover_core::aws_http::sdk_http_client(
+            handover_core::wiring::http_client().expect("HTTP client"),
+        ))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
 pub fn client_at(endpoint: &str) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())

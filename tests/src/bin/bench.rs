@@ -522,6 +522,22 @@ async fn main() {
         ),
     ];
     let tables = handover_tests::client_at(&dynamodb);
+    // As deployed, the caller keys come from a Secrets Manager secret read at cold start (moto here).
+    // Peak memory is measured with it; init without it, since its round trip to moto would measure
+    // moto (in a deployment it is one HTTPS call inside the region, see docs/performance.md).
+    let secret_arn = handover_tests::secrets_client_at(&dynamodb)
+        .create_secret()
+        .name(format!("handover-bench-{}", uuid::Uuid::new_v4().simple()))
+        .secret_string(
+            json!({"CHANNEL_API_KEY": KEY, "CAIC_WEBHOOK_SECRET": KEY, "OPERATOR_API_KEY": KEY})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("bench secret")
+        .arn()
+        .expect("secret ARN")
+        .to_owned();
     for (name, scenario, setup, event, expect) in scenarios {
         let binary = release.join(name);
         // Cold starts and memory in the deployed configuration: the DynamoDB store (its SDK client
@@ -545,9 +561,12 @@ async fn main() {
         prepare(&function, name, scenario, &setup, &event).await;
         let timing = time_invocations(&function, &event, invocations, expect).await;
         drop(function);
-        // Peak memory after the same invocations against DynamoDB (moto): the SDK's request path is
-        // resident too, as in a deployment.
-        let deployed = launch(&binary, &deployed_env).await;
+        // Peak memory after the same invocations against DynamoDB (moto), the secret read at start:
+        // the SDK's request path is resident too, as in a deployment.
+        let mut with_secret = deployed_env.clone();
+        with_secret.push(("HANDOVER_SECRET_ARN".into(), secret_arn.clone()));
+        with_secret.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), dynamodb.clone()));
+        let deployed = launch(&binary, &with_secret).await;
         prepare(&deployed, name, scenario, &setup, &event).await;
         time_invocations(&deployed, &event, invocations, expect).await;
         rows.push(Row {
@@ -617,7 +636,7 @@ fn print_report(rows: &[Row], counts: &[(&str, usize, usize)], invocations: usiz
     let floor = &rows[0];
     println!("\n## Functions ({invocations} warm invocations per scenario)\n");
     println!("Init: median of {INIT_SAMPLES} cold starts (process start to the first GET /runtime/invocation/next), deployed configuration (DynamoDB store, its client built at init).");
-    println!("Warm: in-memory store and instant local CAIC/MSC stubs, so the times are our code's. Peak RSS: after the same invocations against DynamoDB (moto).\n");
+    println!("Warm: in-memory store and instant local CAIC/MSC stubs, so the times are our code's. Peak RSS: after the same invocations against DynamoDB (moto), caller keys read from a Secrets Manager secret at start, as deployed.\n");
     println!("| function | scenario | init ms | × empty | warm p50 ms | warm p99 ms | p99 over empty ms | peak RSS MB | × empty | zip MB |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {

@@ -138,47 +138,37 @@ pub fn client_with_timeouts(
     Client::from_conf(config)
 }
 
-/// A Secrets Manager client for the moto server at `endpoint`, on the functions' HTTP path to AWS.
-pub fn secrets_client_at(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_secretsmanager::Config::builder()
+/// The AWS configuration of every test client: moto at `endpoint`, static dummy credentials, an
+/// explicit region, and the functions' own HTTP path to AWS (`aws_http`), so every DynamoDB and Secrets
+/// Manager test exercises it.
+fn moto_config(endpoint: &str) -> aws_config::SdkConfig {
+    use aws_sdk_dynamodb::config::SharedCredentialsProvider;
+    aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("eu-west-1"))
-        .credentials_provider(Credentials::new(
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             "test",
             "test",
             None,
             None,
             "handover-tests",
-        ))
+        )))
         .endpoint_url(endpoint)
-        .http_client(handover_core::aws_http::sdk_http_client(
-            handover_core::wiring::http_client().expect("HTTP client"),
-        ))
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
-}
-
-pub fn client_at(endpoint: &str) -> Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("eu-west-1"))
-        .credentials_provider(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "handover-tests",
-        ))
-        .endpoint_url(endpoint)
-        // The functions' own HTTP path to AWS, so every DynamoDB test exercises it.
         .http_client(handover_core::aws_http::sdk_http_client(
             handover_core::wiring::http_client().expect("HTTP client"),
         ))
         .timeout_config(handover_core::wiring::sdk_timeouts())
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3))
-        .build();
-    Client::from_conf(config)
+        .build()
+}
+
+/// A Secrets Manager client for the moto server at `endpoint`.
+pub fn secrets_client_at(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(&moto_config(endpoint))
+}
+
+pub fn client_at(endpoint: &str) -> Client {
+    Client::new(&moto_config(endpoint))
 }
 
 /// Stamps the whole contract suite out as `#[tokio::test]`s for one adapter, so every adapter runs

@@ -670,7 +670,7 @@ async fn bad_input_is_a_4xx_naming_the_problem_and_touches_nothing() {
 fn a_missing_or_malformed_setting_stops_start_up_naming_the_variable() {
     use handover_core::config::Env;
     use handover_core::wiring;
-    let http = wiring::http_client().unwrap();
+    let http = wiring::new_http_client().unwrap();
     let startup_error = |pairs: &[(&str, &str)]| {
         wiring::presence_check_deps(&Env::from_pairs(pairs.iter().copied()), http.clone())
             .err()

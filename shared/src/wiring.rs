@@ -167,20 +167,31 @@ pub fn install_crypto_provider() {
 
 /// The process's one HTTP client, for CAIC, MSC and AWS alike: connection pools and TLS set up once,
 /// on first use (at cold start). Clones share it.
+///
+/// Only for a process with one tokio runtime, as every function is: a pooled connection is driven by
+/// a task on the runtime that opened it, so a second runtime could pick up a connection whose driver
+/// dies with the first. A process with several runtimes (a test binary: one per `#[tokio::test]`)
+/// builds one client per runtime with [`new_http_client`].
 pub fn http_client() -> Result<reqwest::Client, StartupError> {
     static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
         std::sync::OnceLock::new();
     CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .tls_backend_preconfigured(tls_config().map_err(|e| e.to_string())?)
-                .connect_timeout(Duration::from_millis(500))
-                .pool_idle_timeout(Duration::from_secs(50))
-                .build()
-                .map_err(|e| e.to_string())
+        .get_or_init(|| match new_http_client() {
+            Err(StartupError::HttpClient(message)) => Err(message),
+            built => built.map_err(|e| e.to_string()),
         })
         .clone()
         .map_err(StartupError::HttpClient)
+}
+
+/// A client of its own, configured as [`http_client`]'s, with a connection pool of its own.
+pub fn new_http_client() -> Result<reqwest::Client, StartupError> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_config()?)
+        .connect_timeout(Duration::from_millis(500))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .build()
+        .map_err(|e| StartupError::HttpClient(e.to_string()))
 }
 
 /// Where sessions live: DynamoDB (`HANDOVER_TABLE`), or the embedded store when

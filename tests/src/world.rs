@@ -72,7 +72,7 @@ impl World {
         }
         let env = Env::from_pairs(vars);
         let clock: Arc<dyn Clock> = harness.clock.clone();
-        let http = wiring::http_client().expect("http client");
+        let http = wiring::new_http_client().expect("http client");
         let store = harness.store.clone();
         World {
             ingest: wiring::answer_ingest_deps(&env, store.clone(), clock.clone(), http.clone())

@@ -73,7 +73,8 @@ pub async fn start_with(
     env.set_default("HANDOVER_STORE", "memory");
 
     let clock = wiring::system_clock();
-    let http = wiring::http_client()?;
+    // Its own client rather than the process's: `start` may run on any of a caller's runtimes.
+    let http = wiring::new_http_client()?;
     let store = match store {
         Some(store) => store,
         None => wiring::session_store(&env, clock.clone(), true).await?,

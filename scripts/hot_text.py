@@ -1,0 +1,208 @@
+"""Writes the linker script that groups the functions' executed code (called by scripts/hot-text).
+
+Input: callgrind profiles (--dump-instr=yes, uncompressed positions and names) of the functions' release
+binaries built with symbols, and those binaries. Output: a linker script that inserts, before `.text`, a
+`.text.hot` output section collecting the input sections of every function that executed.
+
+Rust and C code is compiled with one section per function (`.text.<symbol>`; LLVM and GCC put cold,
+start-up and hot functions under `.text.unlikely.`, `.text.startup.` or `.text.hot.`), so naming a
+function's symbol selects its code. Symbols carry hashes that change with the target, the compiler and
+dependency versions; the patterns replace them with globs so one list serves x86_64 and arm64 builds
+and survives small changes. Several monomorphisations can share a pattern: the section holds a little
+more than what ran, never less.
+"""
+
+import argparse
+import bisect
+import datetime
+import glob
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+# Modules that pick code by CPU at run time: callgrind's CPU is not the deployed one, so the sibling
+# implementations are named too (`4sha26sha2567x86_sha8compress` -> `4sha26sha256*8compress`).
+CPU_SPECIFIC = {
+    "x86", "x86_64", "x86_sha", "aarch64", "aarch64_sha2", "avx", "avx2", "sse2", "sse41", "neon",
+    "soft", "generic",
+}
+# Code that a CPU check picks where no profile saw it run: sha2's SHA-256 block functions are the SHA-NI
+# (x86_64) or SHA2-instruction (arm64) ones on the deployed CPUs, while callgrind's emulated CPU takes
+# the portable one (inlined into `compress256`). SigV4 signs every AWS request with them.
+ALWAYS_HOT = ["_ZN4sha26sha256*"]
+LEGACY_HASH = re.compile(r"h[0-9a-f]{16}")
+LLVM_SUFFIX = re.compile(r"\.llvm\.\d+$")
+V0_CRATE_HASH = re.compile(r"Cs[0-9A-Za-z]+_")
+V0_BACKREF = re.compile(r"B[0-9A-Za-z]*_")
+
+
+def executed_addresses(profile_paths):
+    """Maps each binary (callgrind's `ob=`) to the instruction addresses that executed in it."""
+    executed = defaultdict(set)
+    for path in profile_paths:
+        current_object = None
+        function_object = None
+        with open(path, errors="replace") as profile:
+            for line in profile:
+                if line.startswith("ob="):
+                    current_object = line[3:].strip()
+                elif line.startswith("fn="):
+                    function_object = current_object
+                elif line.startswith("0x") and function_object:
+                    executed[function_object].add(int(line.split(None, 1)[0], 16))
+    return executed
+
+
+def function_symbols(binary):
+    """(start, size, name) of every function symbol in `binary`, sorted by address."""
+    listing = subprocess.run(
+        ["nm", "--print-size", "--defined-only", binary],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    symbols = []
+    for line in listing.splitlines():
+        fields = line.split(None, 3)
+        if len(fields) == 4 and fields[2] in "tTwW":
+            symbols.append((int(fields[0], 16), int(fields[1], 16), fields[3]))
+    symbols.sort()
+    return symbols
+
+
+def executed_functions(binary, addresses):
+    symbols = function_symbols(binary)
+    starts = [start for start, _, _ in symbols]
+    names = set()
+    for address in addresses:
+        index = bisect.bisect_right(starts, address) - 1
+        if index >= 0:
+            start, size, name = symbols[index]
+            if start <= address < start + size:
+                names.add(name)
+    return names
+
+
+def legacy_path(name):
+    """The components of a legacy-mangled Rust symbol (`_ZN` (<length><identifier>)* `E`), or None."""
+    if not name.startswith("_ZN"):
+        return None
+    components, at = [], 3
+    while at < len(name) and name[at] != "E":
+        digits = re.match(r"\d+", name[at:])
+        if not digits:
+            return None
+        at += len(digits.group())
+        length = int(digits.group())
+        components.append(name[at : at + length])
+        at += length
+    return components if name[at:] == "E" else None
+
+
+def pattern(symbol):
+    """The glob naming `symbol`'s code across builds: hashes and LLVM's suffixes wildcarded.
+
+    >>> pattern("_ZN5tokio7runtime4task3raw4poll17h0a8a1d282bec65ddE")
+    '_ZN5tokio7runtime4task3raw4poll17h*E*'
+    >>> pattern("_ZN9hashbrown3raw13RawTableInner7reserve17h00bbf35e6ca7c48cE.llvm.1234567")
+    '_ZN9hashbrown3raw13RawTableInner7reserve17h*E*'
+    >>> pattern("_RNvXsZ_NtCsgEmfK2I1SDS_5alloc6stringNtB5_6String3len")
+    '_RNvXsZ_NtCs*_5alloc6stringNtB*_6String3len*'
+    >>> pattern("_ZN4sha26sha2567x86_sha8compress17h102151699ecf494dE")
+    '_ZN4sha26sha256*8compress17h*E*'
+    >>> pattern("_ZN6memchr9find_avx217h102151699ecf494dE")  # only whole components are CPU modules
+    '_ZN6memchr9find_avx217h*E*'
+    >>> pattern("_ZN4core3fmt5write17h02151699ecf494dE")  # not a hash: 15 digits
+    '_ZN4core3fmt5write17h02151699ecf494dE*'
+    >>> pattern("do_library_init")
+    'do_library_init*'
+    """
+    name = LLVM_SUFFIX.sub("", symbol)
+    components = legacy_path(name)
+    if components is not None:
+        globbed = []
+        for component in components:
+            if LEGACY_HASH.fullmatch(component):
+                globbed.append("17h*")
+            elif component in CPU_SPECIFIC:
+                globbed.append("*")
+            else:
+                globbed.append(f"{len(component)}{component}")
+        return "_ZN" + "".join(globbed) + "E*"
+    if name.startswith("_R"):
+        name = V0_BACKREF.sub("B*_", V0_CRATE_HASH.sub("Cs*_", name))
+    return name.rstrip("*") + "*"
+
+
+def linker_script(patterns, source):
+    lines = [
+        "/* The code the functions run, placed together at the start of the text (see",
+        "   functions/link_layout.rs). Generated by scripts/hot-text: do not edit by hand.",
+        f"   {source} */",
+        "SECTIONS",
+        "{",
+        "  .text.hot :",
+        "  {",
+        # The C runtime's start-up code (`_start`, `frame_dummy`) sits in plain .text sections of
+        # crt1.o / Scrt1.o and crtbegin*.o, which callgrind names but no symbol pattern reaches.
+        "    *crt1.o(.text)",
+        "    *crtbegin*.o(.text)",
+    ]
+    # `.text.X` and `.text.<prefix>.X` (unlikely, startup, hot): the compiler's cold and start-up
+    # functions run too, at every cold start.
+    lines += [f"    *(.text.{p} .text.*.{p})" for p in patterns]
+    lines += ["  }", "}", "INSERT BEFORE .text;", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", required=True, help="directory of callgrind profiles")
+    parser.add_argument(
+        "--functions-dir",
+        required=True,
+        help="writes <dir>/<binary name>/hot_text.ld for each binary",
+    )
+    parser.add_argument("binaries", nargs="+", help="the symbol builds the profiles ran")
+    args = parser.parse_args()
+
+    profiles = sorted(glob.glob(os.path.join(args.profiles, "*")))
+    executed = executed_addresses(profiles)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    # Scripts first, then writes: a failure leaves every existing script as it was.
+    scripts = {}
+    for binary in args.binaries:
+        name = os.path.basename(binary)
+        addresses = executed.get(os.path.abspath(binary), set())
+        if not addresses:
+            sys.exit(f"no profile ran {binary}: did the benchmark start it?")
+        functions = executed_functions(binary, addresses)
+        if len(functions) < 50:
+            # Even the empty function runs hundreds: callgrind could not name this binary's code
+            # (stripped, or laid out with `.text.hot`, which valgrind does not read symbols from).
+            sys.exit(
+                f"only {len(functions)} functions named in {binary}: build it with "
+                "HANDOVER_PROFILING_BUILD=1 (symbols kept, no .text.hot)"
+            )
+        # One list per binary: a union would pull code that only another function runs to the front.
+        patterns = sorted({pattern(symbol) for symbol in functions} | set(ALWAYS_HOT))
+        source = (
+            f"{name}: {len(functions)} functions executed, {len(patterns)} patterns; "
+            f"{datetime.date.today().isoformat()}, commit {commit or 'unknown'}."
+        )
+        scripts[os.path.join(args.functions_dir, name, "hot_text.ld")] = (
+            linker_script(patterns, source),
+            source,
+        )
+    for path, (script, source) in scripts.items():
+        with open(path, "w") as output:
+            output.write(script)
+        print(f"    {path}: {source}")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,7 +33,8 @@ CPU_SPECIFIC = {
 # the portable one (inlined into `compress256`). SigV4 signs every AWS request with them.
 ALWAYS_HOT = ["_ZN4sha26sha256*"]
 LEGACY_HASH = re.compile(r"h[0-9a-f]{16}")
-LLVM_SUFFIX = re.compile(r"\.llvm\.\d+$")
+# `.llvm.<hash>` from LTO, `.<n>` from LLVM making local names unique: both differ between builds.
+LLVM_SUFFIX = re.compile(r"(\.llvm)?\.\d+$")
 V0_CRATE_HASH = re.compile(r"Cs[0-9A-Za-z]+_")
 V0_BACKREF = re.compile(r"B[0-9A-Za-z]*_")
 
@@ -116,6 +117,8 @@ def pattern(symbol):
     '_ZN6memchr9find_avx217h*E*'
     >>> pattern("_ZN4core3fmt5write17h02151699ecf494dE")  # not a hash: 15 digits
     '_ZN4core3fmt5write17h02151699ecf494dE*'
+    >>> pattern("_RNvXs2_NtNtCsjrHSEGnQ3l9_3std4hash6randomNtB5_13DefaultHasherNtNtCsgEmfK2I1SDS_4core4hash6Hasher5write.3700")
+    '_RNvXs2_NtNtCs*_3std4hash6randomNtB*_13DefaultHasherNtNtCs*_4core4hash6Hasher5write*'
     >>> pattern("do_library_init")
     'do_library_init*'
     """
@@ -163,7 +166,7 @@ def main():
     parser.add_argument(
         "--functions-dir",
         required=True,
-        help="writes <dir>/<binary name>/hot_text.ld for each binary",
+        help="writes <dir>/<binary name>/hot_text.ld, one list per name across the builds given",
     )
     parser.add_argument("binaries", nargs="+", help="the symbol builds the profiles ran")
     args = parser.parse_args()
@@ -174,9 +177,8 @@ def main():
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     # Scripts first, then writes: a failure leaves every existing script as it was.
-    scripts = {}
+    executed_by_function = defaultdict(set)
     for binary in args.binaries:
-        name = os.path.basename(binary)
         addresses = executed.get(os.path.abspath(binary), set())
         if not addresses:
             sys.exit(f"no profile ran {binary}: did the benchmark start it?")
@@ -188,11 +190,15 @@ def main():
                 f"only {len(functions)} functions named in {binary}: build it with "
                 "HANDOVER_PROFILING_BUILD=1 (symbols kept, no .text.hot)"
             )
-        # One list per binary: a union would pull code that only another function runs to the front.
+        print(f"    {binary}: {len(functions)} functions executed")
+        executed_by_function[os.path.basename(binary)].update(functions)
+    scripts = {}
+    for name, functions in executed_by_function.items():
+        # One list per function: a union would pull code that only another function runs to the front.
         patterns = sorted({pattern(symbol) for symbol in functions} | set(ALWAYS_HOT))
         source = (
-            f"{name}: {len(functions)} functions executed, {len(patterns)} patterns; "
-            f"{datetime.date.today().isoformat()}, commit {commit or 'unknown'}."
+            f"{name}: {len(patterns)} patterns; {datetime.date.today().isoformat()}, "
+            f"commit {commit or 'unknown'}."
         )
         scripts[os.path.join(args.functions_dir, name, "hot_text.ld")] = (
             linker_script(patterns, source),

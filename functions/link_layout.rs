@@ -9,19 +9,19 @@
 //!    executable's own image (libraries, heap and stack still move).
 //! 2. In optimised builds, the code a cold start and an invocation run is placed together at the start
 //!    of the text (the package's `hot_text.ld`, a linker script written by `scripts/hot-text` from
-//!    callgrind runs of the benchmark; one per binary, so none pulls forward code only another runs). The kernel maps a binary's code 64 KB at a time around each page touched, and
-//!    the 1.3 MB that runs was spread over almost all of the 4 MB of text: 56 of 65 windows resident.
-//!    Grouped, about 25 are (answer-ingest's peak RSS 6.6 → 4.9 MB). The script only adds an output
-//!    section in front of `.text` (`INSERT BEFORE`), so the default layout stays; a pattern that
-//!    matches nothing is no error, so a stale list still links, grouping less.
-//!
+//!    callgrind runs of the benchmark; one per binary, so none pulls forward code only another runs).
+//!    The kernel maps a binary's code 64 KB at a time around each page touched, and the 1.3 MB that
+//!    runs was spread over almost all of the 4 MB of text: 56 of 65 windows resident. Grouped, about
+//!    26 are (answer-ingest's peak RSS 6.6 → 4.9 MB). The script only adds an output section in front
+//!    of `.text` (`INSERT BEFORE`), so the default layout stays; a pattern that matches nothing is no
+//!    error, so a stale list still links, grouping less.
 //! 3. In optimised builds, symbols are stripped at link (`--strip-all`; see `main` for why not the
 //!    profile's `strip`).
 //!
 //! Why a build script and not `rustflags`: `-C relocation-model=static` in a config file also reaches
 //! proc-macro libraries on native builds and breaks them, and a `-no-pie` link argument given to every
 //! crate turns their `-shared` link into an executable. `rustc-link-arg-bins` reaches only this
-//! package's binaries. Both arguments are understood by every linker these builds use: cc with GNU ld
+//! package's binaries. These arguments are understood by every linker these builds use: cc with GNU ld
 //! or rust-lld, and cargo-lambda's zig (which refuses `--symbol-ordering-file`, hence a linker script).
 
 use std::path::Path;

@@ -1,15 +1,17 @@
-"""Writes the linker script that groups the functions' executed code (called by scripts/hot-text).
+"""Writes the linker scripts that group each function's executed code (called by scripts/hot-text).
 
 Input: callgrind profiles (--dump-instr=yes, uncompressed positions and names) of the functions' release
-binaries built with symbols, and those binaries. Output: a linker script that inserts, before `.text`, a
-`.text.hot` output section collecting the input sections of every function that executed.
+binaries built with symbols, and those binaries (possibly several builds of one function). Output, per
+function name: a linker script that inserts, before `.text`, a `.text.hot` output section collecting
+the input sections of every function that executed in any of its builds.
 
 Rust and C code is compiled with one section per function (`.text.<symbol>`; LLVM and GCC put cold,
 start-up and hot functions under `.text.unlikely.`, `.text.startup.` or `.text.hot.`), so naming a
 function's symbol selects its code. Symbols carry hashes that change with the target, the compiler and
-dependency versions; the patterns replace them with globs so one list serves x86_64 and arm64 builds
+dependency versions; the patterns replace them with globs so one list serves every build of a function
 and survives small changes. Several monomorphisations can share a pattern: the section holds a little
-more than what ran, never less.
+more than what ran. Builds inline differently, so a list can miss helpers another build keeps out of
+line; that is why scripts/hot-text profiles more than one.
 """
 
 import argparse

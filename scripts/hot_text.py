@@ -1,4 +1,5 @@
-"""Writes the linker scripts that group each function's executed code (called by scripts/hot-text).
+"""Writes the linker scripts that group each function's executed code and the data it reads
+(called by scripts/hot-text).
 
 Input: callgrind profiles (--dump-instr=yes, uncompressed positions and names) of the functions' release
 binaries built with symbols, and those binaries (possibly several builds of one function). Output, per
@@ -12,6 +13,12 @@ dependency versions; the patterns replace them with globs so one list serves eve
 and survives small changes. Several monomorphisations can share a pattern: the section holds a little
 more than what ran. Builds inline differently, so a list can miss helpers another build keeps out of
 line; that is why scripts/hot-text profiles more than one.
+
+Data (`--data`): every load and store valgrind's lackey saw inside the binary, and the link map of that
+build, name the input sections of `.rodata` and `.data.rel.ro` that were read; `hot_data.ld` gathers
+them. Named data (statics, jump tables: `.rodata.<symbol>`) gets the same hash-free patterns as code;
+string literals and vtables are anonymous (`.rodata..Lanon.<module hash>.<n>`), and their module hash
+is a hash of the crate's symbol names, so those names hold only for the builds that were profiled.
 """
 
 import argparse
@@ -141,6 +148,139 @@ def pattern(symbol):
     return name.rstrip("*") + "*"
 
 
+DATA_OUTPUTS = (".rodata", ".data.rel.ro")
+MAP_LINE = re.compile(r"\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+( +)(\S.*)$")
+TRACE_LINE = re.compile(r" [LSM] ([0-9a-f]+),(\d+)")
+
+
+def map_input_sections(map_path):
+    """(address, size, output section, input section) of every input section of the data outputs,
+    from an lld map (`-Wl,-Map`), sorted by address.
+
+    >>> import tempfile
+    >>> lines = [
+    ...     "             VMA              LMA     Size Align Out     In      Symbol",
+    ...     "          2027c0           2027c0    e4480    64 .rodata",
+    ...     "          2027c0           2027c0       18     4         x.o:(.rodata._ZN3foo3bar17h0123456789abcdefE)",
+    ...     "          2027d8           2027d8       80     4         x.o:(.rodata..Lanon.a7ba.26)",
+    ...     "          2027d8           2027d8        0     1                 some_symbol",
+    ...     "          370aa0           370aa0    2c000    32 .text",
+    ...     "          370aa0           370aa0       10     4         x.o:(.text._ZN3foo3baz17h0123456789abcdefE)",
+    ... ]
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".map", delete=False) as f:
+    ...     _ = f.write("\\n".join(lines))
+    >>> map_input_sections(f.name)
+    [(2107328, 24, '.rodata', '.rodata._ZN3foo3bar17h0123456789abcdefE'), (2107352, 128, '.rodata', '.rodata..Lanon.a7ba.26')]
+    """
+    sections, output = [], None
+    with open(map_path, errors="replace") as listing:
+        for line in listing:
+            match = MAP_LINE.match(line)
+            if not match:
+                continue
+            address, size, indent, rest = match.groups()
+            if len(indent) == 1:
+                output = rest.strip()
+            elif output in DATA_OUTPUTS and rest.endswith(")") and ":(" in rest and int(size, 16):
+                name = rest[rest.rindex(":(") + 2 : -1]
+                sections.append((int(address, 16), int(size, 16), output, name))
+    sections.sort()
+    return sections
+
+
+def touched_sections(sections, trace_paths):
+    """The (output, input) section names holding any byte lackey saw loaded or stored."""
+    starts = [start for start, _, _, _ in sections]
+    touched = set()
+    for path in trace_paths:
+        with open(path, errors="replace") as trace:
+            for line in trace:
+                match = TRACE_LINE.match(line)
+                if not match:
+                    continue
+                address, length = int(match.group(1), 16), int(match.group(2))
+                index = max(bisect.bisect_right(starts, address) - 1, 0)
+                while index < len(sections) and sections[index][0] < address + length:
+                    start, size, output, name = sections[index]
+                    if start + size > address:
+                        touched.add((output, name))
+                    index += 1
+    return touched
+
+
+def data_pattern(output, name):
+    """The glob for a data input section: hashes of named data wildcarded as for code; anonymous
+    data as it is; a bare `.rodata` (a C file's unnamed constants, all of them) never.
+
+    >>> data_pattern(".rodata", ".rodata._ZN11encoding_rs4data5TABLE17h921b8a92bb51031cE")
+    '.rodata._ZN11encoding_rs4data5TABLE17h*E*'
+    >>> data_pattern(".data.rel.ro", ".data.rel.ro..Lanon.0758c16866d132ae0d458135871a1b98.827")
+    '.data.rel.ro..Lanon.0758c16866d132ae0d458135871a1b98.827'
+    >>> data_pattern(".rodata", ".rodata.str1.1")
+    '.rodata.str1.1'
+    >>> data_pattern(".rodata", ".rodata") is None
+    True
+    """
+    for prefix in (".data.rel.ro.local.", ".data.rel.ro.", ".rodata."):
+        if name.startswith(prefix):
+            symbol = name[len(prefix) :]
+            if symbol.startswith(("_ZN", "_R")):
+                return prefix + pattern(symbol)
+            return name
+    return None
+
+
+def data_linker_script(patterns_by_output, source):
+    lines = [
+        "/* The read-only data the functions read, placed together (see functions/link_layout.rs).",
+        "   Generated by scripts/hot-text: do not edit by hand.",
+        f"   {source} */",
+    ]
+    rodata = patterns_by_output.get(".rodata", [])
+    relro = patterns_by_output.get(".data.rel.ro", [])
+    if rodata:
+        lines += ["SECTIONS", "{", "  .rodata.hot :", "  {"]
+        lines += [f"    *({p})" for p in rodata]
+        lines += ["  }", "}", "INSERT BEFORE .rodata;"]
+    if relro:
+        # Named `.data.rel.ro` so that it stays read-only after relocation with either linker (lld
+        # treats only that exact name as such); the rest of `.data.rel.ro` follows it.
+        lines += ["SECTIONS", "{", "  .data.rel.ro :", "  {"]
+        lines += [f"    *({p})" for p in relro]
+        lines += ["  }", "}", "INSERT BEFORE .dynamic;"]
+    return "\n".join(lines + [""])
+
+
+def data_scripts(data_dir, functions_dir, commit):
+    """hot_data.ld per function from <data_dir>/<build>/<function>.map and <function>.trace.*."""
+    patterns = defaultdict(lambda: defaultdict(set))
+    for map_path in sorted(glob.glob(os.path.join(data_dir, "*", "*.map"))):
+        function = os.path.basename(map_path)[: -len(".map")]
+        traces = glob.glob(map_path[: -len(".map")] + ".trace.*")
+        sections = map_input_sections(map_path)
+        if not sections:
+            sys.exit(f"no .rodata or .data.rel.ro input sections in {map_path}: not an lld map?")
+        touched = touched_sections(sections, traces)
+        if not touched:
+            sys.exit(f"no data read in {map_path}'s binary by {len(traces)} traces")
+        print(f"    {map_path}: {len(touched)} data sections read")
+        for output, name in touched:
+            glob_pattern = data_pattern(output, name)
+            if glob_pattern:
+                patterns[function][output].add(glob_pattern)
+    scripts = {}
+    for function, by_output in patterns.items():
+        sorted_patterns = {output: sorted(p) for output, p in by_output.items()}
+        counts = ", ".join(f"{output} {len(p)}" for output, p in sorted(sorted_patterns.items()))
+        source = (
+            f"{function}: {counts} patterns; {datetime.date.today().isoformat()}, "
+            f"commit {commit or 'unknown'}."
+        )
+        path = os.path.join(functions_dir, function, "hot_data.ld")
+        scripts[path] = (data_linker_script(sorted_patterns, source), source)
+    return scripts
+
+
 def linker_script(patterns, source):
     lines = [
         "/* The code the functions run, placed together at the start of the text (see",
@@ -169,6 +309,10 @@ def main():
         "--functions-dir",
         required=True,
         help="writes <dir>/<binary name>/hot_text.ld, one list per name across the builds given",
+    )
+    parser.add_argument(
+        "--data",
+        help="directory of <build>/<function>.map link maps and <function>.trace.* lackey traces",
     )
     parser.add_argument("binaries", nargs="+", help="the symbol builds the profiles ran")
     args = parser.parse_args()
@@ -206,6 +350,8 @@ def main():
             linker_script(patterns, source),
             source,
         )
+    if args.data:
+        scripts.update(data_scripts(args.data, args.functions_dir, commit))
     for path, (script, source) in scripts.items():
         with open(path, "w") as output:
             output.write(script)

@@ -262,10 +262,15 @@ fn groups_the_data_it_names(function: &str) {
         ),
     )
     .expect("write");
+    // As functions/link_layout.rs links it: one script, the code's and the data's.
+    let code_script =
+        std::fs::read_to_string(script_named(function, "hot_text.ld")).expect("hot_text.ld");
+    let layout = dir.join("layout.ld");
+    std::fs::write(&layout, code_script + &text).expect("write");
     let binary = dir.join("layout");
     let linked = Command::new("cc")
         .args(["-O2", "-fPIC", "-no-pie"])
-        .arg(format!("-Wl,-T,{}", script.display()))
+        .arg(format!("-Wl,-T,{}", layout.display()))
         .arg(&source)
         .arg("-o")
         .arg(&binary)
@@ -291,6 +296,11 @@ fn groups_the_data_it_names(function: &str) {
             .map(|(address, _)| *address)
             .unwrap_or_else(|| panic!("{name} not in the binary"))
     };
+    let (code_start, code_end) = section_range(&binary, ".text.hot");
+    assert!(
+        code_start < code_end,
+        "{function}: the code's grouping holds beside the data's"
+    );
     let (hot_start, hot_end) = section_range(&binary, ".rodata.hot");
     let (rodata_start, _) = section_range(&binary, ".rodata");
     assert!(

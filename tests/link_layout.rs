@@ -84,6 +84,47 @@ fn section_range(binary: &Path, name: &str) -> (u64, u64) {
     (start, start + size)
 }
 
+/// Links `source` against `script` with the machine's cc and runs the result, which must exit with
+/// `exit_code`; returns the binary.
+fn link_and_run(
+    source: &Path,
+    script: &Path,
+    flags: &[&str],
+    exit_code: i32,
+    why: &str,
+) -> PathBuf {
+    let binary = source.with_extension("");
+    let linked = Command::new("cc")
+        .args(flags)
+        .arg("-no-pie")
+        .arg(format!("-Wl,-T,{}", script.display()))
+        .arg(source)
+        .arg("-o")
+        .arg(&binary)
+        .output()
+        .expect("cc");
+    assert!(
+        linked.status.success(),
+        "the linker refused {}: {}",
+        script.display(),
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    assert_eq!(
+        Command::new(&binary).status().expect("run").code(),
+        Some(exit_code),
+        "the program still runs: {why}"
+    );
+    binary
+}
+
+fn address_of(symbols: &[(u64, String)], name: &str) -> u64 {
+    symbols
+        .iter()
+        .find(|(_, symbol)| symbol == name)
+        .map(|(address, _)| *address)
+        .unwrap_or_else(|| panic!("{name} not in the binary"))
+}
+
 #[test]
 fn every_function_has_a_hot_text_script_that_groups_what_it_names_ahead_of_the_rest() {
     for function in FUNCTIONS {
@@ -127,25 +168,12 @@ fn groups_the_functions_it_names(function: &str) {
         ),
     )
     .expect("write");
-    let binary = dir.join("layout");
-    let linked = Command::new("cc")
-        .args(["-O2", "-ffunction-sections", "-no-pie"])
-        .arg(format!("-Wl,-T,{}", script.display()))
-        .arg(&source)
-        .arg("-o")
-        .arg(&binary)
-        .output()
-        .expect("cc");
-    assert!(
-        linked.status.success(),
-        "the linker refused {}: {}",
-        script.display(),
-        String::from_utf8_lossy(&linked.stderr)
-    );
-    assert_eq!(
-        Command::new(&binary).status().expect("run").code(),
-        Some(5),
-        "the program still runs: 1 * 3 + (1 + 1) + (1 - 1)"
+    let binary = link_and_run(
+        &source,
+        &script,
+        &["-O2", "-ffunction-sections"],
+        5,
+        "1 * 3 + (1 + 1) + (1 - 1)",
     );
 
     let (hot_start, hot_end) = section_range(&binary, ".text.hot");
@@ -155,13 +183,7 @@ fn groups_the_functions_it_names(function: &str) {
         "{function}: .text.hot comes before .text"
     );
     let symbols = symbol_addresses(&binary);
-    let address_of = |name: &str| {
-        symbols
-            .iter()
-            .find(|(_, symbol)| symbol == name)
-            .map(|(address, _)| *address)
-            .unwrap_or_else(|| panic!("{name} not in the binary"))
-    };
+    let address_of = |name: &str| address_of(&symbols, name);
     for named in [&hot, &hot_and_cold] {
         let address = address_of(named);
         assert!(
@@ -267,35 +289,10 @@ fn groups_the_data_it_names(function: &str) {
         std::fs::read_to_string(script_named(function, "hot_text.ld")).expect("hot_text.ld");
     let layout = dir.join("layout.ld");
     std::fs::write(&layout, code_script + &text).expect("write");
-    let binary = dir.join("layout");
-    let linked = Command::new("cc")
-        .args(["-O2", "-fPIC", "-no-pie"])
-        .arg(format!("-Wl,-T,{}", layout.display()))
-        .arg(&source)
-        .arg("-o")
-        .arg(&binary)
-        .output()
-        .expect("cc");
-    assert!(
-        linked.status.success(),
-        "the linker refused {}: {}",
-        script.display(),
-        String::from_utf8_lossy(&linked.stderr)
-    );
-    assert_eq!(
-        Command::new(&binary).status().expect("run").code(),
-        Some(5),
-        "the program still runs: 1 + 2 + 2"
-    );
+    let binary = link_and_run(&source, &layout, &["-O2", "-fPIC"], 5, "1 + 2 + 2");
 
     let symbols = symbol_addresses(&binary);
-    let address_of = |name: &str| {
-        symbols
-            .iter()
-            .find(|(_, symbol)| symbol == name)
-            .map(|(address, _)| *address)
-            .unwrap_or_else(|| panic!("{name} not in the binary"))
-    };
+    let address_of = |name: &str| address_of(&symbols, name);
     let (code_start, code_end) = section_range(&binary, ".text.hot");
     assert!(
         code_start < code_end,

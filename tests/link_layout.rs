@@ -84,6 +84,17 @@ fn section_range(binary: &Path, name: &str) -> (u64, u64) {
     (start, start + size)
 }
 
+/// Writes `program` as `layout.c` in a fresh temporary directory of its own; returns the directory
+/// and the source.
+fn write_program(test: &str, function: &str, program: &str) -> (PathBuf, PathBuf) {
+    let dir =
+        std::env::temp_dir().join(format!("handover-{test}-{}-{function}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let source = dir.join("layout.c");
+    std::fs::write(&source, program).expect("write");
+    (dir, source)
+}
+
 /// Links `source` against `script` with the machine's cc and runs the result, which must exit with
 /// `exit_code`; returns the binary.
 fn link_and_run(
@@ -147,15 +158,10 @@ fn groups_the_functions_it_names(function: &str) {
     );
 
     let (hot, hot_and_cold) = named_symbols(&text);
-    let dir = std::env::temp_dir().join(format!(
-        "handover-link-layout-{}-{function}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("temporary directory");
-    let source = dir.join("layout.c");
-    std::fs::write(
-        &source,
-        format!(
+    let (dir, source) = write_program(
+        "link-layout",
+        function,
+        &format!(
             r#"
             int not_named(int x) __attribute__((noinline));
             int not_named(int x) {{ return x * 3; }}
@@ -166,8 +172,7 @@ fn groups_the_functions_it_names(function: &str) {
             int main(int argc, char **argv) {{ return not_named(argc) + hot(argc) + hot_and_cold(argc); }}
             "#
         ),
-    )
-    .expect("write");
+    );
     let binary = link_and_run(
         &source,
         &script,
@@ -257,16 +262,11 @@ fn groups_the_data_it_names(function: &str) {
     let (rodata_first, rodata_second) = named_data_sections(&text, ".rodata.hot");
     let (relro_first, relro_second) = named_data_sections(&text, ".data.rel.ro");
 
-    let dir = std::env::temp_dir().join(format!(
-        "handover-data-layout-{}-{function}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("temporary directory");
-    let source = dir.join("layout.c");
     // In source order a section the script does not name sits between the two it names.
-    std::fs::write(
-        &source,
-        format!(
+    let (dir, source) = write_program(
+        "data-layout",
+        function,
+        &format!(
             r#"
             __attribute__((section("{rodata_first}"))) const char hot_first[16] = "first";
             __attribute__((section(".rodata.not_named"))) const char not_named[16] = "not named";
@@ -282,8 +282,7 @@ fn groups_the_data_it_names(function: &str) {
             }}
             "#
         ),
-    )
-    .expect("write");
+    );
     // As functions/link_layout.rs links it: one script, the code's and the data's.
     let code_script =
         std::fs::read_to_string(script_named(function, "hot_text.ld")).expect("hot_text.ld");

@@ -40,7 +40,7 @@ fn main() {
     println!("cargo:rerun-if-changed=hot_text.ld");
     println!("cargo:rerun-if-changed=hot_data.ld");
     println!("cargo:rerun-if-env-changed=HANDOVER_PROFILING_BUILD");
-    println!("cargo:rerun-if-env-changed=HANDOVER_LINK_MAP_DIR");
+    println!("cargo:rustc-check-cfg=cfg(handover_link_map)");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }
@@ -52,12 +52,12 @@ fn main() {
     // scripts/hot-text profiles a build that is the release build's code, with its symbols kept and
     // laid out without the current list (valgrind names only functions inside `.text`).
     if std::env::var_os("HANDOVER_PROFILING_BUILD").is_some() {
-        // Where each input section landed: what turns the data addresses valgrind saw into names.
-        if let Some(dir) = std::env::var_os("HANDOVER_LINK_MAP_DIR") {
-            let package = std::env::var("CARGO_PKG_NAME").unwrap_or_default();
-            let map = Path::new(&dir).join(format!("{package}.map"));
-            println!("cargo:rustc-link-arg-bins=-Wl,-Map={}", map.display());
-        }
+        // Where each input section landed: what turns the data addresses valgrind saw into names. On
+        // the linker's standard output, because zig's linker (cargo-lambda) refuses `-Map`; rustc
+        // passes that output on as a `linker_messages` warning, which each binary turns on under this
+        // cfg, and scripts/hot-text takes the map from cargo's JSON messages.
+        println!("cargo:rustc-link-arg-bins=-Wl,--print-map");
+        println!("cargo:rustc-cfg=handover_link_map");
         return;
     }
     // Stripped here rather than by the profile's `strip`: that option is part of every crate's

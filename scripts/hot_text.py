@@ -10,15 +10,17 @@ Rust and C code is compiled with one section per function (`.text.<symbol>`; LLV
 start-up and hot functions under `.text.unlikely.`, `.text.startup.` or `.text.hot.`), so naming a
 function's symbol selects its code. Symbols carry hashes that change with the target, the compiler and
 dependency versions; the patterns replace them with globs so one list serves every build of a function
-and survives small changes. Several monomorphisations can share a pattern: the section holds a little
-more than what ran. Builds inline differently, so a list can miss helpers another build keeps out of
+and survives small changes. Several monomorphisations can share a pattern, so the script names the
+functions that ran exactly first and the patterns after them: in a profiled build the code that ran
+comes first, and the instances only a pattern reaches follow it. Builds inline differently, so a list can miss helpers another build keeps out of
 line; that is why scripts/hot-text profiles more than one.
 
 Data (`--data`): every load and store valgrind's lackey saw inside the binary, and the link map of that
-build, name the input sections of `.rodata` and `.data.rel.ro` that were read; `hot_data.ld` gathers
+build (`--extract-link-maps`), name the input sections of `.rodata` and `.data.rel.ro` that were read; `hot_data.ld` gathers
 them. Named data (statics, jump tables: `.rodata.<symbol>`) gets the same hash-free patterns as code;
 string literals and vtables are anonymous (`.rodata..Lanon.<module hash>.<n>`), and their module hash
-is a hash of the crate's symbol names, so those names hold only for the builds that were profiled.
+is a hash of the crate's symbol names, so those names hold only for the builds that were profiled:
+scripts/hot-text profiles both the native build and the one cargo-lambda makes.
 """
 
 import argparse
@@ -188,6 +190,47 @@ def map_input_sections(map_path):
     return sections
 
 
+def extract_link_maps(messages, maps_dir):
+    """Writes <maps_dir>/<binary>.map from cargo's JSON messages (`--message-format=json`) of a
+    profiling build, whose binaries print their link map (`--print-map`) and turn on the
+    `linker_messages` lint that hands it to cargo (functions/link_layout.rs); every other compiler
+    message goes to stderr as cargo would have shown it. Returns the binaries whose map was written.
+
+    >>> import json, tempfile
+    >>> lines = [
+    ...     json.dumps({"reason": "compiler-message", "target": {"name": "answer-ingest"},
+    ...                 "message": {"message": "linker stdout: VMA LMA\\n  2e0 .interp",
+    ...                             "rendered": "warning: linker stdout: ..."}}),
+    ...     json.dumps({"reason": "compiler-artifact", "target": {"name": "empty"}}),
+    ... ]
+    >>> maps_dir = tempfile.mkdtemp()
+    >>> extract_link_maps(lines, maps_dir)
+    ['answer-ingest']
+    >>> open(os.path.join(maps_dir, "answer-ingest.map")).read()
+    ' VMA LMA\\n  2e0 .interp'
+    """
+    import json
+
+    written = []
+    os.makedirs(maps_dir, exist_ok=True)
+    for line in messages:
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        if record.get("reason") != "compiler-message":
+            continue
+        message = record["message"]
+        text = message.get("message", "")
+        if text.startswith("linker stdout:"):
+            name = record["target"]["name"]
+            with open(os.path.join(maps_dir, f"{name}.map"), "w") as link_map:
+                link_map.write(text[len("linker stdout:") :])
+            written.append(name)
+        elif message.get("rendered"):
+            print(message["rendered"], end="", file=sys.stderr)
+    return written
+
+
 def touched_sections(sections, trace_paths):
     """The (output, input) section names holding any byte lackey saw loaded or stored."""
     starts = [start for start, _, _, _ in sections]
@@ -281,7 +324,23 @@ def data_scripts(data_dir, functions_dir, commit):
     return scripts
 
 
-def linker_script(patterns, source):
+def linker_script(symbols, patterns, source):
+    """The hot-code script: first the executed functions by their exact names, then the hash-free
+    patterns. In a profiled build the exact names gather precisely the code that ran; the patterns
+    then add what only they reach (in other builds, everything), after it. Legacy-mangled
+    monomorphisations differ only in their hash, so a pattern also takes a function's instances that
+    did not run: a quarter of a megabyte in answer-ingest, which the order keeps behind the code that
+    runs instead of among it.
+
+    >>> print(linker_script(["_ZN1a1f17h0123456789abcdefE"], ["_ZN1a1f17h*E*"], "test"))  # doctest: +ELLIPSIS
+    /* ...
+        *(.text._ZN1a1f17h0123456789abcdefE .text.*._ZN1a1f17h0123456789abcdefE)
+        *(.text._ZN1a1f17h*E* .text.*._ZN1a1f17h*E*)
+      }
+    }
+    INSERT BEFORE .text;
+    <BLANKLINE>
+    """
     lines = [
         "/* The code the functions run, placed together at the start of the text (see",
         "   functions/link_layout.rs). Generated by scripts/hot-text: do not edit by hand.",
@@ -297,12 +356,17 @@ def linker_script(patterns, source):
     ]
     # `.text.X` and `.text.<prefix>.X` (unlikely, startup, hot): the compiler's cold and start-up
     # functions run too, at every cold start.
-    lines += [f"    *(.text.{p} .text.*.{p})" for p in patterns]
+    lines += [f"    *(.text.{p} .text.*.{p})" for p in list(symbols) + list(patterns)]
     lines += ["  }", "}", "INSERT BEFORE .text;", ""]
     return "\n".join(lines)
 
 
 def main():
+    if sys.argv[1:2] == ["--extract-link-maps"]:
+        # scripts/hot-text: `cargo build --message-format=json ... | hot_text.py --extract-link-maps DIR`
+        written = extract_link_maps(sys.stdin, sys.argv[2])
+        print(f"    link maps of {', '.join(sorted(written)) or 'no binary'} in {sys.argv[2]}")
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", required=True, help="directory of callgrind profiles")
     parser.add_argument(
@@ -343,11 +407,11 @@ def main():
         # One list per function: a union would pull code that only another function runs to the front.
         patterns = sorted({pattern(symbol) for symbol in functions} | set(ALWAYS_HOT))
         source = (
-            f"{name}: {len(patterns)} patterns; {datetime.date.today().isoformat()}, "
-            f"commit {commit or 'unknown'}."
+            f"{name}: {len(functions)} functions, {len(patterns)} patterns; "
+            f"{datetime.date.today().isoformat()}, commit {commit or 'unknown'}."
         )
         scripts[os.path.join(args.functions_dir, name, "hot_text.ld")] = (
-            linker_script(patterns, source),
+            linker_script(sorted(functions), patterns, source),
             source,
         )
     if args.data:

@@ -28,24 +28,28 @@ fn script_named(function: &str, name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Two symbols the script names: patterns of tokio functions with the hash glob filled in.
+/// Two symbols the script names, both tokio functions: the first it names exactly (the functions that
+/// ran in a profiled build come first), the second through a pattern, with the hash glob filled in.
 fn named_symbols(text: &str) -> (String, String) {
-    let mut symbols = text
+    let tokio_entries: Vec<&str> = text
         .lines()
         .filter_map(|line| line.trim().strip_prefix("*(.text."))
         .map(|rest| {
             let first = rest.split_whitespace().next().unwrap_or_default();
             first.trim_end_matches(')')
         })
-        .filter(|pattern| pattern.starts_with("_ZN5tokio") && !pattern.contains('$'))
-        .map(|pattern| {
+        .filter(|entry| entry.starts_with("_ZN5tokio") && !entry.contains('$'))
+        .collect();
+    let exact = tokio_entries.iter().find(|entry| !entry.contains('*'));
+    let pattern = tokio_entries.iter().find(|entry| entry.ends_with("17h*E*"));
+    match (exact, pattern) {
+        (Some(exact), Some(pattern)) => {
             let concrete = pattern.replacen("17h*E", "17h0123456789abcdefE", 1);
-            assert!(concrete.ends_with('*'), "{pattern}");
-            concrete.trim_end_matches('*').replace('*', "x")
-        });
-    match (symbols.next(), symbols.next()) {
-        (Some(first), Some(second)) => (first, second),
-        _ => panic!("the script names fewer than two tokio functions"),
+            let concrete = concrete.trim_end_matches('*').replace('*', "x");
+            assert_ne!(exact, &concrete, "two different functions");
+            (exact.to_string(), concrete)
+        }
+        _ => panic!("the script names no tokio function exactly, or none through a pattern"),
     }
 }
 
@@ -196,6 +200,10 @@ fn groups_the_functions_it_names(function: &str) {
             "{function}: {named} at {address:#x}, outside .text.hot {hot_start:#x}..{hot_end:#x}"
         );
     }
+    assert!(
+        address_of(&hot) < address_of(&hot_and_cold),
+        "{function}: the functions named exactly come ahead of those a pattern reaches"
+    );
     assert!(
         !(hot_start..hot_end).contains(&address_of("not_named")),
         "a function the script does not name stays in .text"

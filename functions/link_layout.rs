@@ -9,7 +9,9 @@
 //!    executable's own image (libraries, heap and stack still move).
 //! 2. In optimised builds, the code a cold start and an invocation run is placed together at the start
 //!    of the text (the package's `hot_text.ld`, a linker script written by `scripts/hot-text` from
-//!    callgrind runs of the benchmark; one per binary, so none pulls forward code only another runs).
+//!    callgrind runs of the benchmark; one per binary, so none pulls forward code only another runs;
+//!    the functions that ran in the profiled builds by exact name first, then hash-free patterns that
+//!    also reach other builds).
 //!    The kernel maps a binary's code 64 KB at a time around each page touched, and the 1.3 MB that
 //!    runs was spread over almost all of the 4 MB of text: 56 of 65 windows resident. Grouped, about
 //!    26 are (answer-ingest's peak RSS 6.6 → 4.9 MB). The script only adds an output section in front
@@ -23,7 +25,7 @@
 //!    vtables come first: lld merges it with the default one, GNU ld places it right after it, and
 //!    either way they stay inside the read-only-after-relocation segment. Anonymous data is named by
 //!    a hash of its crate's symbols, which changes with `--target`: those patterns hold for the
-//!    native build that was profiled, the named ones for every build.
+//!    builds that were profiled (native and cargo-lambda's), the named ones for every build.
 //! 4. In optimised builds, symbols are stripped at link (`--strip-all`; see `main` for why not the
 //!    profile's `strip`).
 //!

@@ -12,12 +12,12 @@ function's symbol selects its code. Symbols carry hashes that change with the ta
 dependency versions; the patterns replace them with globs so one list serves every build of a function
 and survives small changes. Several monomorphisations can share a pattern, so the script names the
 functions that ran exactly first and the patterns after them: in a profiled build the code that ran
-comes first, and the instances only a pattern reaches follow it. Builds inline differently, so a list can miss helpers another build keeps out of
-line; that is why scripts/hot-text profiles more than one.
+comes first, and the instances only a pattern reaches follow it. Builds inline differently, so a list
+can miss helpers another build keeps out of line; that is why scripts/hot-text profiles more than one.
 
 Data (`--data`): every load and store valgrind's lackey saw inside the binary, and the link map of that
-build (`--extract-link-maps`), name the input sections of `.rodata` and `.data.rel.ro` that were read; `hot_data.ld` gathers
-them. Named data (statics, jump tables: `.rodata.<symbol>`) gets the same hash-free patterns as code;
+build (`--extract-link-maps`), name the input sections of `.rodata` and `.data.rel.ro` that were read;
+`hot_data.ld` gathers them. Named data (statics, jump tables: `.rodata.<symbol>`) gets the same hash-free patterns as code;
 string literals and vtables are anonymous (`.rodata..Lanon.<module hash>.<n>`), and their module hash
 is a hash of the crate's symbol names, so those names hold only for the builds that were profiled:
 scripts/hot-text profiles both the native build and the one cargo-lambda makes.
@@ -27,6 +27,7 @@ import argparse
 import bisect
 import datetime
 import glob
+import json
 import os
 import re
 import subprocess
@@ -209,8 +210,6 @@ def extract_link_maps(messages, maps_dir):
     >>> open(os.path.join(maps_dir, "answer-ingest.map")).read()
     ' VMA LMA\\n  2e0 .interp'
     """
-    import json
-
     written = []
     os.makedirs(maps_dir, exist_ok=True)
     for line in messages:

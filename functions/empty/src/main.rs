@@ -1,9 +1,6 @@
 //! The floor the benchmark compares every function with: lambda_runtime answering each event with a
 //! fixed API Gateway response, nothing else. Not deployed.
 
-// scripts/hot-text's profiling build takes the link map from the linker's output (functions/link_layout.rs).
-#![cfg_attr(handover_link_map, warn(linker_messages))]
-
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 

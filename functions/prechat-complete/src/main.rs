@@ -1,8 +1,5 @@
 //! Lambda entry point: build the dependencies once at cold start, then serve `handover_core::api::prechat_complete`.
 
-// scripts/hot-text's profiling build takes the link map from the linker's output (functions/link_layout.rs).
-#![cfg_attr(handover_link_map, warn(linker_messages))]
-
 use handover_core::api::prechat_complete;
 use handover_core::{telemetry, wiring};
 use lambda_http::{run, service_fn, Error, Request};

@@ -37,7 +37,7 @@ impl DynamoCounter {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let client = handover_core::wiring::new_http_client().expect("http client");
+        let client = handover_core::clients::new_http_client().expect("http client");
         let counter = DynamoCounter {
             url,
             counts: counts.clone(),

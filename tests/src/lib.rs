@@ -155,9 +155,9 @@ fn moto_config(endpoint: &str) -> aws_config::SdkConfig {
         )))
         .endpoint_url(endpoint)
         .http_client(handover_core::aws_http::sdk_http_client(
-            handover_core::wiring::new_http_client().expect("HTTP client"),
+            handover_core::clients::new_http_client().expect("HTTP client"),
         ))
-        .timeout_config(handover_core::wiring::sdk_timeouts())
+        .timeout_config(handover_core::clients::sdk_timeouts())
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3))
         .build()
 }

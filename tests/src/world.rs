@@ -1,15 +1,17 @@
-//! A whole deployment in one process: the four handlers wired from environment variables exactly as
-//! the Lambda mains wire them, stub CAIC and MSC servers (wiremock), a store on moto, and a manual clock.
-//! Requests go through the real lambda_http handlers, built from an API Gateway v2 event fixture.
+//! A whole deployment in one process: the four functions' routers built from environment variables
+//! exactly as the Lambda mains build them, stub CAIC and MSC servers (wiremock), a store on moto, and a
+//! manual clock. Requests are API Gateway v2 events from a fixture, turned into requests by lambda_http
+//! as in Lambda, and sent through each function's router.
 
 use std::sync::Arc;
 
-use handover_core::api::{answer_ingest, handover, prechat_complete, presence_check, Response};
-use handover_core::config::Env;
-use handover_core::{wiring, Clock, ManualClock, SessionStore};
+use axum::body::Bytes;
+use axum::Router;
+use handover_core::config::{AnswerIngestConfig, Env, HandoverConfig, PresenceCheckConfig};
+use handover_core::{clients, http as routes, startup, Clock, ManualClock, SessionStore};
 use http::StatusCode;
-use lambda_http::Body;
 use serde_json::{json, Value};
+use tower::ServiceExt;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request as Received, ResponseTemplate};
 
@@ -30,10 +32,10 @@ pub struct World {
     pub msc: MockServer,
     pub store: Arc<dyn SessionStore>,
     pub clock: Arc<ManualClock>,
-    pub ingest: answer_ingest::Deps,
-    pub presence: presence_check::Deps,
-    pub prechat: prechat_complete::Deps,
-    pub handover: handover::Deps,
+    pub ingest: Router,
+    pub presence: Router,
+    pub prechat: Router,
+    pub handover: Router,
 }
 
 impl World {
@@ -72,21 +74,30 @@ impl World {
         }
         let env = Env::from_pairs(vars);
         let clock: Arc<dyn Clock> = harness.clock.clone();
-        let http = wiring::new_http_client().expect("http client");
+        let http = clients::new_http_client().expect("http client");
         let store = harness.store.clone();
+        let handover = |config: HandoverConfig, routes: startup::HandoverRoutes| {
+            routes::serve(routes(&config, store.clone(), clock.clone(), &http))
+        };
         World {
-            ingest: wiring::answer_ingest_deps(&env, store.clone(), clock.clone(), http.clone())
-                .expect("ingest deps"),
-            presence: wiring::presence_check_deps(&env, http.clone()).expect("presence deps"),
-            prechat: wiring::prechat_complete_deps(
-                &env,
+            ingest: routes::serve(startup::answer_ingest_routes(
+                &AnswerIngestConfig::from_env(&env).expect("answer-ingest configuration"),
                 store.clone(),
                 clock.clone(),
-                http.clone(),
-            )
-            .expect("prechat deps"),
-            handover: wiring::handover_deps(&env, store.clone(), clock, http)
-                .expect("handover deps"),
+                &http,
+            )),
+            presence: routes::serve(startup::presence_check_routes(
+                &PresenceCheckConfig::from_env(&env).expect("presence-check configuration"),
+                &http,
+            )),
+            prechat: handover(
+                HandoverConfig::prechat_complete_from_env(&env).expect("prechat configuration"),
+                startup::prechat_complete_routes,
+            ),
+            handover: handover(
+                HandoverConfig::operator_handover_from_env(&env).expect("operator configuration"),
+                startup::operator_handover_routes,
+            ),
             caic,
             msc,
             store,
@@ -102,7 +113,7 @@ impl World {
             Some(CHANNEL_KEY),
             &body.to_string(),
         );
-        read(answer_ingest::handle(&self.ingest, req).await)
+        read(send(&self.ingest, req).await)
     }
 
     pub async fn end_slot(&self, session_id: &str, slots: Value) -> (StatusCode, Value) {
@@ -115,13 +126,13 @@ impl World {
             Some(WEBHOOK_KEY),
             &body.to_string(),
         );
-        read(prechat_complete::handle(&self.prechat, req).await)
+        read(send(&self.prechat, req).await)
     }
 
     pub async fn operator_handover(&self, session_id: &str) -> (StatusCode, Value) {
         let path = format!("/v1/sessions/{session_id}/handover");
         let req = event("POST", &path, "", Some(OPERATOR_KEY), "");
-        read(handover::handle(&self.handover, req).await)
+        read(send(&self.handover, req).await)
     }
 
     pub async fn presence_webhook(&self, body: Value) -> (StatusCode, Value) {
@@ -132,12 +143,12 @@ impl World {
             Some(WEBHOOK_KEY),
             &body.to_string(),
         );
-        read(presence_check::handle(&self.presence, req).await)
+        read(send(&self.presence, req).await)
     }
 
     pub async fn presence_get(&self, query: &str) -> (StatusCode, Value) {
         let req = event("GET", "/v1/presence", query, Some(CHANNEL_KEY), "");
-        read(presence_check::handle(&self.presence, req).await)
+        read(send(&self.presence, req).await)
     }
 
     /// CAIC answers `q` (any session) with this reply.
@@ -245,12 +256,26 @@ fn form_pairs(raw_query: &str) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-pub fn read(response: Response) -> (StatusCode, Value) {
+/// One request through a function's router, as `lambda_http::run` hands it over; the body collected.
+pub async fn send(router: &Router, request: lambda_http::Request) -> http::Response<Bytes> {
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .expect("a response body in memory");
+    http::Response::from_parts(parts, bytes)
+}
+
+pub fn read(response: http::Response<Bytes>) -> (StatusCode, Value) {
     let status = response.status();
-    let body = match response.body() {
-        Body::Text(text) => serde_json::from_str(text).expect("JSON response"),
-        Body::Binary(bytes) => serde_json::from_slice(bytes).expect("JSON response"),
-        _ => Value::Null,
+    let body = if response.body().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(response.body()).expect("JSON response")
     };
     (status, body)
 }

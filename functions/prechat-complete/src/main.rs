@@ -1,17 +1,10 @@
-//! Lambda entry point: build the dependencies once at cold start, then serve `handover_core::api::prechat_complete`.
+//! Lambda entry point of prechat-complete: start once (configuration, secret, clients), then serve its router.
 
-use handover_core::api::prechat_complete;
-use handover_core::{telemetry, wiring};
-use lambda_http::{run, service_fn, Error, Request};
+use handover_core::{startup, telemetry};
 
 // One invocation at a time per instance: one thread is all a function needs, and it starts faster.
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let deps = wiring::start_with_store(wiring::prechat_complete_deps).await?;
-    run(service_fn(|req: Request| {
-        let deps = &deps;
-        async move { Ok::<_, Error>(prechat_complete::handle(deps, req).await) }
-    }))
-    .await
+    lambda_http::run(startup::start_prechat_complete().await?).await
 }

@@ -1,0 +1,451 @@
+//! Every setting of every function, read once at cold start: one `from_env` per function, so what a
+//! function reads is one hop away. A missing or malformed value stops the function with a message that
+//! names the variable. Adapters take the settings built here, never the environment.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::store::LockPolicy;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is required but not set")]
+    Missing { name: &'static str },
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// A snapshot of environment variables. Built from the process at start, or from pairs in tests, so
+/// configuration parsing is tested without touching the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.vars.insert(name.to_owned(), value.into());
+    }
+
+    /// Sets `name` unless it already has a non-blank value.
+    pub fn set_default(&mut self, name: &str, value: impl Into<String>) {
+        if self.optional(name).is_none() {
+            self.vars.insert(name.to_owned(), value.into());
+        }
+    }
+
+    /// A set, non-blank value.
+    pub fn optional(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn required(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing { name })
+    }
+
+    pub fn string_or(&self, name: &str, default: &str) -> String {
+        self.optional(name).unwrap_or(default).to_owned()
+    }
+
+    fn positive<T: std::str::FromStr + PartialOrd + Default>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let Some(raw) = self.optional(name) else {
+            return Ok(default);
+        };
+        match raw.parse::<T>() {
+            Ok(value) if value > T::default() => Ok(value),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: format!("expected a whole number above 0, got {raw:?}"),
+            }),
+        }
+    }
+
+    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        self.positive(name, default).map(Duration::from_millis)
+    }
+
+    /// A required `http://` or `https://` base URL, without its trailing slash.
+    pub fn http_url(&self, name: &'static str) -> Result<String, ConfigError> {
+        let raw = self.required(name)?;
+        let has_host = raw.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/')
+        });
+        if !has_host || raw.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                name,
+                reason: format!("expected an http:// or https:// URL, got {raw:?}"),
+            });
+        }
+        Ok(raw.trim_end_matches('/').to_owned())
+    }
+
+    /// A caller key (see [`crate::http::CallerKey`]): long enough not to be guessed.
+    fn caller_key(&self, name: &'static str) -> Result<String, ConfigError> {
+        let key = self.required(name)?;
+        if key.len() < 16 {
+            return Err(ConfigError::Invalid {
+                name,
+                reason: "must be at least 16 characters".into(),
+            });
+        }
+        Ok(key.to_owned())
+    }
+}
+
+/// The channel used when an answer names none.
+pub const DEFAULT_CHANNEL: &str = "WebChat";
+/// The DynamoDB table when `HANDOVER_TABLE` is unset.
+pub const DEFAULT_TABLE: &str = "handover-sessions";
+
+/// The CAIC gateway (`CAIC_*`).
+#[derive(Clone)]
+pub struct CaicSettings {
+    pub base_url: String,
+    pub customer_key: String,
+    pub project_key: String,
+    pub api_key: String,
+    /// The culture when the channel sends none.
+    pub culture: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for CaicSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaicSettings")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"<secret>")
+            .field("culture", &self.culture)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaicSettings {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            base_url: env.http_url("CAIC_BASE_URL")?,
+            customer_key: env.required("CAIC_CUSTOMER_KEY")?.to_owned(),
+            project_key: env.required("CAIC_PROJECT_KEY")?.to_owned(),
+            api_key: env.required("CAIC_API_KEY")?.to_owned(),
+            culture: env.string_or("CAIC_CULTURE", "en"),
+            timeout: env.millis("CAIC_TIMEOUT_MS", 8_000)?,
+        })
+    }
+}
+
+/// MSC's presence API (`MSC_PRESENCE_*`, `PRESENCE_*`).
+#[derive(Clone)]
+pub struct PresenceSettings {
+    pub url: String,
+    pub api_key: String,
+    pub timeout: Duration,
+    /// How long an answer is reused for the same channel and referrer, so a burst of livechat answers
+    /// stays under MSC's rate limit (3/s). Zero turns the cache off.
+    pub cache_for: Duration,
+}
+
+impl PresenceSettings {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: env.http_url("MSC_PRESENCE_URL")?,
+            api_key: env.required("MSC_PRESENCE_API_KEY")?.to_owned(),
+            timeout: env.millis("PRESENCE_TIMEOUT_MS", 2_000)?,
+            cache_for: match env.optional("PRESENCE_CACHE_MS") {
+                Some("0") => Duration::ZERO,
+                _ => env.millis("PRESENCE_CACHE_MS", 5_000)?,
+            },
+        })
+    }
+}
+
+/// MSC's Custom Channel API (`MSC_API_*`, `MSC_CHANNEL_ACCOUNT`, `MSC_TIMEOUT_MS`).
+#[derive(Clone)]
+pub struct MscApiSettings {
+    pub url: String,
+    pub key: String,
+    pub secret: String,
+    pub channel_account: String,
+    pub timeout: Duration,
+}
+
+impl MscApiSettings {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: env.http_url("MSC_API_URL")?,
+            key: env.required("MSC_API_KEY")?.to_owned(),
+            secret: env.required("MSC_API_SECRET")?.to_owned(),
+            channel_account: env.required("MSC_CHANNEL_ACCOUNT")?.to_owned(),
+            timeout: env.millis("MSC_TIMEOUT_MS", 4_000)?,
+        })
+    }
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// `HANDOVER_STORE=dynamodb` (the default): the table `HANDOVER_TABLE`.
+    DynamoDb { table: String },
+    /// `HANDOVER_STORE=memory`: the embedded store, for local runs (it forgets everything at exit).
+    Memory,
+}
+
+/// The sessions: which store, and how long each state lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub store: StoreSettings,
+    pub policy: LockPolicy,
+}
+
+impl SessionSettings {
+    fn from_env(env: &Env, default_store: &str) -> Result<Self, ConfigError> {
+        let store = match env.string_or("HANDOVER_STORE", default_store).as_str() {
+            "memory" => StoreSettings::Memory,
+            "dynamodb" => StoreSettings::DynamoDb {
+                table: env.string_or("HANDOVER_TABLE", DEFAULT_TABLE),
+            },
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "HANDOVER_STORE",
+                    reason: format!("expected dynamodb or memory, got {other:?}"),
+                })
+            }
+        };
+        Ok(Self {
+            store,
+            policy: lock_policy(env)?,
+        })
+    }
+}
+
+fn lock_policy(env: &Env) -> Result<LockPolicy, ConfigError> {
+    let defaults = LockPolicy::default();
+    let secs = |name, default: i64| env.positive(name, default);
+    let policy = LockPolicy {
+        lock_secs: secs("SESSION_LOCK_SECS", defaults.lock_secs)?,
+        touch_interval_secs: secs("LOCK_REFRESH_SECS", defaults.touch_interval_secs)?,
+        claim_lease_secs: secs("CLAIM_LEASE_SECS", defaults.claim_lease_secs)?,
+        prechat_window_secs: secs("PRECHAT_WINDOW_SECS", defaults.prechat_window_secs)?,
+    };
+    if policy.touch_interval_secs >= policy.lock_secs {
+        return Err(ConfigError::Invalid {
+            name: "LOCK_REFRESH_SECS",
+            reason: format!(
+                "must be shorter than SESSION_LOCK_SECS ({}), or the lock could lapse between refreshes",
+                policy.lock_secs
+            ),
+        });
+    }
+    Ok(policy)
+}
+
+/// answer-ingest: `POST /v1/messages`.
+#[derive(Clone)]
+pub struct AnswerIngestConfig {
+    pub sessions: SessionSettings,
+    pub caic: CaicSettings,
+    pub presence: PresenceSettings,
+    pub msc: MscApiSettings,
+    pub default_channel: String,
+    pub channel_key: String,
+}
+
+impl AnswerIngestConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            sessions: SessionSettings::from_env(env, "dynamodb")?,
+            caic: CaicSettings::from_env(env)?,
+            presence: PresenceSettings::from_env(env)?,
+            msc: MscApiSettings::from_env(env)?,
+            default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
+            channel_key: env.caller_key("CHANNEL_API_KEY")?,
+        })
+    }
+}
+
+/// presence-check: `POST /v1/presence` (CAIC) and `GET /v1/presence` (widgets). Keeps no sessions.
+#[derive(Clone)]
+pub struct PresenceCheckConfig {
+    pub presence: PresenceSettings,
+    pub default_channel: String,
+    pub channel_key: String,
+    pub webhook_key: String,
+}
+
+impl PresenceCheckConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            presence: PresenceSettings::from_env(env)?,
+            default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
+            channel_key: env.caller_key("CHANNEL_API_KEY")?,
+            webhook_key: env.caller_key("CAIC_WEBHOOK_SECRET")?,
+        })
+    }
+}
+
+/// The two functions that run the handover itself: prechat-complete (CAIC's end-slot webhook, keyed
+/// by `CAIC_WEBHOOK_SECRET`) and operator-handover (keyed by `OPERATOR_API_KEY`).
+#[derive(Clone)]
+pub struct HandoverConfig {
+    pub sessions: SessionSettings,
+    pub msc: MscApiSettings,
+    pub caller_key: String,
+}
+
+impl HandoverConfig {
+    pub fn prechat_complete_from_env(env: &Env) -> Result<Self, ConfigError> {
+        Self::from_env(env, "CAIC_WEBHOOK_SECRET")
+    }
+
+    pub fn operator_handover_from_env(env: &Env) -> Result<Self, ConfigError> {
+        Self::from_env(env, "OPERATOR_API_KEY")
+    }
+
+    fn from_env(env: &Env, caller_key: &'static str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            sessions: SessionSettings::from_env(env, "dynamodb")?,
+            msc: MscApiSettings::from_env(env)?,
+            caller_key: env.caller_key(caller_key)?,
+        })
+    }
+}
+
+/// The local runner (`handover-local`): every function on one port. Sessions default to the embedded
+/// store; caller keys to the local ones.
+#[derive(Clone)]
+pub struct LocalConfig {
+    pub answer_ingest: AnswerIngestConfig,
+    pub presence_check: PresenceCheckConfig,
+    pub prechat_complete: HandoverConfig,
+    pub operator_handover: HandoverConfig,
+}
+
+impl LocalConfig {
+    /// Where it listens unless `HANDOVER_LOCAL_ADDR` says otherwise.
+    pub const DEFAULT_ADDR: &'static str = "127.0.0.1:3000";
+
+    /// `env` as the local runner completed it (sandbox peers, local keys, the embedded store).
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            answer_ingest: AnswerIngestConfig::from_env(env)?,
+            presence_check: PresenceCheckConfig::from_env(env)?,
+            prechat_complete: HandoverConfig::prechat_complete_from_env(env)?,
+            operator_handover: HandoverConfig::operator_handover_from_env(env)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_defaults_apply_when_unset_or_blank() {
+        let env = Env::from_pairs([("SESSION_LOCK_SECS", "  ")]);
+        assert_eq!(lock_policy(&env), Ok(LockPolicy::default()));
+        assert_eq!(LockPolicy::default().lock_secs, 86_400);
+    }
+
+    #[test]
+    fn policy_reads_every_variable() {
+        let env = Env::from_pairs([
+            ("SESSION_LOCK_SECS", "3600"),
+            ("LOCK_REFRESH_SECS", "60"),
+            ("CLAIM_LEASE_SECS", "20"),
+            ("PRECHAT_WINDOW_SECS", "600"),
+        ]);
+        assert_eq!(
+            lock_policy(&env),
+            Ok(LockPolicy {
+                lock_secs: 3600,
+                touch_interval_secs: 60,
+                claim_lease_secs: 20,
+                prechat_window_secs: 600,
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        for bad in ["abc", "0", "-5", "1.5"] {
+            let env = Env::from_pairs([("SESSION_LOCK_SECS", bad)]);
+            let err = lock_policy(&env).unwrap_err();
+            assert!(
+                err.to_string().starts_with("SESSION_LOCK_SECS is invalid"),
+                "{err}"
+            );
+        }
+        let env = Env::from_pairs([("SESSION_LOCK_SECS", "100"), ("LOCK_REFRESH_SECS", "100")]);
+        let err = lock_policy(&env).unwrap_err();
+        assert!(err.to_string().contains("LOCK_REFRESH_SECS"), "{err}");
+    }
+
+    #[test]
+    fn urls_must_be_http_and_lose_their_trailing_slash() {
+        let env = Env::from_pairs([
+            ("GOOD", "https://caic.example/api/"),
+            ("BAD", "caic.example"),
+            ("EMPTY_HOST", "http:///x"),
+        ]);
+        assert_eq!(
+            env.http_url("GOOD").as_deref(),
+            Ok("https://caic.example/api")
+        );
+        assert!(matches!(
+            env.http_url("BAD"),
+            Err(ConfigError::Invalid { name: "BAD", .. })
+        ));
+        assert!(env.http_url("EMPTY_HOST").is_err());
+        assert_eq!(
+            env.http_url("MISSING"),
+            Err(ConfigError::Missing { name: "MISSING" })
+        );
+    }
+
+    #[test]
+    fn required_values_are_reported_missing_by_name() {
+        let env = Env::from_pairs([("CAIC_BASE_URL", "")]);
+        assert_eq!(
+            env.required("CAIC_BASE_URL"),
+            Err(ConfigError::Missing {
+                name: "CAIC_BASE_URL"
+            })
+        );
+    }
+
+    #[test]
+    fn the_store_is_named_by_handover_store() {
+        let memory = Env::from_pairs([("HANDOVER_STORE", "memory")]);
+        assert_eq!(
+            SessionSettings::from_env(&memory, "dynamodb").map(|s| s.store),
+            Ok(StoreSettings::Memory)
+        );
+        let table = Env::from_pairs([("HANDOVER_TABLE", "t")]);
+        assert_eq!(
+            SessionSettings::from_env(&table, "dynamodb").map(|s| s.store),
+            Ok(StoreSettings::DynamoDb { table: "t".into() })
+        );
+        let other = Env::from_pairs([("HANDOVER_STORE", "redis")]);
+        assert!(SessionSettings::from_env(&other, "dynamodb").is_err());
+    }
+}

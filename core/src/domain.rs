@@ -1,0 +1,465 @@
+//! Domain types and rules of the handover flow. No I/O lives here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+/// A conversation's id: the CAIC session id, also the key of its stored state. 1-128 characters of
+/// `A-Z a-z 0-9 _ -`; checked once, where it enters (a request, a CAIC reply).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session id must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'")]
+pub struct InvalidSessionId;
+
+impl SessionId {
+    pub fn parse(id: &str) -> Result<Self, InvalidSessionId> {
+        let well_formed = (1..=128).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        well_formed
+            .then(|| Self(id.to_owned()))
+            .ok_or(InvalidSessionId)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SessionId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A channel's `Idempotency-Key`: 1-128 characters of `A-Z a-z 0-9 _ - . :`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Idempotency-Key must be 1-128 characters of A-Z, a-z, 0-9, '_', '-', '.' or ':'")]
+pub struct InvalidIdempotencyKey;
+
+impl IdempotencyKey {
+    pub fn parse(key: &str) -> Result<Self, InvalidIdempotencyKey> {
+        let key = key.trim();
+        let well_formed = (1..=128).contains(&key.len())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        well_formed
+            .then(|| Self(key.to_owned()))
+            .ok_or(InvalidIdempotencyKey)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a conversation stands. "No session" (no item, or an expired one) means the bot answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// The `livechat` answer arrived; CAIC runs the intake dialog.
+    Prechat,
+    /// One holder has claimed the session and is calling MSC.
+    HandingOver,
+    /// MSC accepted the conversation; CAIC is locked out until the lock expires.
+    HandedOver,
+}
+
+impl SessionState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Prechat => "prechat",
+            SessionState::HandingOver => "handing_over",
+            SessionState::HandedOver => "handed_over",
+        }
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown session state {0:?}")]
+pub struct UnknownState(pub String);
+
+impl FromStr for SessionState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "prechat" => Ok(SessionState::Prechat),
+            "handing_over" => Ok(SessionState::HandingOver),
+            "handed_over" => Ok(SessionState::HandedOver),
+            other => Err(UnknownState(other.to_owned())),
+        }
+    }
+}
+
+/// The CAIC context variable `agentStatus` set before the intake dialog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentStatus {
+    Online,
+    Offline,
+}
+
+impl AgentStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Online => "online",
+            AgentStatus::Offline => "offline",
+        }
+    }
+
+    pub const fn from_available(available: bool) -> Self {
+        if available {
+            AgentStatus::Online
+        } else {
+            AgentStatus::Offline
+        }
+    }
+}
+
+impl fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown agent status {0:?}")]
+pub struct UnknownAgentStatus(pub String);
+
+impl FromStr for AgentStatus {
+    type Err = UnknownAgentStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "online" => Ok(AgentStatus::Online),
+            "offline" => Ok(AgentStatus::Offline),
+            other => Err(UnknownAgentStatus(other.to_owned())),
+        }
+    }
+}
+
+/// One answered intake question. Values are personal data (names, e-mail addresses), so `Debug`
+/// shows the slot name only: a stray `?answer` in a log line must not leak them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IntakeAnswer {
+    pub name: String,
+    pub value: String,
+}
+
+impl fmt::Debug for IntakeAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntakeAnswer")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What the flow knows about one conversation, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub session_id: String,
+    pub state: SessionState,
+    /// Changes on every start of intake and every claim; transitions after those are guarded by it,
+    /// so a holder that lost its lease cannot complete or release someone else's work.
+    pub token: String,
+    /// Set when the intake starts and kept by every claim of it: the handover message's id derives from
+    /// it, so retries and take-overs of one handover post the same `MessageExternalIdentifier`.
+    pub intake_id: String,
+    pub skill: Option<String>,
+    pub webstore: Option<String>,
+    pub channel: Option<String>,
+    pub agent_status: AgentStatus,
+    pub end_user_url: Option<String>,
+    pub culture: Option<String>,
+    /// Present only while `handing_over`: removed when the handover completes.
+    pub intake: Vec<IntakeAnswer>,
+    /// Epoch seconds. Prechat window, claim lease or session lock, depending on the state.
+    pub expires_at: i64,
+    /// Epoch seconds of the last write.
+    pub updated_at: i64,
+}
+
+impl Session {
+    /// DynamoDB deletes expired items lazily (days later), so expiry is decided here, on every read.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.expires_at > now
+    }
+
+    pub fn phase(&self, now: i64) -> Phase {
+        Phase::of(Some(self), now)
+    }
+}
+
+/// Everything that starts (or refreshes) an intake: the output additions of the `livechat` answer,
+/// the presence result, and what the channel told us about the end user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeStart {
+    pub session_id: String,
+    pub skill: Option<String>,
+    pub webstore: Option<String>,
+    pub channel: Option<String>,
+    pub agent_status: AgentStatus,
+    pub end_user_url: Option<String>,
+    pub culture: Option<String>,
+}
+
+/// A session as the flow sees it at one instant, expiry folded in. Used to state which
+/// transitions the machine allows; see [`Phase::may_become`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// No item, or an expired `prechat` / `handed_over` item.
+    WithBot,
+    Prechat,
+    HandingOver,
+    /// A `handing_over` item whose lease ran out: its holder probably crashed.
+    LeaseExpired,
+    HandedOver,
+}
+
+impl Phase {
+    pub fn of(session: Option<&Session>, now: i64) -> Phase {
+        match session {
+            None => Phase::WithBot,
+            Some(s) => match (s.state, s.is_live(now)) {
+                (SessionState::Prechat, true) => Phase::Prechat,
+                (SessionState::HandingOver, true) => Phase::HandingOver,
+                (SessionState::HandingOver, false) => Phase::LeaseExpired,
+                (SessionState::HandedOver, true) => Phase::HandedOver,
+                (SessionState::Prechat | SessionState::HandedOver, false) => Phase::WithBot,
+            },
+        }
+    }
+
+    /// The state machine of docs/design.md, including what the passing of time does.
+    /// A phase may always stay what it is (a refused transition changes nothing).
+    pub fn may_become(self, next: Phase) -> bool {
+        use Phase::*;
+        if self == next {
+            return true;
+        }
+        matches!(
+            (self, next),
+            (WithBot, Prechat)
+                | (Prechat, HandingOver)
+                | (Prechat, WithBot)
+                | (HandingOver, HandedOver)
+                | (HandingOver, WithBot)
+                | (HandingOver, LeaseExpired)
+                | (LeaseExpired, HandingOver)
+                | (LeaseExpired, HandedOver)
+                | (LeaseExpired, WithBot)
+                | (LeaseExpired, Prechat)
+                | (HandedOver, WithBot)
+        )
+    }
+}
+
+/// The output additions of one CAIC answer that the flow reads. CAIC's metadata is loosely typed
+/// (strings, booleans, single-element lists, any key case), so parsing accepts every shape the bot may
+/// legitimately send and never fails: what it cannot read is "not set".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputAdditions {
+    pub livechat: bool,
+    /// The intake dialog's end slot carries the `prechat` event; completion may arrive this way too.
+    pub prechat: bool,
+    pub skill: Option<String>,
+    pub msc_webstore: Option<String>,
+    pub msc_channel: Option<String>,
+}
+
+impl OutputAdditions {
+    /// Reads the `outputAdditions` object of an answer. Anything but an object yields no additions.
+    pub fn parse(additions: &Value) -> Self {
+        let Value::Object(map) = additions else {
+            return Self::default();
+        };
+        let field = |name: &str| {
+            map.iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value)
+        };
+        Self {
+            livechat: field("livechat").is_some_and(lenient_bool),
+            prechat: field("prechat").is_some_and(lenient_bool),
+            skill: field("skill").and_then(lenient_string),
+            msc_webstore: field("mscWebstore").and_then(lenient_string),
+            msc_channel: field("mscChannel").and_then(lenient_string),
+        }
+    }
+}
+
+/// `true`, `"true"` (any case), `"yes"`, `"on"`, `"1"`, `1`, or a list whose first element is one
+/// of those. Everything else is false.
+pub fn lenient_bool(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::String(s) => matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "true" | "yes" | "on" | "1"
+        ),
+        Value::Number(n) => n.as_i64() == Some(1) || n.as_u64() == Some(1),
+        // One level only: CAIC wraps multi-valued metadata in a list, never deeper.
+        Value::Array(items) => items
+            .first()
+            .is_some_and(|first| !first.is_array() && lenient_bool(first)),
+        Value::Null | Value::Object(_) => false,
+    }
+}
+
+/// A non-empty trimmed string, or the first such string of a list. Empty means unset.
+pub fn lenient_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => {
+            let trimmed = s.trim();
+            (!trimmed.is_empty()).then(|| trimmed.to_owned())
+        }
+        Value::Number(n) => Some(n.to_string()),
+        Value::Array(items) => items.iter().find_map(|item| match item {
+            Value::String(_) | Value::Number(_) => lenient_string(item),
+            _ => None,
+        }),
+        Value::Null | Value::Bool(_) | Value::Object(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn livechat_accepts_every_truthy_shape_the_bot_sends() {
+        for truthy in [
+            json!(true),
+            json!("true"),
+            json!("True"),
+            json!("TRUE"),
+            json!("yes"),
+            json!(" yes "),
+            json!(["true"]),
+            json!([true]),
+            json!(1),
+        ] {
+            let parsed = OutputAdditions::parse(&json!({ "livechat": truthy.clone() }));
+            assert!(parsed.livechat, "{truthy} should mean livechat");
+        }
+    }
+
+    #[test]
+    fn livechat_is_false_for_absent_empty_false_and_garbage() {
+        for falsy in [
+            json!(false),
+            json!("false"),
+            json!(""),
+            json!("no"),
+            json!("maybe"),
+            json!(null),
+            json!([]),
+            json!([["true"]]),
+            json!({"value": true}),
+            json!(2),
+        ] {
+            let parsed = OutputAdditions::parse(&json!({ "livechat": falsy.clone() }));
+            assert!(!parsed.livechat, "{falsy} should not mean livechat");
+        }
+        assert!(!OutputAdditions::parse(&json!({})).livechat);
+        assert_eq!(
+            OutputAdditions::parse(&json!("livechat")),
+            OutputAdditions::default()
+        );
+    }
+
+    #[test]
+    fn optional_additions_are_trimmed_and_empty_means_unset() {
+        let parsed = OutputAdditions::parse(&json!({
+            "livechat": "true",
+            "skill": " billing ",
+            "mscWebstore": "",
+            "mscChannel": ["WebChat"],
+        }));
+        assert_eq!(parsed.skill.as_deref(), Some("billing"));
+        assert_eq!(parsed.msc_webstore, None);
+        assert_eq!(parsed.msc_channel.as_deref(), Some("WebChat"));
+    }
+
+    #[test]
+    fn addition_keys_match_regardless_of_case() {
+        let parsed = OutputAdditions::parse(&json!({
+            "LiveChat": "yes",
+            "MSCWEBSTORE": "NL-shop",
+            "Prechat": true,
+        }));
+        assert!(parsed.livechat);
+        assert!(parsed.prechat);
+        assert_eq!(parsed.msc_webstore.as_deref(), Some("NL-shop"));
+    }
+
+    #[test]
+    fn states_round_trip_through_their_stored_names() {
+        for state in [
+            SessionState::Prechat,
+            SessionState::HandingOver,
+            SessionState::HandedOver,
+        ] {
+            assert_eq!(state.as_str().parse::<SessionState>(), Ok(state));
+        }
+        assert!("with_bot".parse::<SessionState>().is_err());
+        assert_eq!("online".parse::<AgentStatus>(), Ok(AgentStatus::Online));
+        assert_eq!(AgentStatus::from_available(false), AgentStatus::Offline);
+    }
+
+    #[test]
+    fn intake_values_never_show_in_debug_output() {
+        let answer = IntakeAnswer {
+            name: "email".into(),
+            value: "jane@example.com".into(),
+        };
+        let shown = format!("{answer:?}");
+        assert!(shown.contains("email"));
+        assert!(!shown.contains("jane@example.com"));
+    }
+
+    #[test]
+    fn session_ids_and_idempotency_keys_are_checked_where_they_enter() {
+        assert!(SessionId::parse("3f9c2a1e-5d2b_AZ09").is_ok());
+        for bad in ["", "a b", "\u{e4}", &"a".repeat(129)] {
+            assert_eq!(SessionId::parse(bad), Err(InvalidSessionId), "{bad:?}");
+        }
+        assert_eq!(
+            IdempotencyKey::parse(" msg:0001.a ").map(|k| k.as_str().to_owned()),
+            Ok("msg:0001.a".to_owned())
+        );
+        assert!(IdempotencyKey::parse("no spaces").is_err());
+    }
+
+    #[test]
+    fn a_handed_over_session_cannot_jump_back_to_prechat_while_locked() {
+        assert!(!Phase::HandedOver.may_become(Phase::Prechat));
+        assert!(!Phase::HandedOver.may_become(Phase::HandingOver));
+        assert!(!Phase::WithBot.may_become(Phase::HandingOver));
+        assert!(!Phase::Prechat.may_become(Phase::HandedOver));
+        assert!(Phase::LeaseExpired.may_become(Phase::HandingOver));
+    }
+}

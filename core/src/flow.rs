@@ -1,0 +1,401 @@
+//! The use cases of the handover flow. Each one takes only the ports it needs; the HTTP handlers in
+//! [`crate::api`] are thin shells over these.
+
+use std::sync::Arc;
+
+use crate::caic::{Caic, CaicError};
+use crate::clock::Clock;
+use crate::domain::{
+    AgentStatus, IdempotencyKey, IntakeAnswer, IntakeStart, Session, SessionId, SessionState,
+};
+use crate::msc::{MscError, MscMessages, OutgoingMessage, Presence};
+use crate::store::{
+    ClaimOutcome, Guarded, HandoverStore, SessionStore, StartIntakeOutcome, StoreError,
+    TouchOutcome,
+};
+
+const ANONYMOUS_RELATION: &str = "Website visitor";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Caic(#[from] CaicError),
+    #[error(transparent)]
+    Msc(#[from] MscError),
+    #[error("a handover of this session is in progress; retry in a few seconds")]
+    HandoverInProgress,
+}
+
+/// Rule 2: asks MSC for an agent; any failure or "no" is offline.
+pub async fn agent_status(
+    presence: &dyn Presence,
+    channel: &str,
+    referrer: Option<&str>,
+) -> AgentStatus {
+    AgentStatus::from_available(presence.agent_available(channel, referrer).await)
+}
+
+/// Presence is asked for the webstore when there is one, else for the page the end user is on.
+pub fn presence_referrer<'a>(
+    webstore: Option<&'a str>,
+    end_user_url: Option<&'a str>,
+) -> Option<&'a str> {
+    webstore.or(end_user_url)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoverOutcome {
+    /// This call handed the conversation over.
+    HandedOver(Session),
+    /// It had been handed over before: reported, MSC not called again.
+    AlreadyHandedOver(Session),
+    /// Another caller holds the claim right now.
+    InProgress,
+    /// No live intake: nothing to hand over.
+    NoIntake,
+    /// MSC did not accept the conversation; the claim was released and the bot answers again.
+    Refused(String),
+}
+
+impl HandoverOutcome {
+    /// As logged and as the operator route reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HandoverOutcome::HandedOver(_) => "handed_over",
+            HandoverOutcome::AlreadyHandedOver(_) => "already_handed_over",
+            HandoverOutcome::InProgress => "in_progress",
+            HandoverOutcome::NoIntake => "no_intake",
+            HandoverOutcome::Refused(_) => "msc_refused",
+        }
+    }
+
+    pub fn handed_over(&self) -> bool {
+        matches!(
+            self,
+            HandoverOutcome::HandedOver(_) | HandoverOutcome::AlreadyHandedOver(_)
+        )
+    }
+}
+
+/// Rule 5: claim, post to MSC, lock (rule 6); any failure releases (rule 7). Idempotent: the claim
+/// makes racing callers (webhook, answer stream, operator) one handover.
+pub async fn hand_over<S: HandoverStore + ?Sized>(
+    store: &S,
+    msc: &dyn MscMessages,
+    clock: &dyn Clock,
+    session_id: &SessionId,
+    intake: &[IntakeAnswer],
+) -> Result<HandoverOutcome, StoreError> {
+    let claim = match store.claim(session_id, intake).await? {
+        ClaimOutcome::Claimed(claim) => claim,
+        ClaimOutcome::AlreadyClaimed(_) => return Ok(HandoverOutcome::InProgress),
+        ClaimOutcome::AlreadyHandedOver(s) => return Ok(HandoverOutcome::AlreadyHandedOver(s)),
+        ClaimOutcome::NoIntake => return Ok(HandoverOutcome::NoIntake),
+    };
+    let message = handover_message(&claim, clock.now());
+    if let Err(err) = msc.post(&message).await {
+        tracing::warn!(error = %err, "msc refused the handover; releasing the session to the bot");
+        release_quietly(store, &claim).await;
+        return Ok(HandoverOutcome::Refused(err.to_string()));
+    }
+    match store.complete(session_id, &claim.token).await {
+        Ok(Guarded::Applied(locked)) => {
+            tracing::info!(
+                expires_at = locked.expires_at,
+                "session handed over and locked"
+            );
+            Ok(HandoverOutcome::HandedOver(locked))
+        }
+        Ok(Guarded::Refused { current }) => {
+            // Our lease ran out while MSC was answering and another caller took over; it will post
+            // its own handover. Say so, loudly: MSC may now hold two messages for one conversation.
+            tracing::error!(
+                current_state = ?current.as_ref().map(|s| s.state),
+                "claim lost before completion; another holder took over"
+            );
+            Ok(HandoverOutcome::InProgress)
+        }
+        Err(err) => {
+            // MSC has the conversation but the lock was not written: the lease expires and the bot
+            // would answer again. Nothing better to do than to report it.
+            tracing::error!(error = %err, "msc accepted the handover but the lock could not be written");
+            Err(err)
+        }
+    }
+}
+
+async fn release_quietly<S: HandoverStore + ?Sized>(store: &S, claim: &Session) {
+    match store.release(&claim.session_id, &claim.token).await {
+        Ok(Guarded::Applied(())) => {}
+        Ok(Guarded::Refused { .. }) => {
+            tracing::warn!("release refused: the claim had already been taken over")
+        }
+        // The lease expires on its own: the bot answers again after CLAIM_LEASE_SECS at the latest.
+        Err(err) => tracing::error!(error = %err, "release failed; the lease will expire"),
+    }
+}
+
+/// The handover message: intake as content, routing from the saved additions.
+pub fn handover_message(claim: &Session, now: i64) -> OutgoingMessage {
+    let mut content = String::from("Conversation handed over by the chatbot.");
+    for answer in &claim.intake {
+        content.push('\n');
+        content.push_str(&answer.name);
+        content.push_str(": ");
+        content.push_str(&answer.value);
+    }
+    let relation_name = claim
+        .intake
+        .iter()
+        .find(|a| {
+            matches!(
+                a.name.to_ascii_lowercase().as_str(),
+                "name" | "fullname" | "full_name" | "naam"
+            )
+        })
+        .map(|a| a.value.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| ANONYMOUS_RELATION.to_owned());
+    OutgoingMessage {
+        conversation_id: claim.session_id.clone(),
+        // Same intake → same id, whichever claim posts it: MSC can drop a duplicate of this handover
+        // (a retry after a timeout whose post did arrive, a take-over after a crash).
+        message_id: format!("{}-handover-{}", claim.session_id, claim.intake_id),
+        relation_name,
+        content,
+        referrer: presence_referrer(claim.webstore.as_deref(), claim.end_user_url.as_deref())
+            .map(str::to_owned),
+        routing_skill: claim.skill.clone(),
+        subject: Some(match &claim.skill {
+            Some(skill) => format!("Chatbot handover: {skill}"),
+            None => "Chatbot handover".to_owned(),
+        }),
+        sent_at: now,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IncomingMessage {
+    pub session_id: Option<SessionId>,
+    pub text: String,
+    pub culture: Option<String>,
+    pub end_user_url: Option<String>,
+    pub end_user_name: Option<String>,
+    /// The channel's idempotency key, if it sent one: a relayed message then keeps one MSC message id
+    /// across the channel's retries.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandledBy {
+    Bot,
+    Agent,
+}
+
+impl HandledBy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HandledBy::Bot => "bot",
+            HandledBy::Agent => "agent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestReply {
+    pub session_id: SessionId,
+    pub handled_by: HandledBy,
+    pub answers: Vec<String>,
+}
+
+/// Everything answer ingestion touches.
+#[derive(Clone)]
+pub struct IngestDeps {
+    pub store: Arc<dyn SessionStore>,
+    pub caic: Arc<dyn Caic>,
+    pub presence: Arc<dyn Presence>,
+    pub msc: Arc<dyn MscMessages>,
+    pub clock: Arc<dyn Clock>,
+    pub default_channel: String,
+    pub default_culture: String,
+}
+
+/// One end-user turn: the session lock decides who answers (rule 6); a `livechat` answer starts the
+/// flow (rules 1-4); a `prechat` addition on a `prechat` session completes it (rule 5).
+pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<IngestReply, FlowError> {
+    let session = match &message.session_id {
+        Some(id) => match deps.store.get(id).await {
+            Ok(session) => session,
+            // Rule 7: with the store down nobody can be handed over, and the bot is the one that
+            // can still answer. A live lock is ignored for the outage; no flow starts meanwhile.
+            Err(err) => {
+                tracing::error!(error = %err, "session store unreadable; the bot answers");
+                return ask_bot_only(deps, &message).await;
+            }
+        },
+        None => None,
+    };
+    if let (Some(session), Some(session_id)) = (&session, &message.session_id) {
+        match session.state {
+            SessionState::HandedOver => {
+                return relay_to_agent(deps, session_id, session, &message).await
+            }
+            SessionState::HandingOver => return Err(FlowError::HandoverInProgress),
+            SessionState::Prechat => {}
+        }
+    }
+
+    let culture = message
+        .culture
+        .clone()
+        .unwrap_or_else(|| deps.default_culture.clone());
+    let reply = deps
+        .caic
+        .ask(message.session_id.as_deref(), &message.text, &culture)
+        .await?;
+    let session_id = reply.session_id.clone();
+    let mut answers = reply.answers.clone();
+
+    let in_prechat = session
+        .as_ref()
+        .is_some_and(|s| s.state == SessionState::Prechat && s.session_id == session_id.as_str());
+    if in_prechat && reply.additions.prechat {
+        // The intake dialog's end slot carried the `prechat` event: the same use case as the webhook.
+        let outcome = hand_over(
+            deps.store.as_ref(),
+            deps.msc.as_ref(),
+            deps.clock.as_ref(),
+            &session_id,
+            &[],
+        )
+        .await?;
+        let handled_by = if outcome.handed_over() {
+            HandledBy::Agent
+        } else {
+            HandledBy::Bot
+        };
+        return Ok(IngestReply {
+            session_id,
+            handled_by,
+            answers,
+        });
+    }
+
+    if reply.additions.livechat && session.is_none() {
+        answers.extend(start_flow(deps, &session_id, &culture, &reply.additions, &message).await);
+    }
+    Ok(IngestReply {
+        session_id,
+        handled_by: HandledBy::Bot,
+        answers,
+    })
+}
+
+async fn ask_bot_only(
+    deps: &IngestDeps,
+    message: &IncomingMessage,
+) -> Result<IngestReply, FlowError> {
+    let culture = message.culture.as_deref().unwrap_or(&deps.default_culture);
+    let reply = deps
+        .caic
+        .ask(message.session_id.as_deref(), &message.text, culture)
+        .await?;
+    Ok(IngestReply {
+        session_id: reply.session_id,
+        handled_by: HandledBy::Bot,
+        answers: reply.answers,
+    })
+}
+
+/// Rules 2-4, undone on any failure (rule 7): presence, state, `prechat` event. Returns the event's
+/// answers, or nothing when the flow did not start.
+async fn start_flow(
+    deps: &IngestDeps,
+    session_id: &str,
+    culture: &str,
+    additions: &crate::domain::OutputAdditions,
+    message: &IncomingMessage,
+) -> Vec<String> {
+    let channel = additions
+        .msc_channel
+        .clone()
+        .unwrap_or_else(|| deps.default_channel.clone());
+    let referrer = presence_referrer(
+        additions.msc_webstore.as_deref(),
+        message.end_user_url.as_deref(),
+    );
+    let status = agent_status(deps.presence.as_ref(), &channel, referrer).await;
+    let start = IntakeStart {
+        session_id: session_id.to_owned(),
+        skill: additions.skill.clone(),
+        webstore: additions.msc_webstore.clone(),
+        channel: Some(channel),
+        agent_status: status,
+        end_user_url: message.end_user_url.clone(),
+        culture: Some(culture.to_owned()),
+    };
+    let intake = match deps.store.start_intake(&start).await {
+        Ok(StartIntakeOutcome::Started(intake)) => intake,
+        Ok(StartIntakeOutcome::Busy(s)) => {
+            tracing::warn!(state = %s.state, "livechat answer on a busy session; flow not started");
+            return Vec::new();
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "could not save the intake; flow not started");
+            return Vec::new();
+        }
+    };
+    match deps.caic.prechat_event(session_id, culture, status).await {
+        Ok(event) => {
+            tracing::info!(agent_status = %status, "handover flow started");
+            event.answers
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "prechat event failed; flow abandoned");
+            if let Err(err) = deps.store.abandon_intake(session_id, &intake.token).await {
+                tracing::error!(error = %err, "could not abandon the intake; it expires on its own");
+            }
+            Vec::new()
+        }
+    }
+}
+
+async fn relay_to_agent(
+    deps: &IngestDeps,
+    session_id: &SessionId,
+    session: &Session,
+    message: &IncomingMessage,
+) -> Result<IngestReply, FlowError> {
+    let now = deps.clock.now();
+    let outgoing = OutgoingMessage {
+        conversation_id: session.session_id.clone(),
+        message_id: match &message.idempotency_key {
+            Some(key) => format!("{}-message-{}", session.session_id, key.as_str()),
+            None => uuid::Uuid::new_v4().to_string(),
+        },
+        relation_name: message
+            .end_user_name
+            .clone()
+            .unwrap_or_else(|| ANONYMOUS_RELATION.to_owned()),
+        content: message.text.clone(),
+        referrer: presence_referrer(session.webstore.as_deref(), session.end_user_url.as_deref())
+            .map(str::to_owned),
+        routing_skill: session.skill.clone(),
+        subject: None,
+        sent_at: now,
+    };
+    deps.msc.post(&outgoing).await?;
+    match deps.store.touch(session).await {
+        Ok(TouchOutcome::Touched(_)) => tracing::debug!("session lock slid"),
+        Ok(_) => {}
+        // The message reached the agent; a missed slide only shortens the lock by one interval.
+        Err(err) => tracing::warn!(error = %err, "could not slide the session lock"),
+    }
+    Ok(IngestReply {
+        session_id: session_id.clone(),
+        handled_by: HandledBy::Agent,
+        answers: Vec::new(),
+    })
+}

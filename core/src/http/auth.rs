@@ -1,0 +1,61 @@
+//! Caller authentication: a bearer key per kind of caller, checked before any other work.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::ApiError;
+
+/// One caller's key: the channel's, CAIC's webhooks' or the operators'.
+#[derive(Clone)]
+pub struct CallerKey(String);
+
+impl CallerKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// Whether `Authorization: Bearer <key>` carries this key. Compared in constant time, so the time
+    /// taken says nothing about how much of a guess was right.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        presented.as_bytes().ct_eq(self.0.as_bytes()).into()
+    }
+}
+
+/// The route layer that lets only holders of the key through (`middleware::from_fn_with_state`).
+pub async fn require_key(State(key): State<CallerKey>, request: Request, next: Next) -> Response {
+    if key.admits(request.headers()) {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_the_exact_key_is_admitted() {
+        let key = CallerKey::new("secret-key");
+        assert!(key.admits(&bearer("Bearer secret-key")));
+        assert!(!key.admits(&bearer("Bearer secret-kez")));
+        assert!(!key.admits(&bearer("Bearer secret-key-longer")));
+        assert!(!key.admits(&bearer("Basic secret-key")));
+        assert!(!key.admits(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,122 @@
+//! Every way a request can fail, each with one status, one code and one log line.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::MAX_BODY_BYTES;
+use crate::caic::CaicError;
+use crate::domain::{InvalidIdempotencyKey, InvalidSessionId};
+use crate::flow::FlowError;
+use crate::msc::MscError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong bearer key")]
+    Unauthorized,
+    #[error("no route {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("method {method} not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error(transparent)]
+    InvalidSessionId(#[from] InvalidSessionId),
+    #[error("a handover of this session is in progress; retry in a few seconds")]
+    HandoverInProgress,
+    #[error(transparent)]
+    InvalidIdempotencyKey(#[from] InvalidIdempotencyKey),
+    #[error("a request with this Idempotency-Key is being processed; retry in a few seconds")]
+    RequestInProgress,
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error("the session has no live intake to hand over")]
+    NoIntake,
+    #[error("session store unavailable")]
+    Store(#[source] StoreError),
+    #[error("Conversational AI Cloud unavailable")]
+    Caic(#[source] CaicError),
+    #[error("Mobile Service Cloud did not accept the message")]
+    Msc(#[source] MscError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NoRoute { .. } | ApiError::NoIntake => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidBody(_)
+            | ApiError::InvalidSessionId(_)
+            | ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            ApiError::HandoverInProgress | ApiError::RequestInProgress => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Caic(_) | ApiError::Msc(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NoRoute { .. } => "no_route",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::TooLarge => "body_too_large",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidSessionId(_) => "invalid_session_id",
+            ApiError::HandoverInProgress => "handover_in_progress",
+            ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            ApiError::RequestInProgress => "request_in_progress",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::NoIntake => "no_intake",
+            ApiError::Store(_) => "store_unavailable",
+            ApiError::Caic(_) => "caic_unavailable",
+            ApiError::Msc(_) => "msc_unavailable",
+        }
+    }
+}
+
+/// One log line, one JSON body. The cause is logged, never sent: it may name internals.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            let cause = std::error::Error::source(&self).map(ToString::to_string);
+            tracing::error!(
+                code = self.code(),
+                status = status.as_u16(),
+                cause,
+                "{self}"
+            );
+        } else {
+            tracing::warn!(code = self.code(), status = status.as_u16(), "{self}");
+        }
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut response = (status, Json(body)).into_response();
+        if matches!(
+            self,
+            ApiError::HandoverInProgress | ApiError::RequestInProgress
+        ) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+impl From<FlowError> for ApiError {
+    fn from(err: FlowError) -> Self {
+        match err {
+            FlowError::Store(e) => ApiError::Store(e),
+            FlowError::Caic(e) => ApiError::Caic(e),
+            FlowError::Msc(e) => ApiError::Msc(e),
+            FlowError::HandoverInProgress => ApiError::HandoverInProgress,
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The handover's two doors: `POST /v1/prechat/complete` (CAIC's end-slot webhook) and
+//! `POST /v1/sessions/{sessionId}/handover` (operators and retry tools). Both run `flow::hand_over`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::request::{objects, record_session, Body, SessionIdParam};
+use super::ApiError;
+use crate::clock::Clock;
+use crate::domain::{IntakeAnswer, SessionId};
+use crate::flow::{hand_over, HandoverOutcome};
+use crate::msc::{MscError, MscMessages};
+use crate::store::HandoverStore;
+
+pub struct HandoverDeps {
+    pub store: Arc<dyn HandoverStore>,
+    pub msc: Arc<dyn MscMessages>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndSlotBody {
+    session_id: String,
+    #[serde(default, deserialize_with = "objects")]
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OperatorBody {
+    #[serde(default, deserialize_with = "objects")]
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Slot {
+    name: String,
+    #[serde(default)]
+    value: Value,
+}
+
+fn intake_from_slots(slots: Vec<Slot>) -> Result<Vec<IntakeAnswer>, ApiError> {
+    if slots.len() > 50 {
+        return Err(ApiError::InvalidBody("at most 50 slots".into()));
+    }
+    slots
+        .into_iter()
+        .map(|slot| {
+            let name = slot.name.trim().to_owned();
+            if name.is_empty() || name.chars().count() > 128 {
+                return Err(ApiError::InvalidBody(
+                    "every slot needs a name of 1-128 characters, not all blank".into(),
+                ));
+            }
+            let value = match slot.value {
+                Value::Null => String::new(),
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            Ok(IntakeAnswer { name, value })
+        })
+        .collect()
+}
+
+async fn run_handover(
+    deps: &HandoverDeps,
+    session_id: &SessionId,
+    intake: &[IntakeAnswer],
+) -> Result<HandoverOutcome, crate::store::StoreError> {
+    let outcome = hand_over(
+        deps.store.as_ref(),
+        deps.msc.as_ref(),
+        deps.clock.as_ref(),
+        session_id,
+        intake,
+    )
+    .await?;
+    tracing::info!(outcome = outcome.name(), "handover handled");
+    Ok(outcome)
+}
+
+pub async fn prechat_complete(
+    State(deps): State<Arc<HandoverDeps>>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let body: EndSlotBody = body.json()?;
+    let session_id = SessionId::parse(&body.session_id)?;
+    record_session(&session_id);
+    let intake = intake_from_slots(body.slots)?;
+    // CAIC reads only `success`: every outcome of the flow, failures included, is a 200 with it, so the
+    // dialog shows its error message and the user stays with the bot.
+    let success = match run_handover(&deps, &session_id, &intake).await {
+        Ok(outcome) => outcome.handed_over(),
+        Err(err) => {
+            tracing::error!(error = %err, "prechat completion failed on the store");
+            false
+        }
+    };
+    Ok(Json(json!({"success": success})))
+}
+
+pub async fn operator_handover(
+    State(deps): State<Arc<HandoverDeps>>,
+    SessionIdParam(session_id): SessionIdParam,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    record_session(&session_id);
+    let body: OperatorBody = body.optional_json()?;
+    let intake = intake_from_slots(body.slots)?;
+    let outcome = run_handover(&deps, &session_id, &intake)
+        .await
+        .map_err(ApiError::Store)?;
+    let status = outcome.name();
+    match outcome {
+        HandoverOutcome::HandedOver(s) | HandoverOutcome::AlreadyHandedOver(s) => Ok(Json(json!({
+            "sessionId": s.session_id,
+            "status": status,
+            "lockedUntil": crate::msc::rfc3339(s.expires_at),
+        }))),
+        HandoverOutcome::InProgress => Err(ApiError::HandoverInProgress),
+        HandoverOutcome::NoIntake => Err(ApiError::NoIntake),
+        HandoverOutcome::Refused(reason) => Err(ApiError::Msc(MscError::Transport(reason))),
+    }
+}

@@ -1,0 +1,178 @@
+//! `POST /v1/messages`: one end-user turn.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::request::{object, record_session, Body};
+use super::ApiError;
+use crate::domain::{IdempotencyKey, SessionId};
+use crate::flow::{ingest, IncomingMessage, IngestDeps};
+use crate::store::IdempotencyBegin;
+
+const MAX_TEXT_CHARS: usize = 4_096;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageBody {
+    session_id: Option<String>,
+    text: String,
+    culture: Option<String>,
+    end_user_url: Option<String>,
+    #[serde(default, deserialize_with = "object")]
+    end_user: Option<EndUser>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EndUser {
+    name: Option<String>,
+    // Accepted for the channel's convenience; not stored and not sent anywhere.
+    #[allow(dead_code)]
+    email: Option<String>,
+}
+
+pub async fn send_message(
+    State(deps): State<Arc<IngestDeps>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|value| IdempotencyKey::parse(value.to_str().unwrap_or_default()))
+        .transpose()?;
+    let mut message = validate(body.json()?)?;
+    if let Some(id) = &message.session_id {
+        record_session(id);
+    }
+    let Some(key) = idempotency_key else {
+        return Ok(Json(process(&deps, message).await?).into_response());
+    };
+    let fingerprint = fingerprint(&body.0);
+    match deps.store.begin_request(key.as_str(), &fingerprint).await {
+        Ok(IdempotencyBegin::Fresh) => {}
+        Ok(IdempotencyBegin::InProgress) => return Err(ApiError::RequestInProgress),
+        Ok(IdempotencyBegin::Replay {
+            fingerprint: seen,
+            reply,
+        }) => {
+            if seen != fingerprint {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            tracing::info!("idempotent replay");
+            let stored: Value = serde_json::from_str(&reply).unwrap_or_default();
+            let mut response = Json(stored).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+        // Same choice as at the session gate (rule 7): without the store the message is still answered
+        // rather than dropped; a retry during the outage may then be processed twice.
+        Err(err) => {
+            tracing::error!(error = %err, "idempotency key unreadable; processing without it");
+            return Ok(Json(process(&deps, message).await?).into_response());
+        }
+    }
+    message.idempotency_key = Some(key.clone());
+    match process(&deps, message).await {
+        Ok(reply) => {
+            if let Err(err) = deps
+                .store
+                .finish_request(key.as_str(), &reply.to_string())
+                .await
+            {
+                tracing::warn!(error = %err, "could not store the reply for replay");
+            }
+            Ok(Json(reply).into_response())
+        }
+        Err(err) => {
+            // Free the key: the channel's retry must run again, not replay a failure.
+            if let Err(release) = deps.store.abandon_request(key.as_str()).await {
+                tracing::warn!(error = %release, "could not free the idempotency key");
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn process(deps: &IngestDeps, message: IncomingMessage) -> Result<Value, ApiError> {
+    let new_conversation = message.session_id.is_none();
+    let reply = ingest(deps, message).await?;
+    if new_conversation {
+        record_session(&reply.session_id);
+    }
+    tracing::info!(
+        handled_by = reply.handled_by.as_str(),
+        answers = reply.answers.len(),
+        "message handled"
+    );
+    Ok(json!({
+        "sessionId": reply.session_id.as_str(),
+        "handledBy": reply.handled_by.as_str(),
+        "answers": reply.answers,
+    }))
+}
+
+/// FNV-1a, written here because it is four lines: stable across processes and versions (unlike std's
+/// hasher), enough to tell a retry from another request that reuses the key.
+fn fingerprint(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
+    let session_id = body
+        .session_id
+        .as_deref()
+        .map(SessionId::parse)
+        .transpose()?;
+    let text = body.text.trim();
+    if text.is_empty() {
+        return Err(ApiError::InvalidBody("text must not be empty".into()));
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ApiError::InvalidBody(format!(
+            "text must be at most {MAX_TEXT_CHARS} characters"
+        )));
+    }
+    let culture = non_blank(body.culture);
+    if let Some(culture) = &culture {
+        let well_formed = culture.len() <= 16
+            && culture
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(ApiError::InvalidBody(
+                "culture must be a language tag such as en or nl-NL".into(),
+            ));
+        }
+    }
+    let end_user_url = non_blank(body.end_user_url);
+    if let Some(url) = &end_user_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2_048 {
+            return Err(ApiError::InvalidBody(
+                "endUserUrl must be an http(s) URL of at most 2048 characters".into(),
+            ));
+        }
+    }
+    Ok(IncomingMessage {
+        session_id,
+        text: text.to_owned(),
+        culture,
+        end_user_url,
+        end_user_name: non_blank(body.end_user.and_then(|u| u.name)),
+        idempotency_key: None,
+    })
+}
+
+/// A trimmed value, or none when it is blank.
+pub(crate) fn non_blank(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}

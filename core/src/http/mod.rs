@@ -1,0 +1,120 @@
+//! The HTTP edge: one axum router per function. A Lambda function serves its router through
+//! `lambda_http::run`; the local runner serves all of them on one port. Caller keys, the body limit, the
+//! request span and the JSON errors for unknown routes and methods are layers, written once here.
+
+mod auth;
+mod error;
+mod handover;
+mod messages;
+mod presence;
+mod request;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use auth::CallerKey;
+pub use error::ApiError;
+pub use handover::HandoverDeps;
+pub use presence::PresenceDeps;
+
+use crate::flow::IngestDeps;
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Which function serves a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    AnswerIngest,
+    PresenceCheck,
+    PrechatComplete,
+    OperatorHandover,
+}
+
+impl Function {
+    /// The Lambda binary (and `functions/` package) that serves it.
+    pub const fn binary(self) -> &'static str {
+        match self {
+            Function::AnswerIngest => "answer-ingest",
+            Function::PresenceCheck => "presence-check",
+            Function::PrechatComplete => "prechat-complete",
+            Function::OperatorHandover => "operator-handover",
+        }
+    }
+}
+
+/// Every route of the service, as the template and the OpenAPI document name them (a test holds the
+/// three, and the routers below, to one set).
+pub const ROUTES: &[(&str, &str, Function)] = &[
+    ("POST", "/v1/messages", Function::AnswerIngest),
+    ("POST", "/v1/presence", Function::PresenceCheck),
+    ("GET", "/v1/presence", Function::PresenceCheck),
+    ("POST", "/v1/prechat/complete", Function::PrechatComplete),
+    (
+        "POST",
+        "/v1/sessions/{sessionId}/handover",
+        Function::OperatorHandover,
+    ),
+];
+
+pub fn answer_ingest(deps: IngestDeps, channel_key: CallerKey) -> Router {
+    Router::new()
+        .route(
+            "/v1/messages",
+            post(messages::send_message)
+                .route_layer(from_fn_with_state(channel_key, auth::require_key)),
+        )
+        .with_state(Arc::new(deps))
+}
+
+pub fn presence_check(
+    deps: PresenceDeps,
+    channel_key: CallerKey,
+    webhook_key: CallerKey,
+) -> Router {
+    Router::new()
+        .route(
+            "/v1/presence",
+            get(presence::agent_status_query)
+                .route_layer(from_fn_with_state(channel_key, auth::require_key)),
+        )
+        .route(
+            "/v1/presence",
+            post(presence::presence_webhook)
+                .route_layer(from_fn_with_state(webhook_key, auth::require_key)),
+        )
+        .with_state(Arc::new(deps))
+}
+
+pub fn prechat_complete(deps: Arc<HandoverDeps>, webhook_key: CallerKey) -> Router {
+    Router::new()
+        .route(
+            "/v1/prechat/complete",
+            post(handover::prechat_complete)
+                .route_layer(from_fn_with_state(webhook_key, auth::require_key)),
+        )
+        .with_state(deps)
+}
+
+pub fn operator_handover(deps: Arc<HandoverDeps>, operator_key: CallerKey) -> Router {
+    Router::new()
+        .route(
+            "/v1/sessions/{sessionId}/handover",
+            post(handover::operator_handover)
+                .route_layer(from_fn_with_state(operator_key, auth::require_key)),
+        )
+        .with_state(deps)
+}
+
+/// One function's routes (or several merged) as a service: JSON errors for unknown routes and
+/// methods, the body limit, and a span per request.
+pub fn serve(routes: Router) -> Router {
+    routes
+        .method_not_allowed_fallback(request::method_not_allowed)
+        .fallback(request::no_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(request::in_request_span))
+}

@@ -1,0 +1,32 @@
+//! handover-core: the domain, rules and use cases of the live chat handover service, its ports and
+//! adapters, the HTTP edge and each function's start-up. Lambda functions are thin shells over it.
+//!
+//! Layers, each using only those below it: `domain` and `clock` (no I/O); `config` (every setting);
+//! the ports with their adapters (`store`, `caic`, `msc`); `flow` (the use cases); `http` (the
+//! routers); and, for a process, `clients` (TLS, the HTTP client, the AWS SDK), `secrets`,
+//! `telemetry` and `startup`, which assembles everything.
+
+pub mod aws_http;
+pub mod caic;
+pub mod clients;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod flow;
+pub mod http;
+pub mod msc;
+pub mod secrets;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use domain::{
+    AgentStatus, IdempotencyKey, IntakeAnswer, IntakeStart, OutputAdditions, Phase, Session,
+    SessionId, SessionState,
+};
+pub use store::{
+    ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore, IntakeStore,
+    LockPolicy, LockRefresher, SessionReader, SessionStore, StartIntakeOutcome, StoreError,
+    TouchOutcome,
+};

@@ -1,0 +1,262 @@
+//! Mobile Service Cloud: agent presence and the Custom Channel API, as ports and HTTP adapters.
+//!
+//! The flow speaks in [`OutgoingMessage`]; which Custom Channel field carries what (routing keywords
+//! above all, whose field is not public) is decided in [`custom_channel_body`] alone, so another MSC
+//! API can replace it without touching the flow.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::config::{MscApiSettings, PresenceSettings};
+
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// Whether an agent is available. Anything but a timely "Online" is "no": presence never fails
+    /// the flow, it only makes the intake say agents are offline.
+    async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> bool;
+}
+
+/// One message into an MSC conversation: the handover itself, or an end user's later turn.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The CAIC session id: one MSC conversation per CAIC conversation.
+    pub conversation_id: String,
+    /// Lets MSC drop a duplicate of this very message (a retried request).
+    pub message_id: String,
+    pub relation_name: String,
+    pub content: String,
+    /// Webstore referrer, or the end user's page URL for URL-based routing.
+    pub referrer: Option<String>,
+    pub routing_skill: Option<String>,
+    pub subject: Option<String>,
+    /// Epoch seconds.
+    pub sent_at: i64,
+}
+
+impl std::fmt::Debug for OutgoingMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Content and names are personal data: keep them out of any log line.
+        f.debug_struct("OutgoingMessage")
+            .field("conversation_id", &self.conversation_id)
+            .field("message_id", &self.message_id)
+            .field("referrer", &self.referrer)
+            .field("routing_skill", &self.routing_skill)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MscError {
+    #[error("MSC did not answer in time")]
+    Timeout,
+    #[error("MSC could not be reached: {0}")]
+    Transport(String),
+    #[error("MSC refused the message with HTTP {0}")]
+    Status(u16),
+}
+
+#[async_trait]
+pub trait MscMessages: Send + Sync {
+    /// Posts one message; `Ok` only when MSC accepted it (HTTP 201).
+    async fn post(&self, message: &OutgoingMessage) -> Result<(), MscError>;
+}
+
+type PresenceKey = (String, String);
+
+pub struct PresenceHttp {
+    http: reqwest::Client,
+    settings: PresenceSettings,
+    /// Per warm Lambda instance; answers older than `cache_for` are ignored and replaced.
+    cache: std::sync::Mutex<std::collections::HashMap<PresenceKey, (std::time::Instant, bool)>>,
+}
+
+/// A warm instance sees few distinct (channel, referrer) pairs; the bound only guards memory.
+const PRESENCE_CACHE_ENTRIES: usize = 1_024;
+
+impl PresenceHttp {
+    pub fn new(http: reqwest::Client, settings: PresenceSettings) -> Self {
+        Self {
+            http,
+            settings,
+            cache: Default::default(),
+        }
+    }
+
+    fn cached(&self, key: &PresenceKey) -> Option<bool> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.settings.cache_for)
+            .map(|(_, online)| *online)
+    }
+
+    fn remember(&self, key: PresenceKey, online: bool) {
+        if self.settings.cache_for.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= PRESENCE_CACHE_ENTRIES {
+            let cache_for = self.settings.cache_for;
+            cache.retain(|_, (at, _)| at.elapsed() < cache_for);
+            if cache.len() >= PRESENCE_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (std::time::Instant::now(), online));
+    }
+}
+
+#[async_trait]
+impl Presence for PresenceHttp {
+    async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> bool {
+        let key = (channel.to_owned(), referrer.unwrap_or_default().to_owned());
+        if let Some(online) = self.cached(&key) {
+            return online;
+        }
+        let online = self.ask_msc(channel, referrer).await;
+        self.remember(key, online);
+        online
+    }
+}
+
+impl PresenceHttp {
+    async fn ask_msc(&self, channel: &str, referrer: Option<&str>) -> bool {
+        let request = self
+            .http
+            .get(format!("{}/api/v1", self.settings.url))
+            .query(&[
+                ("apikey", self.settings.api_key.as_str()),
+                ("Channel", channel),
+                ("referrer", referrer.unwrap_or_default()),
+            ])
+            .timeout(self.settings.timeout);
+        // The whole exchange, body included, must fit in the timeout.
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let body = response.text().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        };
+        match tokio::time::timeout(self.settings.timeout, exchange).await {
+            Ok(Ok((status, body))) => {
+                let online =
+                    status == reqwest::StatusCode::OK && body.trim().eq_ignore_ascii_case("online");
+                tracing::info!(status = status.as_u16(), online, "msc presence answered");
+                online
+            }
+            Ok(Err(err)) => {
+                // without_url: the presence URL carries the API key.
+                tracing::warn!(error = %err.without_url(), "msc presence failed; agents offline");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("msc presence timed out; agents offline");
+                false
+            }
+        }
+    }
+}
+
+pub struct MscHttp {
+    http: reqwest::Client,
+    settings: MscApiSettings,
+}
+
+impl MscHttp {
+    pub fn new(http: reqwest::Client, settings: MscApiSettings) -> Self {
+        Self { http, settings }
+    }
+}
+
+/// The one place that knows the Custom Channel API's field names.
+pub fn custom_channel_body(message: &OutgoingMessage, channel_account: &str) -> Value {
+    let mut body = json!({
+        "ChannelAccountExternalIdentifier": channel_account,
+        "ConversationExternalIdentifier": message.conversation_id,
+        "MessageExternalIdentifier": message.message_id,
+        "RelationExternalIdentifier": message.conversation_id,
+        "RelationName": message.relation_name,
+        "Content": message.content,
+        "IsPrivate": false,
+        "SentDateTime": rfc3339(message.sent_at),
+    });
+    if let Some(referrer) = &message.referrer {
+        body["Referrer"] = json!(referrer);
+    }
+    if let Some(subject) = &message.subject {
+        body["Subject"] = json!(subject);
+    }
+    if let Some(skill) = &message.routing_skill {
+        body["RoutingKeywords"] = json!(skill);
+    }
+    body
+}
+
+#[async_trait]
+impl MscMessages for MscHttp {
+    async fn post(&self, message: &OutgoingMessage) -> Result<(), MscError> {
+        let response = self
+            .http
+            .post(format!("{}/messages", self.settings.url))
+            .basic_auth(&self.settings.key, Some(&self.settings.secret))
+            .json(&custom_channel_body(
+                message,
+                &self.settings.channel_account,
+            ))
+            .timeout(self.settings.timeout)
+            .send()
+            .await
+            .map_err(|err| {
+                if err.is_timeout() {
+                    MscError::Timeout
+                } else {
+                    MscError::Transport(err.without_url().to_string())
+                }
+            })?;
+        match response.status().as_u16() {
+            201 => Ok(()),
+            other => Err(MscError::Status(other)),
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for epoch seconds (UTC).
+pub fn rfc3339(epoch_secs: i64) -> String {
+    aws_smithy_types::DateTime::from_secs(epoch_secs)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_epoch_seconds_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_750_000_000), "2025-06-15T15:06:40Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn maps_the_message_onto_custom_channel_fields() {
+        let message = OutgoingMessage {
+            conversation_id: "s-1".into(),
+            message_id: "s-1-handover-t".into(),
+            relation_name: "Jane".into(),
+            content: "hello".into(),
+            referrer: Some("NL-shop".into()),
+            routing_skill: Some("billing".into()),
+            subject: None,
+            sent_at: 0,
+        };
+        let body = custom_channel_body(&message, "acct");
+        assert_eq!(body["ChannelAccountExternalIdentifier"], "acct");
+        assert_eq!(body["ConversationExternalIdentifier"], "s-1");
+        assert_eq!(body["Referrer"], "NL-shop");
+        assert_eq!(body["RoutingKeywords"], "billing");
+        assert_eq!(body["IsPrivate"], false);
+        assert!(body.get("Subject").is_none());
+        assert!(!format!("{message:?}").contains("hello"));
+    }
+}

@@ -1,0 +1,194 @@
+//! Each function's cold start, and the routers it serves: configuration (with the deployment's
+//! secret), the clock, the session store and the one HTTP client, assembled once. The Lambda mains
+//! call one `start_*`; the local runner and the tests assemble the same routers from their own
+//! configuration with the `*_routes` functions.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::caic::CaicHttp;
+use crate::clients::{self, HttpClientError};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{
+    AnswerIngestConfig, ConfigError, Env, HandoverConfig, PresenceCheckConfig, SessionSettings,
+    StoreSettings,
+};
+use crate::flow::IngestDeps;
+use crate::http::{self, CallerKey, HandoverDeps, PresenceDeps};
+use crate::msc::{MscHttp, PresenceHttp};
+use crate::secrets::SecretError;
+use crate::store::dynamodb::{ensure_table, DynamoDbStore};
+use crate::store::memory::MemoryStore;
+use crate::store::{SessionStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    HttpClient(#[from] HttpClientError),
+    #[error("session store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The session store the settings name. `create_table`: make the DynamoDB table if it is missing
+/// (local runs; deployed tables come from the SAM template).
+pub async fn session_store(
+    settings: &SessionSettings,
+    clock: Arc<dyn Clock>,
+    create_table: bool,
+) -> Result<Arc<dyn SessionStore>, StartupError> {
+    match &settings.store {
+        StoreSettings::Memory => Ok(Arc::new(MemoryStore::new(clock, settings.policy))),
+        StoreSettings::DynamoDb { table } => {
+            let client = aws_sdk_dynamodb::Client::new(&clients::sdk_config().await?);
+            if create_table {
+                ensure_table(&client, table).await?;
+            }
+            Ok(Arc::new(DynamoDbStore::new(
+                client,
+                table.clone(),
+                clock,
+                settings.policy,
+            )))
+        }
+    }
+}
+
+pub fn answer_ingest_routes(
+    config: &AnswerIngestConfig,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    client: &reqwest::Client,
+) -> Router {
+    let deps = IngestDeps {
+        store,
+        caic: Arc::new(CaicHttp::new(client.clone(), config.caic.clone())),
+        presence: Arc::new(PresenceHttp::new(client.clone(), config.presence.clone())),
+        msc: Arc::new(MscHttp::new(client.clone(), config.msc.clone())),
+        clock,
+        default_channel: config.default_channel.clone(),
+        default_culture: config.caic.culture.clone(),
+    };
+    http::answer_ingest(deps, CallerKey::new(&config.channel_key))
+}
+
+pub fn presence_check_routes(config: &PresenceCheckConfig, client: &reqwest::Client) -> Router {
+    let deps = PresenceDeps {
+        presence: Arc::new(PresenceHttp::new(client.clone(), config.presence.clone())),
+        default_channel: config.default_channel.clone(),
+    };
+    http::presence_check(
+        deps,
+        CallerKey::new(&config.channel_key),
+        CallerKey::new(&config.webhook_key),
+    )
+}
+
+fn handover_deps(
+    config: &HandoverConfig,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    client: &reqwest::Client,
+) -> Arc<HandoverDeps> {
+    Arc::new(HandoverDeps {
+        store,
+        msc: Arc::new(MscHttp::new(client.clone(), config.msc.clone())),
+        clock,
+    })
+}
+
+pub fn prechat_complete_routes(
+    config: &HandoverConfig,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    client: &reqwest::Client,
+) -> Router {
+    let deps = handover_deps(config, store, clock, client);
+    http::prechat_complete(deps, CallerKey::new(&config.caller_key))
+}
+
+pub fn operator_handover_routes(
+    config: &HandoverConfig,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    client: &reqwest::Client,
+) -> Router {
+    let deps = handover_deps(config, store, clock, client);
+    http::operator_handover(deps, CallerKey::new(&config.caller_key))
+}
+
+/// The process environment with the deployment's secret laid over it (see [`crate::secrets`]).
+async fn environment() -> Result<Env, StartupError> {
+    let mut env = Env::from_process();
+    crate::secrets::overlay_from_env(&mut env).await?;
+    Ok(env)
+}
+
+/// Says why a cold start failed before the runtime reports it.
+fn logged<T>(started: Result<T, StartupError>) -> Result<T, StartupError> {
+    started.inspect_err(|err| tracing::error!(error = %err, "cannot start"))
+}
+
+pub async fn start_answer_ingest() -> Result<Router, StartupError> {
+    logged(
+        async {
+            let config = AnswerIngestConfig::from_env(&environment().await?)?;
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let store = session_store(&config.sessions, clock.clone(), false).await?;
+            let client = clients::http_client()?;
+            Ok(http::serve(answer_ingest_routes(
+                &config, store, clock, &client,
+            )))
+        }
+        .await,
+    )
+}
+
+pub async fn start_presence_check() -> Result<Router, StartupError> {
+    logged(
+        async {
+            let config = PresenceCheckConfig::from_env(&environment().await?)?;
+            let client = clients::http_client()?;
+            Ok(http::serve(presence_check_routes(&config, &client)))
+        }
+        .await,
+    )
+}
+
+pub async fn start_prechat_complete() -> Result<Router, StartupError> {
+    logged(
+        start_handover(
+            HandoverConfig::prechat_complete_from_env,
+            prechat_complete_routes,
+        )
+        .await,
+    )
+}
+
+pub async fn start_operator_handover() -> Result<Router, StartupError> {
+    logged(
+        start_handover(
+            HandoverConfig::operator_handover_from_env,
+            operator_handover_routes,
+        )
+        .await,
+    )
+}
+
+pub type HandoverRoutes =
+    fn(&HandoverConfig, Arc<dyn SessionStore>, Arc<dyn Clock>, &reqwest::Client) -> Router;
+
+async fn start_handover(
+    read: fn(&Env) -> Result<HandoverConfig, ConfigError>,
+    routes: HandoverRoutes,
+) -> Result<Router, StartupError> {
+    let config = read(&environment().await?)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = session_store(&config.sessions, clock.clone(), false).await?;
+    let client = clients::http_client()?;
+    Ok(http::serve(routes(&config, store, clock, &client)))
+}

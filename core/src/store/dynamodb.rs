@@ -1,0 +1,702 @@
+//! The DynamoDB adapter: one item per session, partition key `pk`, TTL attribute `expires_at`.
+//!
+//! Every transition is one conditional write. A refused condition comes back with the item as it was
+//! (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so telling "someone else holds it" from "nothing
+//! there" costs no second read. Expired items may linger for days, so every condition names the expiry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::{
+    intake_session, new_token, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin,
+    IdempotencyStore, IntakeStore, LockPolicy, LockRefresher, SessionReader, StartIntakeOutcome,
+    StoreError, TouchOutcome, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
+};
+use crate::clock::Clock;
+use crate::domain::{AgentStatus, IntakeAnswer, IntakeStart, Session, SessionState};
+
+type Item = HashMap<String, AttributeValue>;
+
+mod attr {
+    pub const PK: &str = "pk";
+    pub const STATE: &str = "state";
+    pub const TOKEN: &str = "token";
+    pub const INTAKE_ID: &str = "intake_id";
+    pub const SKILL: &str = "skill";
+    pub const WEBSTORE: &str = "webstore";
+    pub const CHANNEL: &str = "channel";
+    pub const AGENT_STATUS: &str = "agent_status";
+    pub const END_USER_URL: &str = "end_user_url";
+    pub const CULTURE: &str = "culture";
+    pub const INTAKE: &str = "intake";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const UPDATED_AT: &str = "updated_at";
+    pub const FINGERPRINT: &str = "fingerprint";
+    pub const REPLY: &str = "reply";
+    pub const SLOT_NAME: &str = "name";
+    pub const SLOT_VALUE: &str = "value";
+}
+
+pub struct DynamoDbStore {
+    client: Client,
+    table: String,
+    clock: Arc<dyn Clock>,
+    policy: LockPolicy,
+}
+
+impl DynamoDbStore {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        clock: Arc<dyn Clock>,
+        policy: LockPolicy,
+    ) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            clock,
+            policy,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn key(session_id: &str) -> (String, AttributeValue) {
+        (attr::PK.to_owned(), s(session_id))
+    }
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn unavailable<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    StoreError::Unavailable(DisplayErrorContext(err).to_string())
+}
+
+/// A refused condition, with the item as it was; or any other failure.
+enum WriteFailure {
+    ConditionFailed(Option<Item>),
+    Other(StoreError),
+}
+
+macro_rules! classify_write_error {
+    ($err:expr, $variant:path) => {{
+        let err = $err;
+        match err.as_service_error() {
+            Some($variant(refused)) => WriteFailure::ConditionFailed(refused.item().cloned()),
+            _ => WriteFailure::Other(unavailable(err)),
+        }
+    }};
+}
+
+fn put_failure(
+    err: SdkError<PutItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> WriteFailure {
+    classify_write_error!(err, PutItemError::ConditionalCheckFailedException)
+}
+
+fn update_failure(
+    err: SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> WriteFailure {
+    classify_write_error!(err, UpdateItemError::ConditionalCheckFailedException)
+}
+
+fn delete_failure(
+    err: SdkError<DeleteItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> WriteFailure {
+    classify_write_error!(err, DeleteItemError::ConditionalCheckFailedException)
+}
+
+fn session_to_item(session: &Session) -> Item {
+    let mut item = Item::new();
+    item.insert(attr::PK.into(), s(&session.session_id));
+    item.insert(attr::STATE.into(), s(session.state.as_str()));
+    item.insert(attr::TOKEN.into(), s(&session.token));
+    item.insert(attr::INTAKE_ID.into(), s(&session.intake_id));
+    item.insert(attr::AGENT_STATUS.into(), s(session.agent_status.as_str()));
+    item.insert(attr::EXPIRES_AT.into(), n(session.expires_at));
+    item.insert(attr::UPDATED_AT.into(), n(session.updated_at));
+    let optional = [
+        (attr::SKILL, &session.skill),
+        (attr::WEBSTORE, &session.webstore),
+        (attr::CHANNEL, &session.channel),
+        (attr::END_USER_URL, &session.end_user_url),
+        (attr::CULTURE, &session.culture),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            item.insert(name.into(), s(value));
+        }
+    }
+    if !session.intake.is_empty() {
+        item.insert(attr::INTAKE.into(), intake_to_attr(&session.intake));
+    }
+    item
+}
+
+fn intake_to_attr(intake: &[IntakeAnswer]) -> AttributeValue {
+    AttributeValue::L(
+        intake
+            .iter()
+            .map(|answer| {
+                AttributeValue::M(HashMap::from([
+                    (attr::SLOT_NAME.to_owned(), s(&answer.name)),
+                    (attr::SLOT_VALUE.to_owned(), s(&answer.value)),
+                ]))
+            })
+            .collect(),
+    )
+}
+
+fn item_to_session(item: &Item) -> Result<Session, StoreError> {
+    let session_id = match item.get(attr::PK) {
+        Some(AttributeValue::S(id)) => id.clone(),
+        _ => {
+            return Err(StoreError::Corrupt {
+                session_id: String::new(),
+                reason: "no string partition key".into(),
+            })
+        }
+    };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        session_id: session_id.clone(),
+        reason,
+    };
+    let string = |name: &str| -> Result<Option<String>, StoreError> {
+        match item.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::S(value)) => Ok(Some(value.clone())),
+            Some(_) => Err(corrupt(format!("{name} is not a string"))),
+        }
+    };
+    let required = |name: &str| string(name)?.ok_or_else(|| corrupt(format!("{name} is missing")));
+    let number = |name: &str| -> Result<i64, StoreError> {
+        match item.get(name) {
+            Some(AttributeValue::N(value)) => value
+                .parse::<i64>()
+                .map_err(|_| corrupt(format!("{name} is not a whole number"))),
+            _ => Err(corrupt(format!("{name} is missing or not a number"))),
+        }
+    };
+    let state = required(attr::STATE)?
+        .parse::<SessionState>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let agent_status = required(attr::AGENT_STATUS)?
+        .parse::<AgentStatus>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let intake = match item.get(attr::INTAKE) {
+        None => Vec::new(),
+        Some(AttributeValue::L(slots)) => slots
+            .iter()
+            .map(|slot| {
+                let field = |map: &Item, name: &str| match map.get(name) {
+                    Some(AttributeValue::S(value)) => Some(value.clone()),
+                    _ => None,
+                };
+                match slot {
+                    AttributeValue::M(map) => {
+                        match (field(map, attr::SLOT_NAME), field(map, attr::SLOT_VALUE)) {
+                            (Some(name), Some(value)) => Ok(IntakeAnswer { name, value }),
+                            _ => Err(corrupt("an intake answer lacks its name or value".into())),
+                        }
+                    }
+                    _ => Err(corrupt("an intake answer is not a map".into())),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(corrupt("intake is not a list".into())),
+    };
+    Ok(Session {
+        state,
+        token: required(attr::TOKEN)?,
+        intake_id: required(attr::INTAKE_ID)?,
+        skill: string(attr::SKILL)?,
+        webstore: string(attr::WEBSTORE)?,
+        channel: string(attr::CHANNEL)?,
+        agent_status,
+        end_user_url: string(attr::END_USER_URL)?,
+        culture: string(attr::CULTURE)?,
+        intake,
+        expires_at: number(attr::EXPIRES_AT)?,
+        updated_at: number(attr::UPDATED_AT)?,
+        session_id,
+    })
+}
+
+fn optional_session(item: Option<&Item>) -> Result<Option<Session>, StoreError> {
+    item.filter(|item| !item.is_empty())
+        .map(item_to_session)
+        .transpose()
+}
+
+#[async_trait]
+impl SessionReader for DynamoDbStore {
+    async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+        let now = self.clock.now();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(session_id)])))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(optional_session(output.item())?.filter(|s| s.is_live(now)))
+    }
+}
+
+#[async_trait]
+impl IntakeStore for DynamoDbStore {
+    async fn start_intake(&self, start: &IntakeStart) -> Result<StartIntakeOutcome, StoreError> {
+        let now = self.clock.now();
+        let session = intake_session(start, &self.policy, now);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(session_to_item(&session)))
+            // rules::may_start_intake
+            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now OR #st = :prechat")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":prechat", s(SessionState::Prechat.as_str()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(StartIntakeOutcome::Started(session)),
+            Err(err) => match put_failure(err) {
+                WriteFailure::ConditionFailed(old) => match optional_session(old.as_ref())? {
+                    Some(in_the_way) => Ok(StartIntakeOutcome::Busy(in_the_way)),
+                    None => Err(StoreError::Unavailable(format!(
+                        "start of intake for session {:?} was refused without an item in the way",
+                        start.session_id
+                    ))),
+                },
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+
+    async fn abandon_intake(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Guarded<()>, StoreError> {
+        let now = self.clock.now();
+        // rules::holds_intake
+        let condition = "#st = :prechat AND #tok = :token AND #exp > :now";
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(session_id)])))
+            .condition_expression(condition)
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#tok", attr::TOKEN)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":prechat", s(SessionState::Prechat.as_str()))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Guarded::Applied(())),
+            Err(err) => match delete_failure(err) {
+                WriteFailure::ConditionFailed(old) => {
+                    Ok(Guarded::refused(optional_session(old.as_ref())?, now))
+                }
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl HandoverStore for DynamoDbStore {
+    async fn claim(
+        &self,
+        session_id: &str,
+        intake: &[IntakeAnswer],
+    ) -> Result<ClaimOutcome, StoreError> {
+        let now = self.clock.now();
+        let token = new_token();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(session_id)])))
+            .update_expression(
+                "SET #st = :handing_over, #tok = :token, #exp = :lease, #upd = :now, #intake = :intake",
+            )
+            // rules::may_claim
+            .condition_expression(
+                "(#st = :prechat AND #exp > :now) OR (#st = :handing_over AND #exp <= :now)",
+            )
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#tok", attr::TOKEN)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_names("#upd", attr::UPDATED_AT)
+            .expression_attribute_names("#intake", attr::INTAKE)
+            .expression_attribute_values(":prechat", s(SessionState::Prechat.as_str()))
+            .expression_attribute_values(":handing_over", s(SessionState::HandingOver.as_str()))
+            .expression_attribute_values(":token", s(&token))
+            .expression_attribute_values(":lease", n(self.policy.lease_expiry(now)))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":intake", intake_to_attr(intake))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match optional_session(output.attributes())? {
+                Some(claimed) => Ok(ClaimOutcome::Claimed(claimed)),
+                None => Err(StoreError::Unavailable(format!(
+                    "claim of session {session_id:?} returned no attributes"
+                ))),
+            },
+            Err(err) => match update_failure(err) {
+                WriteFailure::ConditionFailed(old) => Ok(ClaimOutcome::refused(
+                    optional_session(old.as_ref())?,
+                    &token,
+                    now,
+                )),
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+
+    async fn complete(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Guarded<Session>, StoreError> {
+        let now = self.clock.now();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(session_id)])))
+            .update_expression("SET #st = :handed_over, #exp = :lock, #upd = :now REMOVE #intake")
+            // rules::holds_claim
+            .condition_expression("#st = :handing_over AND #tok = :token")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#tok", attr::TOKEN)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_names("#upd", attr::UPDATED_AT)
+            .expression_attribute_names("#intake", attr::INTAKE)
+            .expression_attribute_values(":handing_over", s(SessionState::HandingOver.as_str()))
+            .expression_attribute_values(":handed_over", s(SessionState::HandedOver.as_str()))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":lock", n(self.policy.lock_expiry(now)))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match optional_session(output.attributes())? {
+                Some(locked) => Ok(Guarded::Applied(locked)),
+                None => Err(StoreError::Unavailable(format!(
+                    "completion of session {session_id:?} returned no attributes"
+                ))),
+            },
+            Err(err) => match update_failure(err) {
+                WriteFailure::ConditionFailed(old) => match optional_session(old.as_ref())? {
+                    // An earlier attempt of this call wrote the lock and its response was lost.
+                    Some(locked)
+                        if locked.state == SessionState::HandedOver && locked.token == token =>
+                    {
+                        Ok(Guarded::Applied(locked))
+                    }
+                    other => Ok(Guarded::refused(other, now)),
+                },
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+
+    async fn release(&self, session_id: &str, token: &str) -> Result<Guarded<()>, StoreError> {
+        let now = self.clock.now();
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(session_id)])))
+            // rules::holds_claim
+            .condition_expression("#st = :handing_over AND #tok = :token")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#tok", attr::TOKEN)
+            .expression_attribute_values(":handing_over", s(SessionState::HandingOver.as_str()))
+            .expression_attribute_values(":token", s(token))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Guarded::Applied(())),
+            Err(err) => match delete_failure(err) {
+                WriteFailure::ConditionFailed(old) => {
+                    Ok(Guarded::refused(optional_session(old.as_ref())?, now))
+                }
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl LockRefresher for DynamoDbStore {
+    async fn touch(&self, session: &Session) -> Result<TouchOutcome, StoreError> {
+        let now = self.clock.now();
+        if !self.policy.touch_due(session, now) {
+            return Ok(TouchOutcome::refused(Some(session), now));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(&session.session_id)])))
+            .update_expression("SET #exp = :lock, #upd = :now")
+            // rules::may_touch: a concurrent touch that got there first moved the expiry past
+            // :due_before, so of two racing touches only one writes.
+            .condition_expression("#st = :handed_over AND #exp > :now AND #exp <= :due_before")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_names("#upd", attr::UPDATED_AT)
+            .expression_attribute_values(":handed_over", s(SessionState::HandedOver.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":due_before", n(self.policy.refresh_due_before(now)))
+            .expression_attribute_values(":lock", n(self.policy.lock_expiry(now)))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match optional_session(output.attributes())? {
+                Some(touched) => Ok(TouchOutcome::Touched(touched)),
+                None => Err(StoreError::Unavailable(format!(
+                    "touch of session {:?} returned no attributes",
+                    session.session_id
+                ))),
+            },
+            Err(err) => match update_failure(err) {
+                WriteFailure::ConditionFailed(old) => Ok(TouchOutcome::refused(
+                    optional_session(old.as_ref())?.as_ref(),
+                    now,
+                )),
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+}
+
+const PENDING: &str = "pending";
+const DONE: &str = "done";
+
+fn idempotency_key(key: &str) -> (String, AttributeValue) {
+    (attr::PK.to_owned(), s(&format!("idempotency#{key}")))
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoDbStore {
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let now = self.clock.now();
+        let (pk_name, pk) = idempotency_key(key);
+        let item = HashMap::from([
+            (pk_name, pk),
+            (attr::STATE.to_owned(), s(PENDING)),
+            (attr::FINGERPRINT.to_owned(), s(fingerprint)),
+            (
+                attr::EXPIRES_AT.to_owned(),
+                n(now.saturating_add(IDEMPOTENCY_PENDING_SECS)),
+            ),
+        ]);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match result {
+            Ok(_) => return Ok(IdempotencyBegin::Fresh),
+            Err(err) => match put_failure(err) {
+                WriteFailure::ConditionFailed(old) => old.unwrap_or_default(),
+                WriteFailure::Other(err) => return Err(err),
+            },
+        };
+        let text = |name: &str| match old.get(name) {
+            Some(AttributeValue::S(value)) => Some(value.clone()),
+            _ => None,
+        };
+        Ok(match (text(attr::STATE).as_deref(), text(attr::REPLY)) {
+            (Some(DONE), Some(reply)) => IdempotencyBegin::Replay {
+                fingerprint: text(attr::FINGERPRINT).unwrap_or_default(),
+                reply,
+            },
+            _ => IdempotencyBegin::InProgress,
+        })
+    }
+
+    async fn finish_request(&self, key: &str, reply: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([idempotency_key(key)])))
+            .update_expression("SET #st = :done, #reply = :reply, #exp = :keep")
+            .condition_expression("#st = :pending")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#reply", attr::REPLY)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":done", s(DONE))
+            .expression_attribute_values(":pending", s(PENDING))
+            .expression_attribute_values(":reply", s(reply))
+            .expression_attribute_values(":keep", n(now.saturating_add(IDEMPOTENCY_KEEP_SECS)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match update_failure(err) {
+                // Finished already (a retried write) or taken over after expiry: nothing to do.
+                WriteFailure::ConditionFailed(_) => Ok(()),
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+
+    async fn abandon_request(&self, key: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([idempotency_key(key)])))
+            .condition_expression("#st = :pending")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_values(":pending", s(PENDING))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match delete_failure(err) {
+                WriteFailure::ConditionFailed(_) => Ok(()),
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
+}
+
+/// Creates the session table (on-demand, `pk` string key, TTL on `expires_at`) unless it exists.
+/// For local runs and tests; deployed tables come from the SAM template.
+pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    match client.describe_table().table_name(table).send().await {
+        Ok(_) => return Ok(()),
+        Err(err)
+            if matches!(
+                err.as_service_error(),
+                Some(DescribeTableError::ResourceNotFoundException(_))
+            ) => {}
+        Err(err) => return Err(unavailable(err)),
+    }
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attr::PK)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(attr::PK)
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        )
+        .send()
+        .await;
+    if let Err(err) = created {
+        // Another process is creating the same table: it also enables TTL, so only wait for it.
+        let raced = err
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_in_use_exception());
+        if raced {
+            return wait_until_active(client, table).await;
+        }
+        return Err(unavailable(err));
+    }
+    wait_until_active(client, table).await?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(attr::EXPIRES_AT)
+                .enabled(true)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreError> {
+    for _ in 0..120 {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = described.table().and_then(|t| t.table_status());
+        if status == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Err(StoreError::Unavailable(format!(
+        "table {table:?} did not become active within 60 s"
+    )))
+}

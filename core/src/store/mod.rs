@@ -1,0 +1,320 @@
+//! The session store port: every transition of the handover state machine, each one a conditional
+//! write that states what it expects. Adapters: [`memory::MemoryStore`] and [`dynamodb::DynamoDbStore`];
+//! both pass the one contract suite in `tests/`.
+//!
+//! The port is split in small traits so that each function's handler can take only the operations it
+//! needs (and its IAM role can allow only the matching DynamoDB actions).
+
+pub mod dynamodb;
+pub mod memory;
+
+use async_trait::async_trait;
+
+use crate::domain::{IntakeAnswer, IntakeStart, Session, SessionState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or refused the call (network, throttling, missing table...).
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// An item exists but cannot be read as a session. Never silently treated as absent: that could
+    /// hand a locked conversation back to the bot.
+    #[error("stored session {session_id:?} is unreadable: {reason}")]
+    Corrupt { session_id: String, reason: String },
+}
+
+/// How long each state lasts. One policy, shared by every adapter, so the deadlines cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockPolicy {
+    /// `SESSION_LOCK_SECS`: how long a handed-over session stays away from CAIC after its last activity.
+    pub lock_secs: i64,
+    /// `LOCK_REFRESH_SECS`: the sliding lock is written at most once per this many seconds.
+    pub touch_interval_secs: i64,
+    /// `CLAIM_LEASE_SECS`: how long a claimer may take to get MSC's answer before others may take over.
+    pub claim_lease_secs: i64,
+    /// `PRECHAT_WINDOW_SECS`: how long the intake dialog may take before the flow is abandoned.
+    pub prechat_window_secs: i64,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        Self {
+            lock_secs: 86_400,
+            touch_interval_secs: 300,
+            claim_lease_secs: 30,
+            prechat_window_secs: 1_800,
+        }
+    }
+}
+
+impl LockPolicy {
+    pub fn prechat_expiry(&self, now: i64) -> i64 {
+        now.saturating_add(self.prechat_window_secs)
+    }
+
+    pub fn lease_expiry(&self, now: i64) -> i64 {
+        now.saturating_add(self.claim_lease_secs)
+    }
+
+    pub fn lock_expiry(&self, now: i64) -> i64 {
+        now.saturating_add(self.lock_secs)
+    }
+
+    /// A lock expiring at or before this instant was last written at least one interval ago.
+    pub fn refresh_due_before(&self, now: i64) -> i64 {
+        self.lock_expiry(now)
+            .saturating_sub(self.touch_interval_secs)
+    }
+
+    /// Whether touching this session would write anything. Decided from the session already read, so
+    /// the relay path pays no DynamoDB call when the lock is fresh.
+    pub fn touch_due(&self, session: &Session, now: i64) -> bool {
+        session.state == SessionState::HandedOver
+            && session.is_live(now)
+            && session.expires_at <= self.refresh_due_before(now)
+    }
+}
+
+/// The conditions of every transition, stated once. The DynamoDB adapter writes the same rules as
+/// condition expressions; the memory adapter evaluates these directly. The contract suite holds both
+/// to the same behaviour.
+pub mod rules {
+    use super::*;
+
+    /// A new or refreshed intake may not displace a live claim or a live lock.
+    pub fn may_start_intake(current: Option<&Session>, now: i64) -> bool {
+        match current {
+            None => true,
+            Some(s) => !s.is_live(now) || s.state == SessionState::Prechat,
+        }
+    }
+
+    /// A live intake may be claimed; so may a claim whose lease expired (its holder crashed).
+    pub fn may_claim(current: Option<&Session>, now: i64) -> bool {
+        match current {
+            None => false,
+            Some(s) => match s.state {
+                SessionState::Prechat => s.is_live(now),
+                SessionState::HandingOver => !s.is_live(now),
+                SessionState::HandedOver => false,
+            },
+        }
+    }
+
+    /// Completion and release belong to the holder of the claim token. The lease is deliberately not
+    /// checked: a holder whose lease ran out while MSC accepted the conversation still completes it, as
+    /// long as nobody took over (which would have changed the token).
+    pub fn holds_claim(current: Option<&Session>, token: &str) -> bool {
+        current.is_some_and(|s| s.state == SessionState::HandingOver && s.token == token)
+    }
+
+    /// Abandoning an intake belongs to whoever started that very intake.
+    pub fn holds_intake(current: Option<&Session>, token: &str, now: i64) -> bool {
+        current
+            .is_some_and(|s| s.state == SessionState::Prechat && s.token == token && s.is_live(now))
+    }
+
+    pub fn may_touch(current: Option<&Session>, policy: &LockPolicy, now: i64) -> bool {
+        current.is_some_and(|s| policy.touch_due(s, now))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartIntakeOutcome {
+    /// The session is `prechat` now; its token guards [`IntakeStore::abandon_intake`].
+    Started(Session),
+    /// A live claim or lock is in the way; the session is untouched.
+    Busy(Session),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This caller holds the session now (`handing_over`, fresh token, short lease).
+    Claimed(Session),
+    /// Another holder's lease is running.
+    AlreadyClaimed(Session),
+    /// The handover happened already; the session is locked.
+    AlreadyHandedOver(Session),
+    /// No live intake to hand over (never started, abandoned, or expired).
+    NoIntake,
+}
+
+impl ClaimOutcome {
+    /// What a refused claim means, from the item the refusal returned. `our_token` is the token this
+    /// claim tried to write: finding it means an earlier attempt of this very call succeeded (the SDK
+    /// retried after a lost response), so the claim is ours.
+    pub fn refused(current: Option<Session>, our_token: &str, now: i64) -> Self {
+        match current {
+            Some(s) if s.state == SessionState::HandingOver && s.token == our_token => {
+                ClaimOutcome::Claimed(s)
+            }
+            Some(s) if s.is_live(now) => match s.state {
+                SessionState::HandingOver => ClaimOutcome::AlreadyClaimed(s),
+                SessionState::HandedOver => ClaimOutcome::AlreadyHandedOver(s),
+                // A live prechat is always claimable; seeing one here means it changed under us.
+                SessionState::Prechat => ClaimOutcome::NoIntake,
+            },
+            _ => ClaimOutcome::NoIntake,
+        }
+    }
+}
+
+/// The result of a transition guarded by a token.
+// Returned once per store call and never kept in bulk: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded<T> {
+    Applied(T),
+    /// The caller's token no longer holds the session; nothing changed. `current` is the live session,
+    /// if any, as the refusal found it.
+    Refused {
+        current: Option<Session>,
+    },
+}
+
+impl<T> Guarded<T> {
+    pub fn refused(current: Option<Session>, now: i64) -> Self {
+        Guarded::Refused {
+            current: current.filter(|s| s.is_live(now)),
+        }
+    }
+
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Guarded::Applied(_))
+    }
+}
+
+// Returned once per store call and never kept in bulk: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TouchOutcome {
+    /// The lock now expires `SESSION_LOCK_SECS` from now.
+    Touched(Session),
+    /// Written less than one interval ago (by us or a concurrent call): nothing written.
+    NotDue,
+    /// The session is not handed over (or its lock expired): nothing to slide.
+    NotHandedOver,
+}
+
+impl TouchOutcome {
+    /// Why a touch wrote nothing: a live lock is simply fresh; anything else is not a lock at all.
+    pub fn refused(current: Option<&Session>, now: i64) -> Self {
+        match current {
+            Some(s) if s.state == SessionState::HandedOver && s.is_live(now) => {
+                TouchOutcome::NotDue
+            }
+            _ => TouchOutcome::NotHandedOver,
+        }
+    }
+}
+
+#[async_trait]
+pub trait SessionReader: Send + Sync {
+    /// Consistent read; an expired item is absent whatever the table still holds.
+    async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
+}
+
+#[async_trait]
+pub trait IntakeStore: Send + Sync {
+    /// Creates or refreshes a `prechat` session unless a live claim or lock is in the way.
+    async fn start_intake(&self, start: &IntakeStart) -> Result<StartIntakeOutcome, StoreError>;
+
+    /// Undoes [`IntakeStore::start_intake`] when the rest of the flow's start failed.
+    async fn abandon_intake(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Guarded<()>, StoreError>;
+}
+
+#[async_trait]
+pub trait HandoverStore: Send + Sync {
+    /// `prechat` → `handing_over` with a fresh token, recording the intake answers.
+    async fn claim(
+        &self,
+        session_id: &str,
+        intake: &[IntakeAnswer],
+    ) -> Result<ClaimOutcome, StoreError>;
+
+    /// `handing_over` (same token) → `handed_over`: locks the session and drops the intake answers.
+    async fn complete(&self, session_id: &str, token: &str)
+        -> Result<Guarded<Session>, StoreError>;
+
+    /// `handing_over` (same token) → no session: back to the bot.
+    async fn release(&self, session_id: &str, token: &str) -> Result<Guarded<()>, StoreError>;
+}
+
+#[async_trait]
+pub trait LockRefresher: Send + Sync {
+    /// Slides a `handed_over` lock, writing at most once per [`LockPolicy::touch_interval_secs`].
+    async fn touch(&self, session: &Session) -> Result<TouchOutcome, StoreError>;
+}
+
+/// What an idempotency key found when a request began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// The key is this request's now: process it, then `finish_request` or `abandon_request`.
+    Fresh,
+    /// Another request with this key is being processed.
+    InProgress,
+    /// Processed before: answer with the stored reply (if the fingerprint matches the request's).
+    Replay { fingerprint: String, reply: String },
+}
+
+/// A pending key is released after this long even if its request died: longer than the function's
+/// Lambda timeout, so a live request never loses its key.
+pub const IDEMPOTENCY_PENDING_SECS: i64 = 60;
+/// Replies are replayed for this long.
+pub const IDEMPOTENCY_KEEP_SECS: i64 = 86_400;
+
+/// Idempotency keys of `/v1/messages`: a channel's retry of the same message is processed once.
+/// Kept in the sessions table under `idempotency#<key>` (session ids cannot contain `#`).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<IdempotencyBegin, StoreError>;
+
+    /// Stores the reply of the request that began with `key`.
+    async fn finish_request(&self, key: &str, reply: &str) -> Result<(), StoreError>;
+
+    /// Frees `key` after a failed request, so that a retry runs again.
+    async fn abandon_request(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Every operation; what an adapter implements and what a function that needs them all takes.
+pub trait SessionStore:
+    SessionReader + IntakeStore + HandoverStore + LockRefresher + IdempotencyStore
+{
+}
+
+impl<T: SessionReader + IntakeStore + HandoverStore + LockRefresher + IdempotencyStore> SessionStore
+    for T
+{
+}
+
+/// The `prechat` session a start of intake writes, the same for every adapter.
+pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64) -> Session {
+    let token = new_token();
+    Session {
+        session_id: start.session_id.clone(),
+        state: SessionState::Prechat,
+        intake_id: token.clone(),
+        token,
+        skill: start.skill.clone(),
+        webstore: start.webstore.clone(),
+        channel: start.channel.clone(),
+        agent_status: start.agent_status,
+        end_user_url: start.end_user_url.clone(),
+        culture: start.culture.clone(),
+        intake: Vec::new(),
+        expires_at: policy.prechat_expiry(now),
+        updated_at: now,
+    }
+}
+
+pub(crate) fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

@@ -1,0 +1,125 @@
+//! The local runner: every function's router, as the Lambda binaries build them, merged and served on
+//! one port, with a sandbox CAIC and MSC when no CAIC is configured.
+
+pub mod sandbox;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::{from_fn, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use handover_core::clock::{Clock, SystemClock};
+use handover_core::config::{Env, LocalConfig};
+use handover_core::http as routes;
+use handover_core::startup::{self, StartupError};
+use handover_core::SessionStore;
+use tokio::net::TcpListener;
+
+/// Caller keys used when none are configured: the local runner is for one developer's machine.
+pub const LOCAL_CHANNEL_KEY: &str = "local-channel-key";
+pub const LOCAL_WEBHOOK_SECRET: &str = "local-webhook-secret";
+pub const LOCAL_OPERATOR_KEY: &str = "local-operator-key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot listen: {0}")]
+    Listener(#[from] std::io::Error),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub sandbox: bool,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Builds everything from `env` (sandbox CAIC and MSC when `CAIC_BASE_URL` is unset; embedded store
+/// unless `HANDOVER_STORE=dynamodb`) and serves on `listener` in a background task.
+pub async fn start(listener: TcpListener, env: Env) -> Result<Running, LocalError> {
+    start_with(listener, env, None).await
+}
+
+/// Like [`start`], with the session store given rather than chosen from `env` (tests bring their own).
+pub async fn start_with(
+    listener: TcpListener,
+    mut env: Env,
+    store: Option<Arc<dyn SessionStore>>,
+) -> Result<Running, LocalError> {
+    let addr = listener.local_addr()?;
+    let use_sandbox = env.optional("CAIC_BASE_URL").is_none();
+    if use_sandbox {
+        sandbox::configure(&mut env, addr);
+    }
+    env.set_default("CHANNEL_API_KEY", LOCAL_CHANNEL_KEY);
+    env.set_default("CAIC_WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET);
+    env.set_default("OPERATOR_API_KEY", LOCAL_OPERATOR_KEY);
+    env.set_default("HANDOVER_STORE", "memory");
+    let config = LocalConfig::from_env(&env).map_err(StartupError::from)?;
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Its own client rather than the process's: `start` may run on any of a caller's runtimes.
+    let client = handover_core::clients::new_http_client().map_err(StartupError::from)?;
+    let store = match store {
+        Some(store) => store,
+        None => startup::session_store(&config.answer_ingest.sessions, clock.clone(), true).await?,
+    };
+    let mut app = Router::new()
+        .merge(startup::answer_ingest_routes(
+            &config.answer_ingest,
+            store.clone(),
+            clock.clone(),
+            &client,
+        ))
+        .merge(startup::presence_check_routes(
+            &config.presence_check,
+            &client,
+        ))
+        .merge(startup::prechat_complete_routes(
+            &config.prechat_complete,
+            store.clone(),
+            clock.clone(),
+            &client,
+        ))
+        .merge(startup::operator_handover_routes(
+            &config.operator_handover,
+            store,
+            clock,
+            &client,
+        ));
+    if use_sandbox {
+        app = app.nest("/sandbox", sandbox::routes(&env, addr, client));
+    }
+    let app = routes::serve(app).layer(from_fn(run_to_completion));
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(error = %err, "local server stopped");
+        }
+    });
+    Ok(Running {
+        addr,
+        sandbox: use_sandbox,
+        task,
+    })
+}
+
+/// Like a Lambda invocation, a request runs to its end even if the caller hangs up: the server drops
+/// a connection's future when the client goes away, which would cut a handover between its claim and
+/// its completion and leave the session claimed until the lease runs out.
+async fn run_to_completion(request: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::error!(error = %err, "request handler failed");
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_json::json!(
+                    {"error": {"code": "internal", "message": "the request failed"}}
+                )),
+            )
+                .into_response()
+        }
+    }
+}

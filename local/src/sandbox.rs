@@ -1,0 +1,273 @@
+//! A development sandbox standing in for CAIC and MSC when no account is configured, mounted under
+//! `/sandbox/`. The service's real HTTP clients talk to it exactly as they would to CM.com; only the
+//! peers are fake.
+//!
+//! - `GET /sandbox/caic/ask`: a scripted bot. "agent" or "human" gets a `livechat` answer with skill
+//!   `support`; during the intake it asks for a name, then an e-mail address, then calls the end-slot
+//!   webhook (`POST /v1/prechat/complete`) as CAIC would and answers with the dialog's ok or error text.
+//! - `GET /sandbox/caic/event/prechat`: starts that intake.
+//! - `GET /sandbox/msc/presence/api/v1`: `Online` (or `Offline` with `SANDBOX_AGENTS=offline`).
+//! - `POST /sandbox/msc/api/messages`: accepts Custom Channel messages (201); `GET` lists them.
+//!
+//! For load and chaos runs: `SANDBOX_MSC_FAILURE_PERCENT` makes that share of handover posts fail
+//! with 500, and `SANDBOX_DUPLICATE_WEBHOOKS=true` delivers each end-slot webhook 1 to 3 times at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::future::join_all;
+use handover_core::config::Env;
+use serde_json::{json, Value};
+
+pub const SANDBOX_KEY: &str = "sandbox";
+
+/// Points every CAIC and MSC variable at the sandbox on this server.
+pub fn configure(env: &mut Env, addr: SocketAddr) {
+    let base = format!("http://{addr}/sandbox");
+    env.set_default("CAIC_BASE_URL", format!("{base}/caic"));
+    env.set_default("CAIC_CUSTOMER_KEY", SANDBOX_KEY);
+    env.set_default("CAIC_PROJECT_KEY", SANDBOX_KEY);
+    env.set_default("CAIC_API_KEY", SANDBOX_KEY);
+    env.set_default("MSC_PRESENCE_URL", format!("{base}/msc/presence"));
+    env.set_default("MSC_PRESENCE_API_KEY", SANDBOX_KEY);
+    env.set_default("MSC_API_URL", format!("{base}/msc/api"));
+    env.set_default("MSC_API_KEY", SANDBOX_KEY);
+    env.set_default("MSC_API_SECRET", SANDBOX_KEY);
+    env.set_default("MSC_CHANNEL_ACCOUNT", "sandbox-channel");
+}
+
+/// The sandbox's routes, to be nested under `/sandbox`.
+pub fn routes(env: &Env, addr: SocketAddr, http: reqwest::Client) -> Router {
+    Router::new()
+        .route("/caic/ask", get(ask))
+        .route("/caic/event/prechat", get(prechat_event))
+        .route("/msc/presence/api/v1", get(presence))
+        .route("/msc/api/messages", get(received).post(accept_message))
+        .with_state(Arc::new(Sandbox::new(env, addr, http)))
+}
+
+#[derive(Debug, Clone)]
+enum Intake {
+    AskedName,
+    AskedEmail { name: String },
+}
+
+struct Sandbox {
+    webhook_url: String,
+    webhook_secret: String,
+    agents_online: bool,
+    msc_failure_percent: u8,
+    duplicate_webhooks: bool,
+    http: reqwest::Client,
+    intakes: Mutex<HashMap<String, Intake>>,
+    received: Mutex<Vec<Value>>,
+}
+
+type Params = Query<HashMap<String, String>>;
+
+impl Sandbox {
+    fn new(env: &Env, addr: SocketAddr, http: reqwest::Client) -> Self {
+        Self {
+            webhook_url: format!("http://{addr}/v1/prechat/complete"),
+            webhook_secret: env.string_or("CAIC_WEBHOOK_SECRET", crate::LOCAL_WEBHOOK_SECRET),
+            agents_online: env.string_or("SANDBOX_AGENTS", "online") != "offline",
+            msc_failure_percent: env
+                .optional("SANDBOX_MSC_FAILURE_PERCENT")
+                .and_then(|p| p.parse::<u8>().ok())
+                .unwrap_or(0)
+                .min(100),
+            duplicate_webhooks: env.string_or("SANDBOX_DUPLICATE_WEBHOOKS", "false") == "true",
+            http,
+            intakes: Mutex::new(HashMap::new()),
+            received: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn intakes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Intake>> {
+        self.intakes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn received(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What CAIC does when the intake dialog's last slot is filled.
+    async fn call_end_slot_webhook(&self, session: &str, slots: Value) -> bool {
+        let body = json!({"culture": "en", "sessionId": session, "session": {}, "name": "intake",
+                          "okMessage": "Thank you!", "errorMessage": "Sorry.", "slots": slots});
+        let deliveries = if self.duplicate_webhooks {
+            1 + usize::from(random_byte() % 3)
+        } else {
+            1
+        };
+        // Every delivery runs to its end, as CAIC's would; CAIC shows the ok message when any says
+        // success.
+        join_all((0..deliveries).map(|_| self.deliver_end_slot(&body)))
+            .await
+            .into_iter()
+            .any(|success| success)
+    }
+
+    async fn deliver_end_slot(&self, body: &Value) -> bool {
+        let reply = self
+            .http
+            .post(&self.webhook_url)
+            .bearer_auth(&self.webhook_secret)
+            .json(body)
+            .send()
+            .await;
+        match reply {
+            Ok(response) => response
+                .json::<Value>()
+                .await
+                .map(|v| v["success"] == true)
+                .unwrap_or(false),
+            Err(err) => {
+                tracing::warn!(error = %err.without_url(), "sandbox could not call the end-slot webhook");
+                false
+            }
+        }
+    }
+}
+
+async fn ask(State(sandbox): State<Arc<Sandbox>>, Query(query): Params) -> Json<Value> {
+    let session = query
+        .get("session")
+        .cloned()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let text = query
+        .get("q")
+        .map(|q| q.trim().to_owned())
+        .unwrap_or_default();
+    let step = sandbox.intakes().get(&session).cloned();
+    let (answer, additions) = match step {
+        Some(Intake::AskedName) => {
+            sandbox
+                .intakes()
+                .insert(session.clone(), Intake::AskedEmail { name: text });
+            ("Thanks. And your e-mail address?".to_owned(), json!({}))
+        }
+        Some(Intake::AskedEmail { name }) => {
+            sandbox.intakes().remove(&session);
+            let slots = json!([{"name": "name", "value": name}, {"name": "email", "value": text}]);
+            let handed_over = sandbox.call_end_slot_webhook(&session, slots).await;
+            let answer = if handed_over {
+                "Thank you! A colleague will take over this chat."
+            } else {
+                "Sorry, we could not reach a colleague. You can keep chatting with me."
+            };
+            (answer.to_owned(), json!({}))
+        }
+        None => {
+            let lower = text.to_lowercase();
+            if lower.contains("agent") || lower.contains("human") {
+                (
+                    "Let me connect you to a colleague.".to_owned(),
+                    json!({"livechat": "true", "skill": "support"}),
+                )
+            } else {
+                (
+                    format!("You said \"{text}\". Say \"agent\" to talk to a person."),
+                    json!({}),
+                )
+            }
+        }
+    };
+    caic_reply(&session, &answer, additions)
+}
+
+async fn prechat_event(State(sandbox): State<Arc<Sandbox>>, Query(query): Params) -> Response {
+    let Some(session) = query.get("session").cloned() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"code": "invalid_request", "message": "session is required"}})),
+        )
+            .into_response();
+    };
+    let online = query.get("agentStatus").map(String::as_str) == Some("online");
+    sandbox.intakes().insert(session.clone(), Intake::AskedName);
+    let answer = if online {
+        "A colleague is available. What is your name?"
+    } else {
+        "Our colleagues are offline right now, but leave your details. What is your name?"
+    };
+    caic_reply(&session, answer, json!({})).into_response()
+}
+
+async fn presence(State(sandbox): State<Arc<Sandbox>>) -> &'static str {
+    if sandbox.agents_online {
+        "Online"
+    } else {
+        "Offline"
+    }
+}
+
+async fn received(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
+    let received = sandbox.received().clone();
+    Json(json!({ "messages": received }))
+}
+
+async fn accept_message(
+    State(sandbox): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Basic "));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "basic auth required"})),
+        )
+            .into_response();
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(message)
+            if message["Subject"].is_string()
+                && u32::from(random_byte()) * 100
+                    < u32::from(sandbox.msc_failure_percent) * 256 =>
+        {
+            tracing::info!("sandbox MSC injected a failure");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "injected"})),
+            )
+                .into_response()
+        }
+        Ok(message) => {
+            tracing::info!(
+                conversation = %message["ConversationExternalIdentifier"],
+                "sandbox MSC accepted a message"
+            );
+            sandbox.received().push(message);
+            (StatusCode::CREATED, Json(json!({"accepted": true}))).into_response()
+        }
+        Err(err) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": err.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+fn caic_reply(session: &str, answer: &str, additions: Value) -> Json<Value> {
+    Json(
+        json!({"data": {"answer": answer, "type": "answer", "dialogOptions": [], "links": [],
+                        "outputAdditions": additions},
+               "metadata": {"culture": "en", "interactionId": uuid::Uuid::new_v4().to_string(),
+                            "sessionId": session}}),
+    )
+}
+
+fn random_byte() -> u8 {
+    uuid::Uuid::new_v4().as_bytes()[0]
+}

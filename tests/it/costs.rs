@@ -1,0 +1,114 @@
+//! What each step costs in DynamoDB requests, counted on the wire (a proxy in front of moto): a bot
+//! turn is one read and no write; a relayed turn one read and, most of the time, no write; the whole
+//! handover from the livechat answer to the lock at most four writes.
+
+use handover_tests::counted_dynamodb_harness;
+use handover_tests::world::{caic_reply, World};
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
+const SID: &str = "cost-session-1";
+
+async fn world() -> (World, handover_tests::counting::DynamoCounter) {
+    let (harness, counter) = counted_dynamodb_harness().await;
+    let world = World::on(harness).await;
+    world
+        .caic_answers("hello", caic_reply(SID, "Hi!", json!({})))
+        .await;
+    world
+        .caic_answers(
+            "agent",
+            caic_reply(
+                SID,
+                "Connecting.",
+                json!({"livechat": true, "skill": "billing"}),
+            ),
+        )
+        .await;
+    world
+        .caic_event_answers(200, caic_reply(SID, "Your name?", json!({})))
+        .await;
+    world
+        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
+        .await;
+    world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+    (world, counter)
+}
+
+#[tokio::test]
+async fn a_bot_turn_is_one_read_and_no_write() {
+    let (world, counter) = world().await;
+    let (status, _) = world
+        .message(json!({"sessionId": SID, "text": "hello"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (1, 0),
+        "{:?}",
+        counter.snapshot()
+    );
+    counter.reset();
+    world.message(json!({"text": "hello"})).await;
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (0, 0),
+        "a new conversation has nothing to read"
+    );
+}
+
+#[tokio::test]
+async fn the_handover_story_is_at_most_four_writes() {
+    let (world, counter) = world().await;
+    world
+        .message(json!({"sessionId": SID, "text": "agent"}))
+        .await;
+    let (_, reply) = world
+        .end_slot(SID, json!([{"name": "name", "value": "Jane"}]))
+        .await;
+    assert_eq!(reply, json!({"success": true}));
+    let snapshot = counter.snapshot();
+    assert_eq!(
+        counter.writes(),
+        3,
+        "start intake, claim, complete: {snapshot:?}"
+    );
+    assert!(counter.writes() <= 4);
+    assert_eq!(
+        counter.reads(),
+        1,
+        "the gate read of the livechat turn: {snapshot:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_relayed_turn_is_one_read_and_writes_only_to_slide_the_lock() {
+    let (world, counter) = world().await;
+    world
+        .message(json!({"sessionId": SID, "text": "agent"}))
+        .await;
+    world.end_slot(SID, json!([])).await;
+    counter.reset();
+    for _ in 0..5 {
+        world.clock.advance(30);
+        world
+            .message(json!({"sessionId": SID, "text": "to the agent"}))
+            .await;
+    }
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (5, 0),
+        "{:?}",
+        counter.snapshot()
+    );
+    counter.reset();
+    world.clock.advance(300);
+    world
+        .message(json!({"sessionId": SID, "text": "later"}))
+        .await;
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (1, 1),
+        "one slide per refresh interval"
+    );
+}

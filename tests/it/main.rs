@@ -1,0 +1,15 @@
+//! The integration tests, one module per area, in one binary.
+
+mod costs;
+mod domain_props;
+mod faults;
+mod flow;
+mod load;
+mod local_runner;
+mod logs;
+mod parsers;
+mod routes;
+mod sdk_config;
+mod secrets;
+mod store_contract;
+mod store_race;

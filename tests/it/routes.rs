@@ -1,0 +1,112 @@
+//! The routes in the SAM template, in the OpenAPI document and in the code's router are one set, and
+//! each route is served by the same function everywhere.
+
+use std::collections::BTreeSet;
+
+use handover_core::http::ROUTES;
+use serde_yaml::Value;
+
+const TEMPLATE: &str = include_str!("../../infra/template.yaml");
+const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+type Route = (String, String, String);
+
+fn code_routes() -> BTreeSet<Route> {
+    ROUTES
+        .iter()
+        .map(|(method, path, function)| {
+            (
+                method.to_string(),
+                path.to_string(),
+                function.binary().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn template_routes() -> BTreeSet<Route> {
+    let template: Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let mut routes = BTreeSet::new();
+    for (_, resource) in resources {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .expect("every function names its binary")
+            .to_owned();
+        let events = resource["Properties"]["Events"]
+            .as_mapping()
+            .expect("Events");
+        for (_, event) in events {
+            assert_eq!(event["Type"], "HttpApi");
+            assert_eq!(event["Properties"]["PayloadFormatVersion"], "2.0");
+            let method = event["Properties"]["Method"]
+                .as_str()
+                .unwrap()
+                .to_uppercase();
+            let path = event["Properties"]["Path"].as_str().unwrap().to_owned();
+            routes.insert((method, path, binary.clone()));
+        }
+    }
+    routes
+}
+
+fn openapi_routes() -> BTreeSet<(String, String)> {
+    let document: Value = serde_yaml::from_str(OPENAPI).expect("OpenAPI is YAML");
+    let mut routes = BTreeSet::new();
+    for (path, item) in document["paths"].as_mapping().expect("paths") {
+        for (method, _) in item.as_mapping().expect("path item") {
+            routes.insert((
+                method.as_str().unwrap().to_uppercase(),
+                path.as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    routes
+}
+
+#[test]
+fn template_openapi_and_router_serve_the_same_routes() {
+    let code = code_routes();
+    assert_eq!(template_routes(), code, "template vs code");
+    let without_function: BTreeSet<(String, String)> = code
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect();
+    assert_eq!(openapi_routes(), without_function, "OpenAPI vs code");
+}
+
+#[test]
+fn every_function_in_the_template_is_a_workspace_binary() {
+    for (_, _, binary) in template_routes() {
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../functions")
+            .join(&binary)
+            .join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest)
+            .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+        assert!(text.contains(&format!("name = \"{binary}\"")), "{binary}");
+    }
+}
+
+/// The routers serve the routes `ROUTES` names, each in its own function, and each behind its key: an
+/// unauthenticated request is refused (401), not unknown (404).
+#[tokio::test]
+async fn each_function_router_serves_its_routes() {
+    use handover_core::http::Function;
+    use handover_tests::world::{event, send, World};
+    let world = World::on(handover_tests::memory_harness().await).await;
+    for (method, path, function) in ROUTES {
+        let router = match function {
+            Function::AnswerIngest => &world.ingest,
+            Function::PresenceCheck => &world.presence,
+            Function::PrechatComplete => &world.prechat,
+            Function::OperatorHandover => &world.handover,
+        };
+        let path = path.replace("{sessionId}", "s-1");
+        let response = send(router, event(method, &path, "", None, "")).await;
+        assert_eq!(response.status(), 401, "{method} {path}");
+    }
+}

@@ -1,0 +1,53 @@
+//! The AWS configuration the functions build at cold start (`clients::sdk_config`), as Lambda's
+//! environment gives it, talks to DynamoDB: region, credentials and the endpoint override come from the
+//! environment without the SDK's loader, through our HTTP client. The environment is handed over as a
+//! lookup rather than set on this process, which runs other tests beside it; the credentials provider
+//! reads the process's own (the test command sets dummy ones).
+
+use handover_core::store::dynamodb;
+
+#[tokio::test]
+async fn the_functions_aws_configuration_reaches_dynamodb_from_a_lambda_like_environment() {
+    let endpoint = handover_tests::dynamodb_endpoint();
+    let lambda_like = [
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_SESSION_TOKEN", "session"),
+        ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
+    ];
+    let variable = |name: &str| {
+        lambda_like
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| value.to_string())
+    };
+    let http = handover_core::aws_http::sdk_http_client(
+        handover_core::clients::new_http_client().expect("HTTP client"),
+    );
+    let config = handover_core::clients::sdk_config_from_environment(&variable, Some(http));
+    assert!(
+        config.is_some(),
+        "a Lambda-like environment takes the direct path, not the SDK's loader"
+    );
+    let client =
+        aws_sdk_dynamodb::Client::new(&config.expect("configuration from the environment"));
+    let table = format!("sdk-config-{}", uuid::Uuid::new_v4().simple());
+    dynamodb::ensure_table(&client, &table)
+        .await
+        .expect("table created through the functions' configuration");
+    let described = client
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("describe through the functions' configuration");
+    assert_eq!(
+        described.table().and_then(|t| t.table_name()),
+        Some(table.as_str())
+    );
+    assert_eq!(
+        client.config().region().map(|r| r.as_ref()),
+        Some("eu-west-1")
+    );
+}

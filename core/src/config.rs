@@ -243,11 +243,11 @@ fn lock_policy(env: &Env) -> Result<LockPolicy, ConfigError> {
     let secs = |name, default: i64| env.positive(name, default);
     let policy = LockPolicy {
         lock_secs: secs("SESSION_LOCK_SECS", defaults.lock_secs)?,
-        touch_interval_secs: secs("LOCK_REFRESH_SECS", defaults.touch_interval_secs)?,
+        slide_interval_secs: secs("LOCK_REFRESH_SECS", defaults.slide_interval_secs)?,
         claim_lease_secs: secs("CLAIM_LEASE_SECS", defaults.claim_lease_secs)?,
         prechat_window_secs: secs("PRECHAT_WINDOW_SECS", defaults.prechat_window_secs)?,
     };
-    if policy.touch_interval_secs >= policy.lock_secs {
+    if policy.slide_interval_secs >= policy.lock_secs {
         return Err(ConfigError::Invalid {
             name: "LOCK_REFRESH_SECS",
             reason: format!(
@@ -378,7 +378,7 @@ mod tests {
             lock_policy(&env),
             Ok(LockPolicy {
                 lock_secs: 3600,
-                touch_interval_secs: 60,
+                slide_interval_secs: 60,
                 claim_lease_secs: 20,
                 prechat_window_secs: 600,
             })

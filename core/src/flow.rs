@@ -10,8 +10,8 @@ use crate::domain::{
 };
 use crate::msc::{MscError, MscMessages, OutgoingMessage, Presence};
 use crate::store::{
-    ClaimOutcome, Guarded, HandoverStore, SessionStore, StartIntakeOutcome, StoreError,
-    TouchOutcome,
+    ClaimOutcome, Guarded, HandoverStore, SessionStore, SlideOutcome, StartIntakeOutcome,
+    StoreError,
 };
 
 const ANONYMOUS_RELATION: &str = "Website visitor";
@@ -387,8 +387,8 @@ async fn relay_to_agent(
         sent_at: now,
     };
     deps.msc.post(&outgoing).await?;
-    match deps.store.touch(session).await {
-        Ok(TouchOutcome::Touched(_)) => tracing::debug!("session lock slid"),
+    match deps.store.slide_lock(session).await {
+        Ok(SlideOutcome::Slid(_)) => tracing::debug!("session lock slid"),
         Ok(_) => {}
         // The message reached the agent; a missed slide only shortens the lock by one interval.
         Err(err) => tracing::warn!(error = %err, "could not slide the session lock"),

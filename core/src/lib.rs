@@ -27,6 +27,6 @@ pub use domain::{
 };
 pub use store::{
     ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore, IntakeStore,
-    LockPolicy, LockRefresher, SessionReader, SessionStore, StartIntakeOutcome, StoreError,
-    TouchOutcome,
+    LockPolicy, LockSlider, SessionReader, SessionStore, SlideOutcome, StartIntakeOutcome,
+    StoreError,
 };

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use handover_core::store::memory::MemoryStore;
 use handover_core::{
     AgentStatus, ClaimOutcome, Clock, Guarded, HandoverStore, IntakeAnswer, IntakeStart,
-    IntakeStore, LockPolicy, LockRefresher, ManualClock, OutputAdditions, Phase, SessionState,
-    SessionStore, StartIntakeOutcome, TouchOutcome,
+    IntakeStore, LockPolicy, LockSlider, ManualClock, OutputAdditions, Phase, SessionState,
+    SessionStore, SlideOutcome, StartIntakeOutcome,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -75,7 +75,7 @@ enum Op {
     Complete(usize),
     Release(usize),
     Abandon(usize),
-    Touch,
+    SlideLock,
     Advance(i64),
 }
 
@@ -86,7 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0usize..3).prop_map(Op::Complete),
         (0usize..3).prop_map(Op::Release),
         (0usize..3).prop_map(Op::Abandon),
-        Just(Op::Touch),
+        Just(Op::SlideLock),
         prop_oneof![1i64..60, 1i64..400, 1i64..2_000, 80_000i64..90_000].prop_map(Op::Advance),
     ]
 }
@@ -109,7 +109,7 @@ proptest! {
     fn random_transitions_stay_inside_the_state_machine(ops in prop::collection::vec(op(), 1..40)) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let clock = Arc::new(ManualClock::starting_at(1_750_000_000));
-        let policy = LockPolicy { lock_secs: 86_400, touch_interval_secs: 300, claim_lease_secs: 30, prechat_window_secs: 1_800 };
+        let policy = LockPolicy { lock_secs: 86_400, slide_interval_secs: 300, claim_lease_secs: 30, prechat_window_secs: 1_800 };
         let store = MemoryStore::new(clock.clone(), policy);
         let mut claim_tokens: Vec<String> = Vec::new();
         let mut intake_tokens: Vec<String> = Vec::new();
@@ -160,9 +160,9 @@ proptest! {
                             assert_eq!(phase_before, Phase::Prechat);
                         }
                     }
-                    Op::Touch => {
+                    Op::SlideLock => {
                         if let Some(seen) = runtime_free_get(&store, clock.now()) {
-                            if let TouchOutcome::Touched(s) = store.touch(&seen).await.unwrap() {
+                            if let SlideOutcome::Slid(s) = store.slide_lock(&seen).await.unwrap() {
                                 assert_eq!(s.expires_at, clock.now() + policy.lock_secs);
                             }
                         }
@@ -185,7 +185,7 @@ proptest! {
     }
 }
 
-/// What a handler would have read before touching: the live session, if any.
+/// What a handler would have read before sliding: the live session, if any.
 fn runtime_free_get(store: &MemoryStore, now: i64) -> Option<handover_core::Session> {
     store.stored(SID).filter(|s| s.is_live(now))
 }

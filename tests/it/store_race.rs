@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use handover_core::{
-    AgentStatus, ClaimOutcome, Guarded, IntakeAnswer, IntakeStart, SessionState,
-    StartIntakeOutcome, TouchOutcome,
+    AgentStatus, ClaimOutcome, Guarded, IntakeAnswer, IntakeStart, SessionState, SlideOutcome,
+    StartIntakeOutcome,
 };
 use handover_tests::{dynamodb_harness, memory_harness, Harness};
 
@@ -91,8 +91,8 @@ async fn concurrent_claims_have_exactly_one_winner(h: Harness) {
     );
 }
 
-/// Racing touches on a due lock: one write, the others see it fresh.
-async fn concurrent_touches_write_once(h: Harness) {
+/// Racing slides of a due lock: one write, the others see it fresh.
+async fn concurrent_slides_write_once(h: Harness) {
     start(&h).await;
     let Ok(ClaimOutcome::Claimed(claim)) = h.store.claim(SID, &[]).await else {
         panic!("claim failed");
@@ -100,13 +100,13 @@ async fn concurrent_touches_write_once(h: Harness) {
     let Ok(Guarded::Applied(locked)) = h.store.complete(SID, &claim.token).await else {
         panic!("complete failed");
     };
-    h.clock.advance(h.policy.touch_interval_secs * 2);
+    h.clock.advance(h.policy.slide_interval_secs * 2);
     let racers = (0..RACERS).map(|_| {
         let store = Arc::clone(&h.store);
         let snapshot = locked.clone();
-        tokio::spawn(async move { store.touch(&snapshot).await })
+        tokio::spawn(async move { store.slide_lock(&snapshot).await })
     });
-    let outcomes: Vec<TouchOutcome> = join_all(racers)
+    let outcomes: Vec<SlideOutcome> = join_all(racers)
         .await
         .into_iter()
         .map(|joined| match joined {
@@ -114,18 +114,18 @@ async fn concurrent_touches_write_once(h: Harness) {
             other => panic!("[{}] a racer failed: {other:?}", h.adapter),
         })
         .collect();
-    let touched = outcomes
+    let slid = outcomes
         .iter()
-        .filter(|o| matches!(o, TouchOutcome::Touched(_)))
+        .filter(|o| matches!(o, SlideOutcome::Slid(_)))
         .count();
     let not_due = outcomes
         .iter()
-        .filter(|o| matches!(o, TouchOutcome::NotDue))
+        .filter(|o| matches!(o, SlideOutcome::NotDue))
         .count();
     assert_eq!(
-        (touched, not_due),
+        (slid, not_due),
         (1, RACERS - 1),
-        "[{}] (touched, not due) of {RACERS}",
+        "[{}] (slid, not due) of {RACERS}",
         h.adapter
     );
 }
@@ -142,10 +142,10 @@ async fn memory_32_concurrent_claims_have_exactly_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_concurrent_touches_write_once() {
-    concurrent_touches_write_once(dynamodb_harness().await).await;
+    concurrent_slides_write_once(dynamodb_harness().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_concurrent_touches_write_once() {
-    concurrent_touches_write_once(memory_harness().await).await;
+    concurrent_slides_write_once(memory_harness().await).await;
 }

@@ -3,7 +3,7 @@
 
 use handover_core::{
     AgentStatus, ClaimOutcome, Guarded, IntakeAnswer, IntakeStart, Session, SessionState,
-    StartIntakeOutcome, TouchOutcome,
+    SlideOutcome, StartIntakeOutcome,
 };
 
 use crate::{Harness, T0};
@@ -308,12 +308,12 @@ pub async fn release_returns_the_session_to_the_bot(h: Harness) {
     started(&h).await;
 }
 
-pub async fn touch_writes_at_most_once_per_interval(h: Harness) {
+pub async fn slide_writes_at_most_once_per_interval(h: Harness) {
     let locked = handed_over(&h).await;
-    h.clock.advance(h.policy.touch_interval_secs - 1);
+    h.clock.advance(h.policy.slide_interval_secs - 1);
     assert_eq!(
-        h.store.touch(&locked).await.ok(),
-        Some(TouchOutcome::NotDue)
+        h.store.slide_lock(&locked).await.ok(),
+        Some(SlideOutcome::NotDue)
     );
     assert_eq!(
         stored(&h).await,
@@ -322,32 +322,32 @@ pub async fn touch_writes_at_most_once_per_interval(h: Harness) {
     );
 
     h.clock.advance(1);
-    let touched = match h.store.touch(&locked).await {
-        Ok(TouchOutcome::Touched(s)) => s,
-        other => panic!("[{}] due touch: {other:?}", h.adapter),
+    let slid = match h.store.slide_lock(&locked).await {
+        Ok(SlideOutcome::Slid(s)) => s,
+        other => panic!("[{}] due slide: {other:?}", h.adapter),
     };
-    assert_eq!(touched.expires_at, h.clock_now() + h.policy.lock_secs);
-    assert_eq!(stored(&h).await, Some(touched.clone()));
+    assert_eq!(slid.expires_at, h.clock_now() + h.policy.lock_secs);
+    assert_eq!(stored(&h).await, Some(slid.clone()));
 
-    // A concurrent request still holding the old snapshot thinks a touch is due; the store's condition
+    // A concurrent request still holding the old snapshot thinks a slide is due; the store's condition
     // sees the fresh expiry and writes nothing.
     assert_eq!(
-        h.store.touch(&locked).await.ok(),
-        Some(TouchOutcome::NotDue)
+        h.store.slide_lock(&locked).await.ok(),
+        Some(SlideOutcome::NotDue)
     );
     assert_eq!(
-        h.store.touch(&touched).await.ok(),
-        Some(TouchOutcome::NotDue)
+        h.store.slide_lock(&slid).await.ok(),
+        Some(SlideOutcome::NotDue)
     );
-    assert_eq!(stored(&h).await, Some(touched));
+    assert_eq!(stored(&h).await, Some(slid));
 }
 
-pub async fn touch_slides_the_lock_past_its_first_expiry(h: Harness) {
+pub async fn the_lock_slides_past_its_first_expiry(h: Harness) {
     let locked = handed_over(&h).await;
     h.clock.set(locked.expires_at - 10);
-    let touched = match h.store.touch(&locked).await {
-        Ok(TouchOutcome::Touched(s)) => s,
-        other => panic!("[{}] touch: {other:?}", h.adapter),
+    let slid = match h.store.slide_lock(&locked).await {
+        Ok(SlideOutcome::Slid(s)) => s,
+        other => panic!("[{}] slide: {other:?}", h.adapter),
     };
     h.clock.set(locked.expires_at + 3600);
     let still = stored(&h).await;
@@ -355,7 +355,7 @@ pub async fn touch_slides_the_lock_past_its_first_expiry(h: Harness) {
         still.as_ref().map(|s| s.state),
         Some(SessionState::HandedOver)
     );
-    h.clock.set(touched.expires_at);
+    h.clock.set(slid.expires_at);
     assert_eq!(
         stored(&h).await,
         None,
@@ -363,22 +363,22 @@ pub async fn touch_slides_the_lock_past_its_first_expiry(h: Harness) {
     );
 }
 
-pub async fn touch_does_not_revive_an_expired_lock(h: Harness) {
+pub async fn sliding_does_not_revive_an_expired_lock(h: Harness) {
     let locked = handed_over(&h).await;
     h.clock.set(locked.expires_at + 1);
     assert_eq!(
-        h.store.touch(&locked).await.ok(),
-        Some(TouchOutcome::NotHandedOver)
+        h.store.slide_lock(&locked).await.ok(),
+        Some(SlideOutcome::NotHandedOver)
     );
     assert_eq!(stored(&h).await, None);
 }
 
-pub async fn touch_ignores_sessions_that_are_not_handed_over(h: Harness) {
+pub async fn sliding_ignores_sessions_that_are_not_handed_over(h: Harness) {
     let intake = started(&h).await;
-    h.clock.advance(h.policy.touch_interval_secs);
+    h.clock.advance(h.policy.slide_interval_secs);
     assert_eq!(
-        h.store.touch(&intake).await.ok(),
-        Some(TouchOutcome::NotHandedOver)
+        h.store.slide_lock(&intake).await.ok(),
+        Some(SlideOutcome::NotHandedOver)
     );
     // A snapshot that claims "handed over" does not make the store write over a prechat item.
     let forged = Session {
@@ -387,8 +387,8 @@ pub async fn touch_ignores_sessions_that_are_not_handed_over(h: Harness) {
         ..intake.clone()
     };
     assert_eq!(
-        h.store.touch(&forged).await.ok(),
-        Some(TouchOutcome::NotHandedOver)
+        h.store.slide_lock(&forged).await.ok(),
+        Some(SlideOutcome::NotHandedOver)
     );
     assert_eq!(stored(&h).await, Some(intake));
 }

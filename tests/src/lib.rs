@@ -20,7 +20,7 @@ pub const T0: i64 = 1_750_000_000;
 pub fn policy() -> LockPolicy {
     LockPolicy {
         lock_secs: 86_400,
-        touch_interval_secs: 300,
+        slide_interval_secs: 300,
         claim_lease_secs: 30,
         prechat_window_secs: 1_800,
     }
@@ -205,10 +205,10 @@ macro_rules! for_every_contract_test {
             claim_after_completion_is_typed_already_handed_over,
             complete_and_release_with_a_wrong_token_change_nothing,
             release_returns_the_session_to_the_bot,
-            touch_writes_at_most_once_per_interval,
-            touch_slides_the_lock_past_its_first_expiry,
-            touch_does_not_revive_an_expired_lock,
-            touch_ignores_sessions_that_are_not_handed_over,
+            slide_writes_at_most_once_per_interval,
+            the_lock_slides_past_its_first_expiry,
+            sliding_does_not_revive_an_expired_lock,
+            sliding_ignores_sessions_that_are_not_handed_over,
             abandon_intake_removes_only_the_intake_it_started,
             intake_answers_round_trip_in_order,
             idempotency_key_is_processed_once_then_replayed,

@@ -21,8 +21,8 @@ use aws_sdk_dynamodb::Client;
 
 use super::{
     intake_session, new_token, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin,
-    IdempotencyStore, IntakeStore, LockPolicy, LockRefresher, SessionReader, StartIntakeOutcome,
-    StoreError, TouchOutcome, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
+    IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome,
+    StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{AgentStatus, IntakeAnswer, IntakeStart, Session, SessionState};
@@ -472,11 +472,11 @@ impl HandoverStore for DynamoDbStore {
 }
 
 #[async_trait]
-impl LockRefresher for DynamoDbStore {
-    async fn touch(&self, session: &Session) -> Result<TouchOutcome, StoreError> {
+impl LockSlider for DynamoDbStore {
+    async fn slide_lock(&self, session: &Session) -> Result<SlideOutcome, StoreError> {
         let now = self.clock.now();
-        if !self.policy.touch_due(session, now) {
-            return Ok(TouchOutcome::refused(Some(session), now));
+        if !self.policy.slide_due(session, now) {
+            return Ok(SlideOutcome::refused(Some(session), now));
         }
         let result = self
             .client
@@ -484,15 +484,15 @@ impl LockRefresher for DynamoDbStore {
             .table_name(&self.table)
             .set_key(Some(HashMap::from([Self::key(&session.session_id)])))
             .update_expression("SET #exp = :lock, #upd = :now")
-            // rules::may_touch: a concurrent touch that got there first moved the expiry past
-            // :due_before, so of two racing touches only one writes.
+            // rules::may_slide: a concurrent slide that got there first moved the expiry past
+            // :due_before, so of two racing slides only one writes.
             .condition_expression("#st = :handed_over AND #exp > :now AND #exp <= :due_before")
             .expression_attribute_names("#st", attr::STATE)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_names("#upd", attr::UPDATED_AT)
             .expression_attribute_values(":handed_over", s(SessionState::HandedOver.as_str()))
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":due_before", n(self.policy.refresh_due_before(now)))
+            .expression_attribute_values(":due_before", n(self.policy.slide_due_before(now)))
             .expression_attribute_values(":lock", n(self.policy.lock_expiry(now)))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -500,14 +500,14 @@ impl LockRefresher for DynamoDbStore {
             .await;
         match result {
             Ok(output) => match optional_session(output.attributes())? {
-                Some(touched) => Ok(TouchOutcome::Touched(touched)),
+                Some(slid) => Ok(SlideOutcome::Slid(slid)),
                 None => Err(StoreError::Unavailable(format!(
-                    "touch of session {:?} returned no attributes",
+                    "slide of the lock of session {:?} returned no attributes",
                     session.session_id
                 ))),
             },
             Err(err) => match update_failure(err) {
-                WriteFailure::ConditionFailed(old) => Ok(TouchOutcome::refused(
+                WriteFailure::ConditionFailed(old) => Ok(SlideOutcome::refused(
                     optional_session(old.as_ref())?.as_ref(),
                     now,
                 )),

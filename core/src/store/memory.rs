@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::{
     intake_session, new_token, rules, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin,
-    IdempotencyStore, IntakeStore, LockPolicy, LockRefresher, SessionReader, StartIntakeOutcome,
-    StoreError, TouchOutcome, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
+    IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome,
+    StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{IntakeAnswer, IntakeStart, Session, SessionState};
@@ -152,20 +152,20 @@ impl HandoverStore for MemoryStore {
 }
 
 #[async_trait]
-impl LockRefresher for MemoryStore {
-    async fn touch(&self, session: &Session) -> Result<TouchOutcome, StoreError> {
+impl LockSlider for MemoryStore {
+    async fn slide_lock(&self, session: &Session) -> Result<SlideOutcome, StoreError> {
         let now = self.clock.now();
-        if !self.policy.touch_due(session, now) {
-            return Ok(TouchOutcome::refused(Some(session), now));
+        if !self.policy.slide_due(session, now) {
+            return Ok(SlideOutcome::refused(Some(session), now));
         }
         let mut items = self.items();
         match items.get_mut(&session.session_id) {
-            Some(current) if rules::may_touch(Some(current), &self.policy, now) => {
+            Some(current) if rules::may_slide(Some(current), &self.policy, now) => {
                 current.expires_at = self.policy.lock_expiry(now);
                 current.updated_at = now;
-                Ok(TouchOutcome::Touched(current.clone()))
+                Ok(SlideOutcome::Slid(current.clone()))
             }
-            other => Ok(TouchOutcome::refused(other.map(|s| &*s), now)),
+            other => Ok(SlideOutcome::refused(other.map(|s| &*s), now)),
         }
     }
 }

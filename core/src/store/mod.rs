@@ -29,7 +29,7 @@ pub struct LockPolicy {
     /// `SESSION_LOCK_SECS`: how long a handed-over session stays away from CAIC after its last activity.
     pub lock_secs: i64,
     /// `LOCK_REFRESH_SECS`: the sliding lock is written at most once per this many seconds.
-    pub touch_interval_secs: i64,
+    pub slide_interval_secs: i64,
     /// `CLAIM_LEASE_SECS`: how long a claimer may take to get MSC's answer before others may take over.
     pub claim_lease_secs: i64,
     /// `PRECHAT_WINDOW_SECS`: how long the intake dialog may take before the flow is abandoned.
@@ -40,7 +40,7 @@ impl Default for LockPolicy {
     fn default() -> Self {
         Self {
             lock_secs: 86_400,
-            touch_interval_secs: 300,
+            slide_interval_secs: 300,
             claim_lease_secs: 30,
             prechat_window_secs: 1_800,
         }
@@ -61,17 +61,17 @@ impl LockPolicy {
     }
 
     /// A lock expiring at or before this instant was last written at least one interval ago.
-    pub fn refresh_due_before(&self, now: i64) -> i64 {
+    pub fn slide_due_before(&self, now: i64) -> i64 {
         self.lock_expiry(now)
-            .saturating_sub(self.touch_interval_secs)
+            .saturating_sub(self.slide_interval_secs)
     }
 
-    /// Whether touching this session would write anything. Decided from the session already read, so
+    /// Whether sliding this session's lock would write anything. Decided from the session already read, so
     /// the relay path pays no DynamoDB call when the lock is fresh.
-    pub fn touch_due(&self, session: &Session, now: i64) -> bool {
+    pub fn slide_due(&self, session: &Session, now: i64) -> bool {
         session.state == SessionState::HandedOver
             && session.is_live(now)
-            && session.expires_at <= self.refresh_due_before(now)
+            && session.expires_at <= self.slide_due_before(now)
     }
 }
 
@@ -114,8 +114,8 @@ pub mod rules {
             .is_some_and(|s| s.state == SessionState::Prechat && s.token == token && s.is_live(now))
     }
 
-    pub fn may_touch(current: Option<&Session>, policy: &LockPolicy, now: i64) -> bool {
-        current.is_some_and(|s| policy.touch_due(s, now))
+    pub fn may_slide(current: Option<&Session>, policy: &LockPolicy, now: i64) -> bool {
+        current.is_some_and(|s| policy.slide_due(s, now))
     }
 }
 
@@ -187,23 +187,23 @@ impl<T> Guarded<T> {
 // Returned once per store call and never kept in bulk: boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TouchOutcome {
+pub enum SlideOutcome {
     /// The lock now expires `SESSION_LOCK_SECS` from now.
-    Touched(Session),
+    Slid(Session),
     /// Written less than one interval ago (by us or a concurrent call): nothing written.
     NotDue,
     /// The session is not handed over (or its lock expired): nothing to slide.
     NotHandedOver,
 }
 
-impl TouchOutcome {
-    /// Why a touch wrote nothing: a live lock is simply fresh; anything else is not a lock at all.
+impl SlideOutcome {
+    /// Why a slide wrote nothing: a live lock is simply fresh; anything else is not a lock at all.
     pub fn refused(current: Option<&Session>, now: i64) -> Self {
         match current {
             Some(s) if s.state == SessionState::HandedOver && s.is_live(now) => {
-                TouchOutcome::NotDue
+                SlideOutcome::NotDue
             }
-            _ => TouchOutcome::NotHandedOver,
+            _ => SlideOutcome::NotHandedOver,
         }
     }
 }
@@ -245,9 +245,9 @@ pub trait HandoverStore: Send + Sync {
 }
 
 #[async_trait]
-pub trait LockRefresher: Send + Sync {
-    /// Slides a `handed_over` lock, writing at most once per [`LockPolicy::touch_interval_secs`].
-    async fn touch(&self, session: &Session) -> Result<TouchOutcome, StoreError>;
+pub trait LockSlider: Send + Sync {
+    /// Slides a `handed_over` lock, writing at most once per [`LockPolicy::slide_interval_secs`].
+    async fn slide_lock(&self, session: &Session) -> Result<SlideOutcome, StoreError>;
 }
 
 /// What an idempotency key found when a request began.
@@ -286,11 +286,11 @@ pub trait IdempotencyStore: Send + Sync {
 
 /// Every operation; what an adapter implements and what a function that needs them all takes.
 pub trait SessionStore:
-    SessionReader + IntakeStore + HandoverStore + LockRefresher + IdempotencyStore
+    SessionReader + IntakeStore + HandoverStore + LockSlider + IdempotencyStore
 {
 }
 
-impl<T: SessionReader + IntakeStore + HandoverStore + LockRefresher + IdempotencyStore> SessionStore
+impl<T: SessionReader + IntakeStore + HandoverStore + LockSlider + IdempotencyStore> SessionStore
     for T
 {
 }

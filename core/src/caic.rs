@@ -21,8 +21,9 @@ pub struct CaicReply {
 pub enum CaicError {
     #[error("CAIC did not answer in time")]
     Timeout,
-    #[error("CAIC could not be reached: {0}")]
-    Transport(String),
+    /// The error has its URL removed: CAIC's URL carries the API key.
+    #[error("CAIC could not be reached")]
+    Transport(#[source] reqwest::Error),
     #[error("CAIC answered HTTP {0}")]
     Status(u16),
     #[error("CAIC's answer could not be read: {0}")]
@@ -155,7 +156,7 @@ fn transport_error(err: reqwest::Error) -> CaicError {
     if err.is_timeout() {
         CaicError::Timeout
     } else {
-        CaicError::Transport(err.without_url().to_string())
+        CaicError::Transport(err.without_url())
     }
 }
 

@@ -69,6 +69,41 @@ impl IdempotencyKey {
     }
 }
 
+/// Who holds a session: written by every start of intake and every claim, and required by the
+/// transitions that follow (abandon, complete, release), so a holder that lost its lease cannot
+/// complete or release someone else's work. Random, never shown to callers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HolderToken(String);
+
+impl HolderToken {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// A token as it was stored.
+    pub fn from_stored(token: String) -> Self {
+        Self(token)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for HolderToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::ops::Deref for HolderToken {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Where a conversation stands. "No session" (no item, or an expired one) means the bot answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionState {
@@ -181,9 +216,8 @@ impl fmt::Debug for IntakeAnswer {
 pub struct Session {
     pub session_id: String,
     pub state: SessionState,
-    /// Changes on every start of intake and every claim; transitions after those are guarded by it,
-    /// so a holder that lost its lease cannot complete or release someone else's work.
-    pub token: String,
+    /// Changes on every start of intake and every claim; the transitions after those are guarded by it.
+    pub token: HolderToken,
     /// Set when the intake starts and kept by every claim of it: the handover message's id derives from
     /// it, so retries and take-overs of one handover post the same `MessageExternalIdentifier`.
     pub intake_id: String,

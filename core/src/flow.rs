@@ -13,6 +13,7 @@ use crate::store::{
     ClaimOutcome, Guarded, HandoverStore, SessionStore, SlideOutcome, StartIntakeOutcome,
     StoreError,
 };
+use crate::telemetry::ErrorChain;
 
 const ANONYMOUS_RELATION: &str = "Website visitor";
 
@@ -45,7 +46,7 @@ pub fn presence_referrer<'a>(
     webstore.or(end_user_url)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum HandoverOutcome {
     /// This call handed the conversation over.
     HandedOver(Session),
@@ -56,7 +57,7 @@ pub enum HandoverOutcome {
     /// No live intake: nothing to hand over.
     NoIntake,
     /// MSC did not accept the conversation; the claim was released and the bot answers again.
-    Refused(String),
+    Refused(MscError),
 }
 
 impl HandoverOutcome {
@@ -96,9 +97,9 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
     };
     let message = handover_message(&claim, clock.now());
     if let Err(err) = msc.post(&message).await {
-        tracing::warn!(error = %err, "msc refused the handover; releasing the session to the bot");
+        tracing::warn!(error = %ErrorChain(&err), "msc refused the handover; releasing the session to the bot");
         release_quietly(store, &claim).await;
-        return Ok(HandoverOutcome::Refused(err.to_string()));
+        return Ok(HandoverOutcome::Refused(err));
     }
     match store.complete(session_id, &claim.token).await {
         Ok(Guarded::Applied(locked)) => {
@@ -353,7 +354,7 @@ async fn start_flow(
             event.answers
         }
         Err(err) => {
-            tracing::warn!(error = %err, "prechat event failed; flow abandoned");
+            tracing::warn!(error = %ErrorChain(&err), "prechat event failed; flow abandoned");
             if let Err(err) = deps.store.abandon_intake(session_id, &intake.token).await {
                 tracing::error!(error = %err, "could not abandon the intake; it expires on its own");
             }

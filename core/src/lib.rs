@@ -22,8 +22,8 @@ pub mod telemetry;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::{
-    AgentStatus, IdempotencyKey, IntakeAnswer, IntakeStart, OutputAdditions, Phase, Session,
-    SessionId, SessionState,
+    AgentStatus, HolderToken, IdempotencyKey, IntakeAnswer, IntakeStart, OutputAdditions, Phase,
+    Session, SessionId, SessionState,
 };
 pub use store::{
     ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore, IntakeStore,

@@ -49,8 +49,8 @@ impl std::fmt::Debug for OutgoingMessage {
 pub enum MscError {
     #[error("MSC did not answer in time")]
     Timeout,
-    #[error("MSC could not be reached: {0}")]
-    Transport(String),
+    #[error("MSC could not be reached")]
+    Transport(#[source] reqwest::Error),
     #[error("MSC refused the message with HTTP {0}")]
     Status(u16),
 }
@@ -210,7 +210,7 @@ impl MscMessages for MscHttp {
                 if err.is_timeout() {
                     MscError::Timeout
                 } else {
-                    MscError::Transport(err.without_url().to_string())
+                    MscError::Transport(err.without_url())
                 }
             })?;
         match response.status().as_u16() {

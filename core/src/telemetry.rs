@@ -83,6 +83,21 @@ fn effective_level(filter: &Targets, target: &str) -> LevelFilter {
     .unwrap_or(LevelFilter::OFF)
 }
 
+/// An error with its sources, `outer: inner: innermost`, for one log field.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 pub fn init() {
     let directives = std::env::var("RUST_LOG").unwrap_or_default();
     let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use handover_core::store::memory::MemoryStore;
 use handover_core::{
-    AgentStatus, ClaimOutcome, Clock, Guarded, HandoverStore, IntakeAnswer, IntakeStart,
-    IntakeStore, LockPolicy, LockSlider, ManualClock, OutputAdditions, Phase, SessionState,
-    SessionStore, SlideOutcome, StartIntakeOutcome,
+    AgentStatus, ClaimOutcome, Clock, Guarded, HandoverStore, HolderToken, IntakeAnswer,
+    IntakeStart, IntakeStore, LockPolicy, LockSlider, ManualClock, OutputAdditions, Phase,
+    SessionState, SessionStore, SlideOutcome, StartIntakeOutcome,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -93,13 +93,13 @@ fn op() -> impl Strategy<Value = Op> {
 
 const SID: &str = "prop-session";
 
-fn pick(tokens: &[String], n: usize) -> String {
+fn pick(tokens: &[HolderToken], n: usize) -> HolderToken {
     tokens
         .iter()
         .rev()
         .nth(n)
         .cloned()
-        .unwrap_or_else(|| "foreign-token".to_owned())
+        .unwrap_or_else(|| HolderToken::from_stored("foreign-token".to_owned()))
 }
 
 proptest! {
@@ -111,8 +111,8 @@ proptest! {
         let clock = Arc::new(ManualClock::starting_at(1_750_000_000));
         let policy = LockPolicy { lock_secs: 86_400, slide_interval_secs: 300, claim_lease_secs: 30, prechat_window_secs: 1_800 };
         let store = MemoryStore::new(clock.clone(), policy);
-        let mut claim_tokens: Vec<String> = Vec::new();
-        let mut intake_tokens: Vec<String> = Vec::new();
+        let mut claim_tokens: Vec<HolderToken> = Vec::new();
+        let mut intake_tokens: Vec<HolderToken> = Vec::new();
 
         for op in ops {
             let before = store.stored(SID);

@@ -2,8 +2,8 @@
 //! [`Harness`] and asserts on what the store returns and what it then holds.
 
 use handover_core::{
-    AgentStatus, ClaimOutcome, Guarded, IntakeAnswer, IntakeStart, Session, SessionState,
-    SlideOutcome, StartIntakeOutcome,
+    AgentStatus, ClaimOutcome, Guarded, HolderToken, IntakeAnswer, IntakeStart, Session,
+    SessionState, SlideOutcome, StartIntakeOutcome,
 };
 
 use crate::{Harness, T0};
@@ -269,12 +269,12 @@ pub async fn claim_after_completion_is_typed_already_handed_over(h: Harness) {
 pub async fn complete_and_release_with_a_wrong_token_change_nothing(h: Harness) {
     started(&h).await;
     let claim = claimed(&h).await;
-    match h.store.complete(SID, "not-the-token").await {
+    match h.store.complete(SID, &HolderToken::new()).await {
         Ok(Guarded::Refused { current: Some(s) }) => assert_eq!(s, claim),
         other => panic!("[{}] wrong-token complete: {other:?}", h.adapter),
     }
     assert_eq!(stored(&h).await, Some(claim.clone()));
-    match h.store.release(SID, "not-the-token").await {
+    match h.store.release(SID, &HolderToken::new()).await {
         Ok(Guarded::Refused { current: Some(s) }) => assert_eq!(s, claim),
         other => panic!("[{}] wrong-token release: {other:?}", h.adapter),
     }

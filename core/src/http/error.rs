@@ -86,7 +86,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            let cause = std::error::Error::source(&self).map(ToString::to_string);
+            let cause = std::error::Error::source(&self)
+                .map(|source| crate::telemetry::ErrorChain(source).to_string());
             tracing::error!(
                 code = self.code(),
                 status = status.as_u16(),

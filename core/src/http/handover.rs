@@ -13,7 +13,7 @@ use super::ApiError;
 use crate::clock::Clock;
 use crate::domain::{IntakeAnswer, SessionId};
 use crate::flow::{hand_over, HandoverOutcome};
-use crate::msc::{MscError, MscMessages};
+use crate::msc::MscMessages;
 use crate::store::HandoverStore;
 
 pub struct HandoverDeps {
@@ -123,6 +123,6 @@ pub async fn operator_handover(
         }))),
         HandoverOutcome::InProgress => Err(ApiError::HandoverInProgress),
         HandoverOutcome::NoIntake => Err(ApiError::NoIntake),
-        HandoverOutcome::Refused(reason) => Err(ApiError::Msc(MscError::Transport(reason))),
+        HandoverOutcome::Refused(refusal) => Err(ApiError::Msc(refusal)),
     }
 }

@@ -20,12 +20,12 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{
-    intake_session, new_token, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin,
-    IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome,
-    StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
+    intake_session, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore,
+    IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome, StartIntakeOutcome,
+    StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
 };
 use crate::clock::Clock;
-use crate::domain::{AgentStatus, IntakeAnswer, IntakeStart, Session, SessionState};
+use crate::domain::{AgentStatus, HolderToken, IntakeAnswer, IntakeStart, Session, SessionState};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -231,7 +231,7 @@ fn item_to_session(item: &Item) -> Result<Session, StoreError> {
     };
     Ok(Session {
         state,
-        token: required(attr::TOKEN)?,
+        token: HolderToken::from_stored(required(attr::TOKEN)?),
         intake_id: required(attr::INTAKE_ID)?,
         skill: string(attr::SKILL)?,
         webstore: string(attr::WEBSTORE)?,
@@ -307,7 +307,7 @@ impl IntakeStore for DynamoDbStore {
     async fn abandon_intake(
         &self,
         session_id: &str,
-        token: &str,
+        token: &HolderToken,
     ) -> Result<Guarded<()>, StoreError> {
         let now = self.clock.now();
         // rules::holds_intake
@@ -347,7 +347,7 @@ impl HandoverStore for DynamoDbStore {
         intake: &[IntakeAnswer],
     ) -> Result<ClaimOutcome, StoreError> {
         let now = self.clock.now();
-        let token = new_token();
+        let token = HolderToken::new();
         let result = self
             .client
             .update_item()
@@ -385,7 +385,7 @@ impl HandoverStore for DynamoDbStore {
             Err(err) => match update_failure(err) {
                 WriteFailure::ConditionFailed(old) => Ok(ClaimOutcome::refused(
                     optional_session(old.as_ref())?,
-                    &token,
+                    Some(&token),
                     now,
                 )),
                 WriteFailure::Other(err) => Err(err),
@@ -396,7 +396,7 @@ impl HandoverStore for DynamoDbStore {
     async fn complete(
         &self,
         session_id: &str,
-        token: &str,
+        token: &HolderToken,
     ) -> Result<Guarded<Session>, StoreError> {
         let now = self.clock.now();
         let result = self
@@ -432,7 +432,7 @@ impl HandoverStore for DynamoDbStore {
                 WriteFailure::ConditionFailed(old) => match optional_session(old.as_ref())? {
                     // An earlier attempt of this call wrote the lock and its response was lost.
                     Some(locked)
-                        if locked.state == SessionState::HandedOver && locked.token == token =>
+                        if locked.state == SessionState::HandedOver && locked.token == *token =>
                     {
                         Ok(Guarded::Applied(locked))
                     }
@@ -443,7 +443,11 @@ impl HandoverStore for DynamoDbStore {
         }
     }
 
-    async fn release(&self, session_id: &str, token: &str) -> Result<Guarded<()>, StoreError> {
+    async fn release(
+        &self,
+        session_id: &str,
+        token: &HolderToken,
+    ) -> Result<Guarded<()>, StoreError> {
         let now = self.clock.now();
         let result = self
             .client

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    intake_session, new_token, rules, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin,
+    intake_session, rules, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin,
     IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome,
     StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
 };
 use crate::clock::Clock;
-use crate::domain::{IntakeAnswer, IntakeStart, Session, SessionState};
+use crate::domain::{HolderToken, IntakeAnswer, IntakeStart, Session, SessionState};
 
 #[derive(Debug, Clone)]
 struct IdempotencyRecord {
@@ -83,7 +83,7 @@ impl IntakeStore for MemoryStore {
     async fn abandon_intake(
         &self,
         session_id: &str,
-        token: &str,
+        token: &HolderToken,
     ) -> Result<Guarded<()>, StoreError> {
         let now = self.clock.now();
         let mut items = self.items();
@@ -109,10 +109,10 @@ impl HandoverStore for MemoryStore {
             return Ok(ClaimOutcome::NoIntake);
         };
         if !rules::may_claim(Some(current), now) {
-            return Ok(ClaimOutcome::refused(Some(current.clone()), "", now));
+            return Ok(ClaimOutcome::refused(Some(current.clone()), None, now));
         }
         current.state = SessionState::HandingOver;
-        current.token = new_token();
+        current.token = HolderToken::new();
         current.intake = intake.to_vec();
         current.expires_at = self.policy.lease_expiry(now);
         current.updated_at = now;
@@ -122,7 +122,7 @@ impl HandoverStore for MemoryStore {
     async fn complete(
         &self,
         session_id: &str,
-        token: &str,
+        token: &HolderToken,
     ) -> Result<Guarded<Session>, StoreError> {
         let now = self.clock.now();
         let mut items = self.items();
@@ -139,7 +139,11 @@ impl HandoverStore for MemoryStore {
         }
     }
 
-    async fn release(&self, session_id: &str, token: &str) -> Result<Guarded<()>, StoreError> {
+    async fn release(
+        &self,
+        session_id: &str,
+        token: &HolderToken,
+    ) -> Result<Guarded<()>, StoreError> {
         let now = self.clock.now();
         let mut items = self.items();
         let current = items.get(session_id);

@@ -10,7 +10,7 @@ pub mod memory;
 
 use async_trait::async_trait;
 
-use crate::domain::{IntakeAnswer, IntakeStart, Session, SessionState};
+use crate::domain::{HolderToken, IntakeAnswer, IntakeStart, Session, SessionState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,14 +104,15 @@ pub mod rules {
     /// Completion and release belong to the holder of the claim token. The lease is deliberately not
     /// checked: a holder whose lease ran out while MSC accepted the conversation still completes it, as
     /// long as nobody took over (which would have changed the token).
-    pub fn holds_claim(current: Option<&Session>, token: &str) -> bool {
-        current.is_some_and(|s| s.state == SessionState::HandingOver && s.token == token)
+    pub fn holds_claim(current: Option<&Session>, token: &HolderToken) -> bool {
+        current.is_some_and(|s| s.state == SessionState::HandingOver && s.token == *token)
     }
 
     /// Abandoning an intake belongs to whoever started that very intake.
-    pub fn holds_intake(current: Option<&Session>, token: &str, now: i64) -> bool {
-        current
-            .is_some_and(|s| s.state == SessionState::Prechat && s.token == token && s.is_live(now))
+    pub fn holds_intake(current: Option<&Session>, token: &HolderToken, now: i64) -> bool {
+        current.is_some_and(|s| {
+            s.state == SessionState::Prechat && s.token == *token && s.is_live(now)
+        })
     }
 
     pub fn may_slide(current: Option<&Session>, policy: &LockPolicy, now: i64) -> bool {
@@ -143,9 +144,9 @@ impl ClaimOutcome {
     /// What a refused claim means, from the item the refusal returned. `our_token` is the token this
     /// claim tried to write: finding it means an earlier attempt of this very call succeeded (the SDK
     /// retried after a lost response), so the claim is ours.
-    pub fn refused(current: Option<Session>, our_token: &str, now: i64) -> Self {
+    pub fn refused(current: Option<Session>, our_token: Option<&HolderToken>, now: i64) -> Self {
         match current {
-            Some(s) if s.state == SessionState::HandingOver && s.token == our_token => {
+            Some(s) if s.state == SessionState::HandingOver && Some(&s.token) == our_token => {
                 ClaimOutcome::Claimed(s)
             }
             Some(s) if s.is_live(now) => match s.state {
@@ -223,7 +224,7 @@ pub trait IntakeStore: Send + Sync {
     async fn abandon_intake(
         &self,
         session_id: &str,
-        token: &str,
+        token: &HolderToken,
     ) -> Result<Guarded<()>, StoreError>;
 }
 
@@ -237,11 +238,18 @@ pub trait HandoverStore: Send + Sync {
     ) -> Result<ClaimOutcome, StoreError>;
 
     /// `handing_over` (same token) → `handed_over`: locks the session and drops the intake answers.
-    async fn complete(&self, session_id: &str, token: &str)
-        -> Result<Guarded<Session>, StoreError>;
+    async fn complete(
+        &self,
+        session_id: &str,
+        token: &HolderToken,
+    ) -> Result<Guarded<Session>, StoreError>;
 
     /// `handing_over` (same token) → no session: back to the bot.
-    async fn release(&self, session_id: &str, token: &str) -> Result<Guarded<()>, StoreError>;
+    async fn release(
+        &self,
+        session_id: &str,
+        token: &HolderToken,
+    ) -> Result<Guarded<()>, StoreError>;
 }
 
 #[async_trait]
@@ -297,11 +305,11 @@ impl<T: SessionReader + IntakeStore + HandoverStore + LockSlider + IdempotencySt
 
 /// The `prechat` session a start of intake writes, the same for every adapter.
 pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64) -> Session {
-    let token = new_token();
+    let token = HolderToken::new();
     Session {
         session_id: start.session_id.clone(),
         state: SessionState::Prechat,
-        intake_id: token.clone(),
+        intake_id: token.as_str().to_owned(),
         token,
         skill: start.skill.clone(),
         webstore: start.webstore.clone(),
@@ -313,8 +321,4 @@ pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64)
         expires_at: policy.prechat_expiry(now),
         updated_at: now,
     }
-}
-
-pub(crate) fn new_token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
 }

@@ -38,12 +38,6 @@ impl std::ops::Deref for SessionId {
     }
 }
 
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// A channel's `Idempotency-Key`: 1-128 characters of `A-Z a-z 0-9 _ - . :`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
@@ -76,7 +70,7 @@ impl IdempotencyKey {
 pub struct HolderToken(String);
 
 impl HolderToken {
-    pub fn new() -> Self {
+    pub fn generate() -> Self {
         Self(uuid::Uuid::new_v4().simple().to_string())
     }
 
@@ -87,12 +81,6 @@ impl HolderToken {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl Default for HolderToken {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

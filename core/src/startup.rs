@@ -3,6 +3,7 @@
 //! call one `start_*`; the local runner and the tests assemble the same routers from their own
 //! configuration with the `*_routes` functions.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -121,74 +122,66 @@ pub fn operator_handover_routes(
     http::operator_handover(deps, CallerKey::new(&config.caller_key))
 }
 
-/// The process environment with the deployment's secret laid over it (see [`crate::secrets`]).
-async fn environment() -> Result<Env, StartupError> {
-    let mut env = Env::from_process();
-    crate::secrets::overlay_from_env(&mut env).await?;
-    Ok(env)
+/// A function's cold start: the process environment with the deployment's secret laid over it (see
+/// [`crate::secrets`]), then `build`; logs why when it fails.
+async fn start<Build, Routes>(build: Build) -> Result<Router, StartupError>
+where
+    Build: FnOnce(Env) -> Routes,
+    Routes: Future<Output = Result<Router, StartupError>>,
+{
+    let started = async {
+        let mut env = Env::from_process();
+        crate::secrets::overlay_from_env(&mut env).await?;
+        build(env).await
+    };
+    let routes = started
+        .await
+        .inspect_err(|err| tracing::error!(error = %err, "cannot start"))?;
+    Ok(http::serve(routes))
 }
 
-/// Says why a cold start failed before the runtime reports it.
-fn logged<T>(started: Result<T, StartupError>) -> Result<T, StartupError> {
-    started.inspect_err(|err| tracing::error!(error = %err, "cannot start"))
+/// The deployed sessions: the system clock and the DynamoDB table (created by the template).
+async fn deployed_sessions(
+    settings: &SessionSettings,
+) -> Result<(Arc<dyn SessionStore>, Arc<dyn Clock>), StartupError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Ok((session_store(settings, clock.clone(), false).await?, clock))
 }
 
 pub async fn start_answer_ingest() -> Result<Router, StartupError> {
-    logged(
-        async {
-            let config = AnswerIngestConfig::from_env(&environment().await?)?;
-            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let store = session_store(&config.sessions, clock.clone(), false).await?;
-            let client = clients::http_client()?;
-            Ok(http::serve(answer_ingest_routes(
-                &config, store, clock, &client,
-            )))
-        }
-        .await,
-    )
+    start(|env| async move {
+        let config = AnswerIngestConfig::from_env(&env)?;
+        let (store, clock) = deployed_sessions(&config.sessions).await?;
+        let client = clients::http_client()?;
+        Ok(answer_ingest_routes(&config, store, clock, &client))
+    })
+    .await
 }
 
 pub async fn start_presence_check() -> Result<Router, StartupError> {
-    logged(
-        async {
-            let config = PresenceCheckConfig::from_env(&environment().await?)?;
-            let client = clients::http_client()?;
-            Ok(http::serve(presence_check_routes(&config, &client)))
-        }
-        .await,
-    )
+    start(|env| async move {
+        let config = PresenceCheckConfig::from_env(&env)?;
+        Ok(presence_check_routes(&config, &clients::http_client()?))
+    })
+    .await
 }
 
 pub async fn start_prechat_complete() -> Result<Router, StartupError> {
-    logged(
-        start_handover(
-            HandoverConfig::prechat_complete_from_env,
-            prechat_complete_routes,
-        )
-        .await,
-    )
+    start(|env| async move {
+        let config = HandoverConfig::prechat_complete_from_env(&env)?;
+        let (store, clock) = deployed_sessions(&config.sessions).await?;
+        let client = clients::http_client()?;
+        Ok(prechat_complete_routes(&config, store, clock, &client))
+    })
+    .await
 }
 
 pub async fn start_operator_handover() -> Result<Router, StartupError> {
-    logged(
-        start_handover(
-            HandoverConfig::operator_handover_from_env,
-            operator_handover_routes,
-        )
-        .await,
-    )
-}
-
-pub type HandoverRoutes =
-    fn(&HandoverConfig, Arc<dyn SessionStore>, Arc<dyn Clock>, &reqwest::Client) -> Router;
-
-async fn start_handover(
-    read: fn(&Env) -> Result<HandoverConfig, ConfigError>,
-    routes: HandoverRoutes,
-) -> Result<Router, StartupError> {
-    let config = read(&environment().await?)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = session_store(&config.sessions, clock.clone(), false).await?;
-    let client = clients::http_client()?;
-    Ok(http::serve(routes(&config, store, clock, &client)))
+    start(|env| async move {
+        let config = HandoverConfig::operator_handover_from_env(&env)?;
+        let (store, clock) = deployed_sessions(&config.sessions).await?;
+        let client = clients::http_client()?;
+        Ok(operator_handover_routes(&config, store, clock, &client))
+    })
+    .await
 }

@@ -269,12 +269,12 @@ pub async fn claim_after_completion_is_typed_already_handed_over(h: Harness) {
 pub async fn complete_and_release_with_a_wrong_token_change_nothing(h: Harness) {
     started(&h).await;
     let claim = claimed(&h).await;
-    match h.store.complete(SID, &HolderToken::new()).await {
+    match h.store.complete(SID, &HolderToken::generate()).await {
         Ok(Guarded::Refused { current: Some(s) }) => assert_eq!(s, claim),
         other => panic!("[{}] wrong-token complete: {other:?}", h.adapter),
     }
     assert_eq!(stored(&h).await, Some(claim.clone()));
-    match h.store.release(SID, &HolderToken::new()).await {
+    match h.store.release(SID, &HolderToken::generate()).await {
         Ok(Guarded::Refused { current: Some(s) }) => assert_eq!(s, claim),
         other => panic!("[{}] wrong-token release: {other:?}", h.adapter),
     }

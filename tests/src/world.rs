@@ -76,9 +76,6 @@ impl World {
         let clock: Arc<dyn Clock> = harness.clock.clone();
         let http = clients::new_http_client().expect("http client");
         let store = harness.store.clone();
-        let handover = |config: HandoverConfig, routes: startup::HandoverRoutes| {
-            routes::serve(routes(&config, store.clone(), clock.clone(), &http))
-        };
         World {
             ingest: routes::serve(startup::answer_ingest_routes(
                 &AnswerIngestConfig::from_env(&env).expect("answer-ingest configuration"),
@@ -90,14 +87,18 @@ impl World {
                 &PresenceCheckConfig::from_env(&env).expect("presence-check configuration"),
                 &http,
             )),
-            prechat: handover(
-                HandoverConfig::prechat_complete_from_env(&env).expect("prechat configuration"),
-                startup::prechat_complete_routes,
-            ),
-            handover: handover(
-                HandoverConfig::operator_handover_from_env(&env).expect("operator configuration"),
-                startup::operator_handover_routes,
-            ),
+            prechat: routes::serve(startup::prechat_complete_routes(
+                &HandoverConfig::prechat_complete_from_env(&env).expect("prechat configuration"),
+                store.clone(),
+                clock.clone(),
+                &http,
+            )),
+            handover: routes::serve(startup::operator_handover_routes(
+                &HandoverConfig::operator_handover_from_env(&env).expect("operator configuration"),
+                store.clone(),
+                clock,
+                &http,
+            )),
             caic,
             msc,
             store,

@@ -45,38 +45,24 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    /// The HTTP status and the stable code callers match on.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NoRoute { .. } | ApiError::NoIntake => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidBody(_)
-            | ApiError::InvalidSessionId(_)
-            | ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
-            ApiError::HandoverInProgress | ApiError::RequestInProgress => StatusCode::CONFLICT,
-            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Caic(_) | ApiError::Msc(_) => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::NoRoute { .. } => "no_route",
-            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::TooLarge => "body_too_large",
-            ApiError::InvalidBody(_) => "invalid_body",
-            ApiError::InvalidSessionId(_) => "invalid_session_id",
-            ApiError::HandoverInProgress => "handover_in_progress",
-            ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
-            ApiError::RequestInProgress => "request_in_progress",
-            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
-            ApiError::NoIntake => "no_intake",
-            ApiError::Store(_) => "store_unavailable",
-            ApiError::Caic(_) => "caic_unavailable",
-            ApiError::Msc(_) => "msc_unavailable",
+            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized"),
+            ApiError::NoRoute { .. } => (S::NOT_FOUND, "no_route"),
+            ApiError::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::TooLarge => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body"),
+            ApiError::InvalidSessionId(_) => (S::BAD_REQUEST, "invalid_session_id"),
+            ApiError::HandoverInProgress => (S::CONFLICT, "handover_in_progress"),
+            ApiError::InvalidIdempotencyKey(_) => (S::BAD_REQUEST, "invalid_idempotency_key"),
+            ApiError::RequestInProgress => (S::CONFLICT, "request_in_progress"),
+            ApiError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            ApiError::NoIntake => (S::NOT_FOUND, "no_intake"),
+            ApiError::Store(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::Caic(_) => (S::BAD_GATEWAY, "caic_unavailable"),
+            ApiError::Msc(_) => (S::BAD_GATEWAY, "msc_unavailable"),
         }
     }
 }
@@ -84,20 +70,15 @@ impl ApiError {
 /// One log line, one JSON body. The cause is logged, never sent: it may name internals.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
+        let (status, code) = self.status_and_code();
         if status.is_server_error() {
             let cause = std::error::Error::source(&self)
                 .map(|source| crate::telemetry::ErrorChain(source).to_string());
-            tracing::error!(
-                code = self.code(),
-                status = status.as_u16(),
-                cause,
-                "{self}"
-            );
+            tracing::error!(code, status = status.as_u16(), cause, "{self}");
         } else {
-            tracing::warn!(code = self.code(), status = status.as_u16(), "{self}");
+            tracing::warn!(code, status = status.as_u16(), "{self}");
         }
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let body = json!({"error": {"code": code, "message": self.to_string()}});
         let mut response = (status, Json(body)).into_response();
         if matches!(
             self,

@@ -71,10 +71,6 @@ impl DynamoDbStore {
         }
     }
 
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     fn key(session_id: &str) -> (String, AttributeValue) {
         (attr::PK.to_owned(), s(session_id))
     }
@@ -347,7 +343,7 @@ impl HandoverStore for DynamoDbStore {
         intake: &[IntakeAnswer],
     ) -> Result<ClaimOutcome, StoreError> {
         let now = self.clock.now();
-        let token = HolderToken::new();
+        let token = HolderToken::generate();
         let result = self
             .client
             .update_item()

@@ -112,7 +112,7 @@ impl HandoverStore for MemoryStore {
             return Ok(ClaimOutcome::refused(Some(current.clone()), None, now));
         }
         current.state = SessionState::HandingOver;
-        current.token = HolderToken::new();
+        current.token = HolderToken::generate();
         current.intake = intake.to_vec();
         current.expires_at = self.policy.lease_expiry(now);
         current.updated_at = now;

@@ -305,7 +305,7 @@ impl<T: SessionReader + IntakeStore + HandoverStore + LockSlider + IdempotencySt
 
 /// The `prechat` session a start of intake writes, the same for every adapter.
 pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64) -> Session {
-    let token = HolderToken::new();
+    let token = HolderToken::generate();
     Session {
         session_id: start.session_id.clone(),
         state: SessionState::Prechat,

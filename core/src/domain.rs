@@ -14,13 +14,17 @@ pub struct SessionId(String);
 #[error("session id must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'")]
 pub struct InvalidSessionId;
 
+/// 1-128 ASCII letters, digits or bytes of `others`.
+fn is_identifier(text: &str, others: &[u8]) -> bool {
+    (1..=128).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || others.contains(&b))
+}
+
 impl SessionId {
     pub fn parse(id: &str) -> Result<Self, InvalidSessionId> {
-        let well_formed = (1..=128).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        well_formed
+        is_identifier(id, b"_-")
             .then(|| Self(id.to_owned()))
             .ok_or(InvalidSessionId)
     }
@@ -49,11 +53,7 @@ pub struct InvalidIdempotencyKey;
 impl IdempotencyKey {
     pub fn parse(key: &str) -> Result<Self, InvalidIdempotencyKey> {
         let key = key.trim();
-        let well_formed = (1..=128).contains(&key.len())
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
-        well_formed
+        is_identifier(key, b"_-.:")
             .then(|| Self(key.to_owned()))
             .ok_or(InvalidIdempotencyKey)
     }

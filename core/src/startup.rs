@@ -89,38 +89,24 @@ pub fn presence_check_routes(config: &PresenceCheckConfig, client: &reqwest::Cli
     )
 }
 
-fn handover_deps(
+/// The routes of prechat-complete or operator-handover: `router` is [`http::prechat_complete`] or
+/// [`http::operator_handover`].
+pub fn handover_routes(
     config: &HandoverConfig,
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     client: &reqwest::Client,
-) -> Arc<HandoverDeps> {
-    Arc::new(HandoverDeps {
+    router: HandoverRouter,
+) -> Router {
+    let deps = Arc::new(HandoverDeps {
         store,
         msc: Arc::new(MscHttp::new(client.clone(), config.msc.clone())),
         clock,
-    })
+    });
+    router(deps, CallerKey::new(&config.caller_key))
 }
 
-pub fn prechat_complete_routes(
-    config: &HandoverConfig,
-    store: Arc<dyn SessionStore>,
-    clock: Arc<dyn Clock>,
-    client: &reqwest::Client,
-) -> Router {
-    let deps = handover_deps(config, store, clock, client);
-    http::prechat_complete(deps, CallerKey::new(&config.caller_key))
-}
-
-pub fn operator_handover_routes(
-    config: &HandoverConfig,
-    store: Arc<dyn SessionStore>,
-    clock: Arc<dyn Clock>,
-    client: &reqwest::Client,
-) -> Router {
-    let deps = handover_deps(config, store, clock, client);
-    http::operator_handover(deps, CallerKey::new(&config.caller_key))
-}
+pub type HandoverRouter = fn(Arc<HandoverDeps>, CallerKey) -> Router;
 
 /// A function's cold start: the process environment with the deployment's secret laid over it (see
 /// [`crate::secrets`]), then `build`; logs why when it fails.
@@ -167,21 +153,30 @@ pub async fn start_presence_check() -> Result<Router, StartupError> {
 }
 
 pub async fn start_prechat_complete() -> Result<Router, StartupError> {
-    start(|env| async move {
-        let config = HandoverConfig::prechat_complete_from_env(&env)?;
-        let (store, clock) = deployed_sessions(&config.sessions).await?;
-        let client = clients::http_client()?;
-        Ok(prechat_complete_routes(&config, store, clock, &client))
-    })
+    start_handover(
+        HandoverConfig::prechat_complete_from_env,
+        http::prechat_complete,
+    )
     .await
 }
 
 pub async fn start_operator_handover() -> Result<Router, StartupError> {
+    start_handover(
+        HandoverConfig::operator_handover_from_env,
+        http::operator_handover,
+    )
+    .await
+}
+
+async fn start_handover(
+    read: fn(&Env) -> Result<HandoverConfig, ConfigError>,
+    router: HandoverRouter,
+) -> Result<Router, StartupError> {
     start(|env| async move {
-        let config = HandoverConfig::operator_handover_from_env(&env)?;
+        let config = read(&env)?;
         let (store, clock) = deployed_sessions(&config.sessions).await?;
         let client = clients::http_client()?;
-        Ok(operator_handover_routes(&config, store, clock, &client))
+        Ok(handover_routes(&config, store, clock, &client, router))
     })
     .await
 }

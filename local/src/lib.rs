@@ -77,17 +77,19 @@ pub async fn start_with(
             &config.presence_check,
             &client,
         ))
-        .merge(startup::prechat_complete_routes(
+        .merge(startup::handover_routes(
             &config.prechat_complete,
             store.clone(),
             clock.clone(),
             &client,
+            routes::prechat_complete,
         ))
-        .merge(startup::operator_handover_routes(
+        .merge(startup::handover_routes(
             &config.operator_handover,
             store,
             clock,
             &client,
+            routes::operator_handover,
         ));
     if use_sandbox {
         app = app.nest("/sandbox", sandbox::routes(&env, addr, client));

@@ -87,17 +87,19 @@ impl World {
                 &PresenceCheckConfig::from_env(&env).expect("presence-check configuration"),
                 &http,
             )),
-            prechat: routes::serve(startup::prechat_complete_routes(
+            prechat: routes::serve(startup::handover_routes(
                 &HandoverConfig::prechat_complete_from_env(&env).expect("prechat configuration"),
                 store.clone(),
                 clock.clone(),
                 &http,
+                routes::prechat_complete,
             )),
-            handover: routes::serve(startup::operator_handover_routes(
+            handover: routes::serve(startup::handover_routes(
                 &HandoverConfig::operator_handover_from_env(&env).expect("operator configuration"),
                 store.clone(),
                 clock,
                 &http,
+                routes::operator_handover,
             )),
             caic,
             msc,

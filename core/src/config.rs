@@ -201,6 +201,30 @@ impl MscApiSettings {
     }
 }
 
+/// Where agent replies and the ends of handovers are pushed (`CHANNEL_WEBHOOK_*`), if anywhere:
+/// without a URL the channel polls `GET /v1/sessions/{sessionId}/messages`.
+#[derive(Clone)]
+pub struct ChannelWebhookSettings {
+    pub url: String,
+    /// Signs every push (HMAC-SHA256).
+    pub secret: String,
+    /// Per attempt.
+    pub timeout: Duration,
+}
+
+impl ChannelWebhookSettings {
+    fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        if env.optional("CHANNEL_WEBHOOK_URL").is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            url: env.http_url("CHANNEL_WEBHOOK_URL")?,
+            secret: env.caller_key("CHANNEL_WEBHOOK_SECRET")?,
+            timeout: env.millis("CHANNEL_WEBHOOK_TIMEOUT_MS", 2_000)?,
+        }))
+    }
+}
+
 /// Where sessions live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSettings {
@@ -263,6 +287,7 @@ fn lock_policy(env: &Env) -> Result<LockPolicy, ConfigError> {
 #[derive(Clone)]
 pub struct AnswerIngestConfig {
     pub sessions: SessionSettings,
+    pub channel_webhook: Option<ChannelWebhookSettings>,
     pub caic: CaicSettings,
     pub presence: PresenceSettings,
     pub msc: MscApiSettings,
@@ -274,6 +299,7 @@ impl AnswerIngestConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             sessions: SessionSettings::from_env(env, "dynamodb")?,
+            channel_webhook: ChannelWebhookSettings::from_env(env)?,
             caic: CaicSettings::from_env(env)?,
             presence: PresenceSettings::from_env(env)?,
             msc: MscApiSettings::from_env(env)?,
@@ -309,6 +335,7 @@ impl PresenceCheckConfig {
 pub struct HandoverConfig {
     pub sessions: SessionSettings,
     pub msc: MscApiSettings,
+    pub channel_webhook: Option<ChannelWebhookSettings>,
     pub caller_key: String,
 }
 
@@ -325,7 +352,41 @@ impl HandoverConfig {
         Ok(Self {
             sessions: SessionSettings::from_env(env, "dynamodb")?,
             msc: MscApiSettings::from_env(env)?,
+            channel_webhook: ChannelWebhookSettings::from_env(env)?,
             caller_key: env.caller_key(caller_key)?,
+        })
+    }
+}
+
+/// agent-events: MSC's agent-reply webhook (`POST /v1/msc/messages`) and its conversation events
+/// (`POST /v1/msc/events`), both keyed by `MSC_WEBHOOK_SECRET`.
+#[derive(Clone)]
+pub struct AgentEventsConfig {
+    pub sessions: SessionSettings,
+    pub channel_webhook: Option<ChannelWebhookSettings>,
+    pub webhook_key: String,
+    /// `RELEASE_ON_ARCHIVE`: the agent closing the conversation hands it back to the bot at once;
+    /// otherwise (the default, the seed's behaviour) it stays locked until 24 hours of inactivity.
+    pub release_on_archive: bool,
+}
+
+impl AgentEventsConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let release_on_archive = match env.string_or("RELEASE_ON_ARCHIVE", "false").as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "RELEASE_ON_ARCHIVE",
+                    reason: format!("expected true or false, got {other:?}"),
+                })
+            }
+        };
+        Ok(Self {
+            sessions: SessionSettings::from_env(env, "dynamodb")?,
+            channel_webhook: ChannelWebhookSettings::from_env(env)?,
+            webhook_key: env.caller_key("MSC_WEBHOOK_SECRET")?,
+            release_on_archive,
         })
     }
 }
@@ -338,6 +399,7 @@ pub struct LocalConfig {
     pub presence_check: PresenceCheckConfig,
     pub prechat_complete: HandoverConfig,
     pub operator_handover: HandoverConfig,
+    pub agent_events: AgentEventsConfig,
 }
 
 impl LocalConfig {
@@ -351,6 +413,7 @@ impl LocalConfig {
             presence_check: PresenceCheckConfig::from_env(env)?,
             prechat_complete: HandoverConfig::prechat_complete_from_env(env)?,
             operator_handover: HandoverConfig::operator_handover_from_env(env)?,
+            agent_events: AgentEventsConfig::from_env(env)?,
         })
     }
 }

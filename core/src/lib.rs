@@ -8,6 +8,7 @@
 
 pub mod aws_http;
 pub mod caic;
+pub mod channel;
 pub mod clients;
 pub mod clock;
 pub mod config;
@@ -22,11 +23,11 @@ pub mod telemetry;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::{
-    AgentStatus, HolderToken, IdempotencyKey, IntakeAnswer, IntakeStart, OutputAdditions, Phase,
-    Session, SessionId, SessionState,
+    AgentReply, AgentStatus, EndReason, HandoverChange, HolderToken, IdempotencyKey, IntakeAnswer,
+    IntakeStart, OutboxMessage, OutputAdditions, Phase, Session, SessionId, SessionState,
 };
 pub use store::{
-    ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore, IntakeStore,
-    LockPolicy, LockSlider, SessionReader, SessionStore, SlideOutcome, StartIntakeOutcome,
-    StoreError,
+    AgentStore, Amended, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore,
+    IntakeStore, LockPolicy, LockSlider, SessionReader, SessionStore, SlideOutcome,
+    StartIntakeOutcome, StoreError,
 };

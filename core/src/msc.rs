@@ -29,6 +29,8 @@ pub struct OutgoingMessage {
     pub referrer: Option<String>,
     pub routing_skill: Option<String>,
     pub subject: Option<String>,
+    /// MSC's `ConversationGuid`, once an agent has replied: threads the message into that conversation.
+    pub conversation_guid: Option<String>,
     /// Epoch seconds.
     pub sent_at: i64,
 }
@@ -189,6 +191,9 @@ pub fn custom_channel_body(message: &OutgoingMessage, channel_account: &str) -> 
     if let Some(skill) = &message.routing_skill {
         body["RoutingKeywords"] = json!(skill);
     }
+    if let Some(guid) = &message.conversation_guid {
+        body["ConversationGuid"] = json!(guid);
+    }
     body
 }
 
@@ -248,6 +253,7 @@ mod tests {
             referrer: Some("NL-shop".into()),
             routing_skill: Some("billing".into()),
             subject: None,
+            conversation_guid: None,
             sent_at: 0,
         };
         let body = custom_channel_body(&message, "acct");

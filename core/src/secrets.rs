@@ -22,6 +22,8 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "CHANNEL_API_KEY",
     "CAIC_WEBHOOK_SECRET",
     "OPERATOR_API_KEY",
+    "MSC_WEBHOOK_SECRET",
+    "CHANNEL_WEBHOOK_SECRET",
 ];
 
 #[derive(Debug, thiserror::Error)]

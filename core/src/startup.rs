@@ -9,12 +9,14 @@ use std::sync::Arc;
 use axum::Router;
 
 use crate::caic::CaicHttp;
+use crate::channel::{ChannelPush, ChannelWebhook, NoChannelWebhook};
 use crate::clients::{self, HttpClientError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    AnswerIngestConfig, ConfigError, Env, HandoverConfig, PresenceCheckConfig, SessionSettings,
-    StoreSettings,
+    AgentEventsConfig, AnswerIngestConfig, ChannelWebhookSettings, ConfigError, Env,
+    HandoverConfig, PresenceCheckConfig, SessionSettings, StoreSettings,
 };
+use crate::flow::agent::AgentDeps;
 use crate::flow::IngestDeps;
 use crate::http::{self, CallerKey, HandoverDeps, PresenceDeps};
 use crate::msc::{MscHttp, PresenceHttp};
@@ -59,6 +61,22 @@ pub async fn session_store(
     }
 }
 
+/// Pushes to the channel's webhook when one is configured.
+fn channel_push(
+    settings: &Option<ChannelWebhookSettings>,
+    client: &reqwest::Client,
+    clock: &Arc<dyn Clock>,
+) -> Arc<dyn ChannelPush> {
+    match settings {
+        Some(settings) => Arc::new(ChannelWebhook::new(
+            client.clone(),
+            settings.clone(),
+            clock.clone(),
+        )),
+        None => Arc::new(NoChannelWebhook),
+    }
+}
+
 pub fn answer_ingest_routes(
     config: &AnswerIngestConfig,
     store: Arc<dyn SessionStore>,
@@ -70,6 +88,7 @@ pub fn answer_ingest_routes(
         caic: Arc::new(CaicHttp::new(client.clone(), config.caic.clone())),
         presence: Arc::new(PresenceHttp::new(client.clone(), config.presence.clone())),
         msc: Arc::new(MscHttp::new(client.clone(), config.msc.clone())),
+        channel: channel_push(&config.channel_webhook, client, &clock),
         clock,
         default_channel: config.default_channel.clone(),
         default_culture: config.caic.culture.clone(),
@@ -101,12 +120,28 @@ pub fn handover_routes(
     let deps = Arc::new(HandoverDeps {
         store,
         msc: Arc::new(MscHttp::new(client.clone(), config.msc.clone())),
+        channel: channel_push(&config.channel_webhook, client, &clock),
         clock,
     });
     router(deps, CallerKey::new(&config.caller_key))
 }
 
 pub type HandoverRouter = fn(Arc<HandoverDeps>, CallerKey) -> Router;
+
+pub fn agent_events_routes(
+    config: &AgentEventsConfig,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    client: &reqwest::Client,
+) -> Router {
+    let deps = AgentDeps {
+        store,
+        channel: channel_push(&config.channel_webhook, client, &clock),
+        clock,
+        release_on_archive: config.release_on_archive,
+    };
+    http::agent_events(deps, CallerKey::new(&config.webhook_key))
+}
 
 /// A function's cold start: the process environment with the deployment's secret laid over it (see
 /// [`crate::secrets`]), then `build`; logs why when it fails.
@@ -140,6 +175,16 @@ pub async fn start_answer_ingest() -> Result<Router, StartupError> {
         let (store, clock) = deployed_sessions(&config.sessions).await?;
         let client = clients::http_client()?;
         Ok(answer_ingest_routes(&config, store, clock, &client))
+    })
+    .await
+}
+
+pub async fn start_agent_events() -> Result<Router, StartupError> {
+    start(|env| async move {
+        let config = AgentEventsConfig::from_env(&env)?;
+        let (store, clock) = deployed_sessions(&config.sessions).await?;
+        let client = clients::http_client()?;
+        Ok(agent_events_routes(&config, store, clock, &client))
     })
     .await
 }

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 pub const LOCAL_CHANNEL_KEY: &str = "local-channel-key";
 pub const LOCAL_WEBHOOK_SECRET: &str = "local-webhook-secret";
 pub const LOCAL_OPERATOR_KEY: &str = "local-operator-key";
+pub const LOCAL_MSC_WEBHOOK_SECRET: &str = "local-msc-webhook-secret";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -56,6 +57,7 @@ pub async fn start_with(
     env.set_default("CHANNEL_API_KEY", LOCAL_CHANNEL_KEY);
     env.set_default("CAIC_WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET);
     env.set_default("OPERATOR_API_KEY", LOCAL_OPERATOR_KEY);
+    env.set_default("MSC_WEBHOOK_SECRET", LOCAL_MSC_WEBHOOK_SECRET);
     env.set_default("HANDOVER_STORE", "memory");
     let config = LocalConfig::from_env(&env).map_err(StartupError::from)?;
 
@@ -86,11 +88,17 @@ pub async fn start_with(
         ))
         .merge(startup::handover_routes(
             &config.operator_handover,
-            store,
-            clock,
+            store.clone(),
+            clock.clone(),
             &client,
             routes::operator_handover,
         ));
+    app = app.merge(startup::agent_events_routes(
+        &config.agent_events,
+        store,
+        clock,
+        &client,
+    ));
     if use_sandbox {
         app = app.nest("/sandbox", sandbox::routes(&env, addr, client));
     }

@@ -8,6 +8,11 @@
 //! - `GET /sandbox/caic/event/prechat`: starts that intake.
 //! - `GET /sandbox/msc/presence/api/v1`: `Online` (or `Offline` with `SANDBOX_AGENTS=offline`).
 //! - `POST /sandbox/msc/api/messages`: accepts Custom Channel messages (201); `GET` lists them.
+//! - `POST /sandbox/msc/agent/reply` (`{"sessionId", "text"}`): an agent answers, and MSC posts the
+//!   reply to our agent-reply webhook (`POST /v1/msc/messages`), then, the first time, tells our
+//!   events webhook that the agent took the conversation (`ConversationStarted`).
+//! - `POST /sandbox/msc/agent/archive` (`{"sessionId"}`): the agent closes the conversation, and MSC
+//!   posts `ConversationArchived` to our events webhook (`POST /v1/msc/events`).
 //!
 //! For load and chaos runs: `SANDBOX_MSC_FAILURE_PERCENT` makes that share of handover posts fail
 //! with 500, and `SANDBOX_DUPLICATE_WEBHOOKS=true` delivers each end-slot webhook 1 to 3 times at once.
@@ -20,7 +25,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::future::join_all;
 use handover_core::config::Env;
@@ -50,6 +55,8 @@ pub fn routes(env: &Env, addr: SocketAddr, http: reqwest::Client) -> Router {
         .route("/caic/event/prechat", get(prechat_event))
         .route("/msc/presence/api/v1", get(presence))
         .route("/msc/api/messages", get(received).post(accept_message))
+        .route("/msc/agent/reply", post(agent_reply))
+        .route("/msc/agent/archive", post(agent_archive))
         .with_state(Arc::new(Sandbox::new(env, addr, http)))
 }
 
@@ -60,8 +67,12 @@ enum Intake {
 }
 
 struct Sandbox {
+    service_url: String,
     webhook_url: String,
     webhook_secret: String,
+    msc_webhook_secret: String,
+    /// Session → the ConversationGuid MSC made for it.
+    conversations: Mutex<HashMap<String, String>>,
     agents_online: bool,
     msc_failure_percent: u8,
     duplicate_webhooks: bool,
@@ -75,8 +86,12 @@ type Params = Query<HashMap<String, String>>;
 impl Sandbox {
     fn new(env: &Env, addr: SocketAddr, http: reqwest::Client) -> Self {
         Self {
+            service_url: format!("http://{addr}"),
             webhook_url: format!("http://{addr}/v1/prechat/complete"),
             webhook_secret: env.string_or("CAIC_WEBHOOK_SECRET", crate::LOCAL_WEBHOOK_SECRET),
+            msc_webhook_secret: env
+                .string_or("MSC_WEBHOOK_SECRET", crate::LOCAL_MSC_WEBHOOK_SECRET),
+            conversations: Mutex::new(HashMap::new()),
             agents_online: env.string_or("SANDBOX_AGENTS", "online") != "offline",
             msc_failure_percent: env
                 .optional("SANDBOX_MSC_FAILURE_PERCENT")
@@ -257,6 +272,96 @@ async fn accept_message(
         )
             .into_response(),
     }
+}
+
+impl Sandbox {
+    /// Posts to one of our MSC webhooks as MSC would; what it answered.
+    async fn call_webhook(&self, path: &str, body: Value) -> Response {
+        let reply = self
+            .http
+            .post(format!("{}{path}", self.service_url))
+            .bearer_auth(&self.msc_webhook_secret)
+            .json(&body)
+            .send()
+            .await;
+        match reply {
+            Ok(response) => {
+                let status = StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                let answer = response.json::<Value>().await.unwrap_or(Value::Null);
+                (status, Json(answer)).into_response()
+            }
+            Err(err) => (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({"error": err.without_url().to_string()})),
+            )
+                .into_response(),
+        }
+    }
+
+    /// The ConversationGuid of a session, made on first use; and whether it was new.
+    fn conversation(&self, session: &str) -> (String, bool) {
+        let mut conversations = self.conversations.lock().unwrap_or_else(|p| p.into_inner());
+        match conversations.get(session) {
+            Some(guid) => (guid.clone(), false),
+            None => {
+                let guid = uuid::Uuid::new_v4().to_string();
+                conversations.insert(session.to_owned(), guid.clone());
+                (guid, true)
+            }
+        }
+    }
+}
+
+/// `{"sessionId", "text"}` from the playground or a curl.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentAction {
+    session_id: String,
+    #[serde(default)]
+    text: String,
+}
+
+async fn agent_reply(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(action): Json<AgentAction>,
+) -> Response {
+    let (guid, first) = sandbox.conversation(&action.session_id);
+    let now = now_rfc3339();
+    let reply = sandbox
+        .call_webhook(
+            "/v1/msc/messages",
+            json!({"ChannelAccountExternalIdentifier": "sandbox-channel", "ConversationGuid": guid,
+                   "ConversationExternalIdentifier": action.session_id,
+                   "MessageExternalIdentifier": uuid::Uuid::new_v4().to_string(),
+                   "RelationName": "Website visitor", "Content": action.text, "IsPrivate": false,
+                   "SentDateTime": now, "Attachments": []}),
+        )
+        .await;
+    if first {
+        let started = json!({"Name": "ConversationStarted",
+                             "Payload": {"ConversationId": guid, "AgentName": "Sam (sandbox agent)",
+                                         "EventUtcDateTime": now}});
+        sandbox.call_webhook("/v1/msc/events", started).await;
+    }
+    reply
+}
+
+async fn agent_archive(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(action): Json<AgentAction>,
+) -> Response {
+    let (guid, _) = sandbox.conversation(&action.session_id);
+    let archived = json!({"Name": "ConversationArchived",
+                          "Payload": {"ConversationId": guid, "AgentName": "Sam (sandbox agent)",
+                                      "EventUtcDateTime": now_rfc3339()}});
+    sandbox.call_webhook("/v1/msc/events", archived).await
+}
+
+/// Now as RFC 3339, as MSC writes its dates.
+fn now_rfc3339() -> String {
+    use handover_core::Clock;
+    handover_core::msc::rfc3339(handover_core::SystemClock.now())
 }
 
 fn caic_reply(session: &str, answer: &str, additions: Value) -> Json<Value> {

@@ -1,5 +1,6 @@
 //! The integration tests, one module per area, in one binary.
 
+mod agent;
 mod costs;
 mod domain_props;
 mod faults;

@@ -104,6 +104,7 @@ async fn each_function_router_serves_its_routes() {
             Function::PresenceCheck => &world.presence,
             Function::PrechatComplete => &world.prechat,
             Function::OperatorHandover => &world.handover,
+            Function::AgentEvents => &world.agent,
         };
         let path = path.replace("{sessionId}", "s-1");
         let response = send(router, event(method, &path, "", None, "")).await;

@@ -2,8 +2,9 @@
 //! [`Harness`] and asserts on what the store returns and what it then holds.
 
 use handover_core::{
-    AgentStatus, ClaimOutcome, Guarded, HolderToken, IntakeAnswer, IntakeStart, Session,
-    SessionState, SlideOutcome, StartIntakeOutcome,
+    AgentReply, AgentStatus, Amended, ClaimOutcome, EndReason, Guarded, HandoverChange,
+    HolderToken, IntakeAnswer, IntakeStart, Session, SessionState, SlideOutcome,
+    StartIntakeOutcome,
 };
 
 use crate::{Harness, T0};
@@ -504,5 +505,129 @@ pub async fn idempotency_key_of_a_dead_request_is_freed(h: Harness) {
             Replay { .. }
         ),
         "a finished key is never abandoned"
+    );
+}
+
+fn agent_reply(id: &str) -> HandoverChange {
+    HandoverChange::AgentReply(AgentReply {
+        message_id: id.into(),
+        conversation_guid: Some("guid-1".into()),
+        agent_name: None,
+        text: format!("reply {id}"),
+        sent_at: T0,
+    })
+}
+
+pub async fn agent_replies_are_kept_once_in_order_and_slide_the_lock(h: Harness) {
+    assert_eq!(
+        h.store.amend_handover(SID, &agent_reply("m-1")).await.ok(),
+        Some(Amended::NotHandedOver(None)),
+        "[{}] nothing to amend yet",
+        h.adapter
+    );
+    handed_over(&h).await;
+    h.clock.advance(60);
+    let first = match h.store.amend_handover(SID, &agent_reply("m-1")).await {
+        Ok(Amended::Applied(session)) => session,
+        other => panic!("[{}] amend: {other:?}", h.adapter),
+    };
+    assert_eq!(first.expires_at, h.clock_now() + h.policy.lock_secs);
+    assert_eq!(first.agent.msc_conversation.as_deref(), Some("guid-1"));
+    assert_eq!(
+        stored(&h).await,
+        Some(first.clone()),
+        "[{}] as written",
+        h.adapter
+    );
+    assert_eq!(
+        h.store.amend_handover(SID, &agent_reply("m-1")).await.ok(),
+        Some(Amended::Unchanged(first)),
+        "[{}] a repeat changes nothing",
+        h.adapter
+    );
+    h.store.amend_handover(SID, &agent_reply("m-2")).await.ok();
+    let ids: Vec<String> = stored(&h)
+        .await
+        .map(|s| s.agent.outbox.iter().map(|m| m.id.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["m-1", "m-2"], "[{}]", h.adapter);
+}
+
+pub async fn an_ended_handover_answers_with_the_bot_and_may_start_again(h: Harness) {
+    handed_over(&h).await;
+    let ended = match h
+        .store
+        .amend_handover(SID, &HandoverChange::End(EndReason::OperatorReleased))
+        .await
+    {
+        Ok(Amended::Applied(session)) => session,
+        other => panic!("[{}] end: {other:?}", h.adapter),
+    };
+    assert_eq!(ended.state, SessionState::Ended);
+    assert_eq!(ended.agent.end_reason, Some(EndReason::OperatorReleased));
+    assert_eq!(stored(&h).await, Some(ended.clone()), "[{}]", h.adapter);
+    assert!(
+        matches!(
+            h.store.amend_handover(SID, &agent_reply("late")).await,
+            Ok(Amended::NotHandedOver(Some(_)))
+        ),
+        "[{}] no replies after the end",
+        h.adapter
+    );
+    assert_eq!(
+        h.store.claim(SID, &answers()).await.ok(),
+        Some(ClaimOutcome::NoIntake)
+    );
+    let again = started(&h).await;
+    assert_eq!(again.state, SessionState::Prechat, "[{}]", h.adapter);
+}
+
+pub async fn only_a_lapsed_lock_ends_by_inactivity(h: Harness) {
+    let locked = handed_over(&h).await;
+    let inactivity = HandoverChange::End(EndReason::Inactivity);
+    assert!(
+        matches!(
+            h.store.amend_handover(SID, &inactivity).await,
+            Ok(Amended::NotHandedOver(Some(_)))
+        ),
+        "[{}] a live lock does not end by inactivity",
+        h.adapter
+    );
+    h.clock.set(locked.expires_at);
+    let ended = match h.store.amend_handover(SID, &inactivity).await {
+        Ok(Amended::Applied(session)) => session,
+        other => panic!("[{}] inactivity: {other:?}", h.adapter),
+    };
+    assert_eq!(ended.agent.end_reason, Some(EndReason::Inactivity));
+    assert_eq!(stored(&h).await.map(|s| s.state), Some(SessionState::Ended));
+    assert!(
+        matches!(
+            h.store.amend_handover(SID, &inactivity).await,
+            Ok(Amended::NotHandedOver(_))
+        ),
+        "[{}] once",
+        h.adapter
+    );
+}
+
+pub async fn msc_conversations_are_linked_to_their_sessions(h: Harness) {
+    assert_eq!(
+        h.store.find_msc_conversation("guid-1").await.ok(),
+        Some(None)
+    );
+    h.store
+        .link_msc_conversation("guid-1", SID)
+        .await
+        .unwrap_or_else(|err| panic!("[{}] link: {err}", h.adapter));
+    assert_eq!(
+        h.store.find_msc_conversation("guid-1").await.ok(),
+        Some(Some(SID.to_owned())),
+        "[{}]",
+        h.adapter
+    );
+    h.clock.advance(handover_core::store::MSC_LINK_SECS);
+    assert_eq!(
+        h.store.find_msc_conversation("guid-1").await.ok(),
+        Some(None)
     );
 }

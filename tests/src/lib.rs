@@ -213,6 +213,10 @@ macro_rules! for_every_contract_test {
             intake_answers_round_trip_in_order,
             idempotency_key_is_processed_once_then_replayed,
             idempotency_key_of_a_dead_request_is_freed,
+            agent_replies_are_kept_once_in_order_and_slide_the_lock,
+            an_ended_handover_answers_with_the_bot_and_may_start_again,
+            only_a_lapsed_lock_ends_by_inactivity,
+            msc_conversations_are_linked_to_their_sessions,
         );
     };
 }

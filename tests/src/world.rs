@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::Router;
-use handover_core::config::{AnswerIngestConfig, Env, HandoverConfig, PresenceCheckConfig};
+use handover_core::config::{
+    AgentEventsConfig, AnswerIngestConfig, Env, HandoverConfig, PresenceCheckConfig,
+};
 use handover_core::{clients, http as routes, startup, Clock, ManualClock, SessionStore};
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -24,18 +26,23 @@ pub const CAIC_API_KEY: &str = "caic-api-key-secret";
 pub const PRESENCE_API_KEY: &str = "presence-api-key";
 pub const MSC_KEY: &str = "msc-key";
 pub const MSC_SECRET: &str = "msc-secret";
+pub const MSC_WEBHOOK_KEY: &str = "msc-webhook-secret-0123456789";
+pub const CHANNEL_WEBHOOK_KEY: &str = "channel-webhook-secret-0123456789";
 
 const FIXTURE: &str = include_str!("../data/apigw_v2_request.json");
 
 pub struct World {
     pub caic: MockServer,
     pub msc: MockServer,
+    /// The channel's webhook (`CHANNEL_WEBHOOK_URL` is `{channel}/hook`).
+    pub channel: MockServer,
     pub store: Arc<dyn SessionStore>,
     pub clock: Arc<ManualClock>,
     pub ingest: Router,
     pub presence: Router,
     pub prechat: Router,
     pub handover: Router,
+    pub agent: Router,
 }
 
 impl World {
@@ -47,6 +54,8 @@ impl World {
     pub async fn with_env(harness: Harness, overrides: &[(&str, &str)]) -> World {
         let caic = MockServer::start().await;
         let msc = MockServer::start().await;
+        let channel = MockServer::start().await;
+        let channel_url = format!("{}/hook", channel.uri());
         let caic_url = caic.uri();
         let presence_url = format!("{}/presence", msc.uri());
         let msc_url = format!("{}/api", msc.uri());
@@ -67,6 +76,10 @@ impl World {
             ("CHANNEL_API_KEY", CHANNEL_KEY),
             ("CAIC_WEBHOOK_SECRET", WEBHOOK_KEY),
             ("OPERATOR_API_KEY", OPERATOR_KEY),
+            ("MSC_WEBHOOK_SECRET", MSC_WEBHOOK_KEY),
+            ("CHANNEL_WEBHOOK_URL", &channel_url),
+            ("CHANNEL_WEBHOOK_SECRET", CHANNEL_WEBHOOK_KEY),
+            ("CHANNEL_WEBHOOK_TIMEOUT_MS", "500"),
         ];
         for (name, value) in overrides {
             vars.retain(|(n, _)| n != name);
@@ -97,12 +110,19 @@ impl World {
             handover: routes::serve(startup::handover_routes(
                 &HandoverConfig::operator_handover_from_env(&env).expect("operator configuration"),
                 store.clone(),
-                clock,
+                clock.clone(),
                 &http,
                 routes::operator_handover,
             )),
+            agent: routes::serve(startup::agent_events_routes(
+                &AgentEventsConfig::from_env(&env).expect("agent-events configuration"),
+                store.clone(),
+                clock,
+                &http,
+            )),
             caic,
             msc,
+            channel,
             store,
             clock: harness.clock,
         }
@@ -147,6 +167,57 @@ impl World {
             &body.to_string(),
         );
         read(send(&self.presence, req).await)
+    }
+
+    /// MSC posts an agent's reply (or anything else) to the agent-reply webhook, with its key.
+    pub async fn msc_posts_message(&self, body: Value) -> (StatusCode, Value) {
+        let req = event(
+            "POST",
+            "/v1/msc/messages",
+            "",
+            Some(MSC_WEBHOOK_KEY),
+            &body.to_string(),
+        );
+        read(send(&self.agent, req).await)
+    }
+
+    /// MSC posts a conversation event to the events webhook, with its key.
+    pub async fn msc_posts_event(&self, body: Value) -> (StatusCode, Value) {
+        let req = event(
+            "POST",
+            "/v1/msc/events",
+            "",
+            Some(MSC_WEBHOOK_KEY),
+            &body.to_string(),
+        );
+        read(send(&self.agent, req).await)
+    }
+
+    /// What the channel polls.
+    pub async fn outbox(&self, session_id: &str, query: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/sessions/{session_id}/messages");
+        let req = event("GET", &path, query, Some(CHANNEL_KEY), "");
+        read(send(&self.ingest, req).await)
+    }
+
+    pub async fn operator_release(&self, session_id: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/sessions/{session_id}/release");
+        let req = event("POST", &path, "", Some(OPERATOR_KEY), "");
+        read(send(&self.handover, req).await)
+    }
+
+    /// The channel's webhook answers with this.
+    pub async fn channel_answers(&self, response: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path("/hook"))
+            .respond_with(response)
+            .mount(&self.channel)
+            .await;
+    }
+
+    /// What the channel's webhook received.
+    pub async fn channel_pushes(&self) -> Vec<Received> {
+        received(&self.channel, "/hook").await
     }
 
     pub async fn presence_get(&self, query: &str) -> (StatusCode, Value) {

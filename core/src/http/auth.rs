@@ -17,8 +17,7 @@ impl CallerKey {
         Self(key.into())
     }
 
-    /// Whether `Authorization: Bearer <key>` carries this key. Compared in constant time, so the time
-    /// taken says nothing about how much of a guess was right.
+    /// Whether `Authorization: Bearer <key>` carries this key.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -26,13 +25,39 @@ impl CallerKey {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .unwrap_or_default();
-        presented.as_bytes().ct_eq(self.0.as_bytes()).into()
+        self.is(presented.as_bytes())
+    }
+
+    /// Compared in constant time, so the time taken says nothing about how much of a guess was right.
+    fn is(&self, presented: &[u8]) -> bool {
+        presented.ct_eq(self.0.as_bytes()).into()
+    }
+
+    /// Whether the query's `key` parameter carries this key.
+    fn admits_query(&self, query: Option<&str>) -> bool {
+        query.is_some_and(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .any(|(name, value)| name == "key" && self.is(value.as_bytes()))
+        })
     }
 }
 
 /// The route layer that lets only holders of the key through (`middleware::from_fn_with_state`).
 pub async fn require_key(State(key): State<CallerKey>, request: Request, next: Next) -> Response {
     if key.admits(request.headers()) {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+/// Like [`require_key`], also taking the key as the query parameter `key`.
+pub async fn require_key_or_query(
+    State(key): State<CallerKey>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if key.admits(request.headers()) || key.admits_query(request.uri().query()) {
         next.run(request).await
     } else {
         ApiError::Unauthorized.into_response()
@@ -57,5 +82,8 @@ mod tests {
         assert!(!key.admits(&bearer("Bearer secret-key-longer")));
         assert!(!key.admits(&bearer("Basic secret-key")));
         assert!(!key.admits(&HeaderMap::new()));
+        assert!(key.admits_query(Some("a=1&key=secret-key")));
+        assert!(!key.admits_query(Some("key=secret-kez")));
+        assert!(!key.admits_query(None));
     }
 }

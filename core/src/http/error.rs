@@ -36,6 +36,10 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("the session has no live intake to hand over")]
     NoIntake,
+    #[error("the session is not handed over to an agent")]
+    NotHandedOver,
+    #[error("after must be a cursor: a whole number from an earlier response")]
+    InvalidCursor,
     #[error("session store unavailable")]
     Store(#[source] StoreError),
     #[error("Conversational AI Cloud unavailable")]
@@ -60,6 +64,8 @@ impl ApiError {
             ApiError::RequestInProgress => (S::CONFLICT, "request_in_progress"),
             ApiError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             ApiError::NoIntake => (S::NOT_FOUND, "no_intake"),
+            ApiError::NotHandedOver => (S::CONFLICT, "not_handed_over"),
+            ApiError::InvalidCursor => (S::BAD_REQUEST, "invalid_cursor"),
             ApiError::Store(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Caic(_) => (S::BAD_GATEWAY, "caic_unavailable"),
             ApiError::Msc(_) => (S::BAD_GATEWAY, "msc_unavailable"),

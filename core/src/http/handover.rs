@@ -10,16 +10,19 @@ use serde_json::{json, Value};
 
 use super::request::{objects, record_session, Body, SessionIdParam};
 use super::ApiError;
+use crate::channel::ChannelPush;
 use crate::clock::Clock;
 use crate::domain::{IntakeAnswer, SessionId};
 use crate::flow::{hand_over, HandoverOutcome};
 use crate::msc::MscMessages;
-use crate::store::HandoverStore;
+use crate::store::SessionStore;
 
 pub struct HandoverDeps {
-    pub store: Arc<dyn HandoverStore>,
+    pub store: Arc<dyn SessionStore>,
     pub msc: Arc<dyn MscMessages>,
     pub clock: Arc<dyn Clock>,
+    /// Told when an operator releases a handover.
+    pub channel: Arc<dyn ChannelPush>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! `lambda_http::run`; the local runner serves all of them on one port. Caller keys, the body limit, the
 //! request span and the JSON errors for unknown routes and methods are layers, written once here.
 
+mod agent;
 mod auth;
 mod error;
 mod handover;
@@ -21,6 +22,7 @@ pub use error::ApiError;
 pub use handover::HandoverDeps;
 pub use presence::PresenceDeps;
 
+use crate::flow::agent::AgentDeps;
 use crate::flow::IngestDeps;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -32,6 +34,7 @@ pub enum Function {
     PresenceCheck,
     PrechatComplete,
     OperatorHandover,
+    AgentEvents,
 }
 
 impl Function {
@@ -42,6 +45,7 @@ impl Function {
             Function::PresenceCheck => "presence-check",
             Function::PrechatComplete => "prechat-complete",
             Function::OperatorHandover => "operator-handover",
+            Function::AgentEvents => "agent-events",
         }
     }
 }
@@ -58,14 +62,30 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
         "/v1/sessions/{sessionId}/handover",
         Function::OperatorHandover,
     ),
+    (
+        "POST",
+        "/v1/sessions/{sessionId}/release",
+        Function::OperatorHandover,
+    ),
+    (
+        "GET",
+        "/v1/sessions/{sessionId}/messages",
+        Function::AnswerIngest,
+    ),
+    ("POST", "/v1/msc/messages", Function::AgentEvents),
+    ("POST", "/v1/msc/events", Function::AgentEvents),
 ];
 
 pub fn answer_ingest(deps: IngestDeps, channel_key: CallerKey) -> Router {
+    let channel_only = from_fn_with_state(channel_key, auth::require_key);
     Router::new()
         .route(
             "/v1/messages",
-            post(messages::send_message)
-                .route_layer(from_fn_with_state(channel_key, auth::require_key)),
+            post(messages::send_message).route_layer(channel_only.clone()),
+        )
+        .route(
+            "/v1/sessions/{sessionId}/messages",
+            get(agent::session_messages).route_layer(channel_only),
         )
         .with_state(Arc::new(deps))
 }
@@ -100,13 +120,33 @@ pub fn prechat_complete(deps: Arc<HandoverDeps>, webhook_key: CallerKey) -> Rout
 }
 
 pub fn operator_handover(deps: Arc<HandoverDeps>, operator_key: CallerKey) -> Router {
+    let operator_only = from_fn_with_state(operator_key, auth::require_key);
     Router::new()
         .route(
             "/v1/sessions/{sessionId}/handover",
-            post(handover::operator_handover)
-                .route_layer(from_fn_with_state(operator_key, auth::require_key)),
+            post(handover::operator_handover).route_layer(operator_only.clone()),
+        )
+        .route(
+            "/v1/sessions/{sessionId}/release",
+            post(agent::release).route_layer(operator_only),
         )
         .with_state(deps)
+}
+
+/// MSC's webhooks: its key in the `Authorization` header, or as `?key=` for setups that take only a
+/// URL.
+pub fn agent_events(deps: AgentDeps, msc_key: CallerKey) -> Router {
+    let msc_only = from_fn_with_state(msc_key, auth::require_key_or_query);
+    Router::new()
+        .route(
+            "/v1/msc/messages",
+            post(agent::msc_message).route_layer(msc_only.clone()),
+        )
+        .route(
+            "/v1/msc/events",
+            post(agent::msc_event).route_layer(msc_only),
+        )
+        .with_state(Arc::new(deps))
 }
 
 /// One function's routes (or several merged) as a service: JSON errors for unknown routes and

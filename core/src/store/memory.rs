@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    intake_session, rules, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin,
-    IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome,
-    StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
+    intake_session, rules, AgentStore, Amended, ClaimOutcome, Guarded, HandoverStore,
+    IdempotencyBegin, IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader,
+    SlideOutcome, StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
+    MSC_LINK_SECS,
 };
 use crate::clock::Clock;
-use crate::domain::{HolderToken, IntakeAnswer, IntakeStart, Session, SessionState};
+use crate::domain::{
+    apply, HandoverChange, HolderToken, IntakeAnswer, IntakeStart, Session, SessionState,
+};
 
 #[derive(Debug, Clone)]
 struct IdempotencyRecord {
@@ -23,6 +26,8 @@ struct IdempotencyRecord {
 
 pub struct MemoryStore {
     items: Mutex<HashMap<String, Session>>,
+    /// MSC conversation → (session, expiry).
+    msc_links: Mutex<HashMap<String, (String, i64)>>,
     requests: Mutex<HashMap<String, IdempotencyRecord>>,
     clock: Arc<dyn Clock>,
     policy: LockPolicy,
@@ -32,6 +37,7 @@ impl MemoryStore {
     pub fn new(clock: Arc<dyn Clock>, policy: LockPolicy) -> Self {
         Self {
             items: Mutex::new(HashMap::new()),
+            msc_links: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
             clock,
             policy,
@@ -61,6 +67,10 @@ impl SessionReader for MemoryStore {
             .get(session_id)
             .filter(|s| s.is_live(now))
             .cloned())
+    }
+
+    async fn get_stored(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.stored(session_id))
     }
 }
 
@@ -171,6 +181,52 @@ impl LockSlider for MemoryStore {
             }
             other => Ok(SlideOutcome::refused(other.map(|s| &*s), now)),
         }
+    }
+}
+
+#[async_trait]
+impl AgentStore for MemoryStore {
+    async fn amend_handover(
+        &self,
+        session_id: &str,
+        change: &HandoverChange,
+    ) -> Result<Amended, StoreError> {
+        let now = self.clock.now();
+        let mut items = self.items();
+        let current = match items.get_mut(session_id) {
+            Some(session) if change.applies_to(session, now) => session,
+            other => {
+                let live = other.filter(|s| s.is_live(now)).map(|s| s.clone());
+                return Ok(Amended::NotHandedOver(live));
+            }
+        };
+        match apply(current, change, now, self.policy.lock_expiry(now)) {
+            Some(next) => {
+                *current = next.clone();
+                Ok(Amended::Applied(next))
+            }
+            None => Ok(Amended::Unchanged(current.clone())),
+        }
+    }
+
+    async fn link_msc_conversation(&self, guid: &str, session_id: &str) -> Result<(), StoreError> {
+        let expires_at = self.clock.now().saturating_add(MSC_LINK_SECS);
+        self.msc_links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(guid.to_owned(), (session_id.to_owned(), expires_at));
+        Ok(())
+    }
+
+    async fn find_msc_conversation(&self, guid: &str) -> Result<Option<String>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .msc_links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(guid)
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(session_id, _)| session_id.clone()))
     }
 }
 

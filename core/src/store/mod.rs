@@ -10,7 +10,9 @@ pub mod memory;
 
 use async_trait::async_trait;
 
-use crate::domain::{HolderToken, IntakeAnswer, IntakeStart, Session, SessionState};
+use crate::domain::{
+    HandoverChange, HolderToken, IntakeAnswer, IntakeStart, Session, SessionState,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,11 +83,14 @@ impl LockPolicy {
 pub mod rules {
     use super::*;
 
-    /// A new or refreshed intake may not displace a live claim or a live lock.
+    /// A new or refreshed intake may not displace a live claim or a live lock (an ended handover is
+    /// neither: the bot answers it).
     pub fn may_start_intake(current: Option<&Session>, now: i64) -> bool {
         match current {
             None => true,
-            Some(s) => !s.is_live(now) || s.state == SessionState::Prechat,
+            Some(s) => {
+                !s.is_live(now) || matches!(s.state, SessionState::Prechat | SessionState::Ended)
+            }
         }
     }
 
@@ -96,7 +101,7 @@ pub mod rules {
             Some(s) => match s.state {
                 SessionState::Prechat => s.is_live(now),
                 SessionState::HandingOver => !s.is_live(now),
-                SessionState::HandedOver => false,
+                SessionState::HandedOver | SessionState::Ended => false,
             },
         }
     }
@@ -153,7 +158,7 @@ impl ClaimOutcome {
                 SessionState::HandingOver => ClaimOutcome::AlreadyClaimed(s),
                 SessionState::HandedOver => ClaimOutcome::AlreadyHandedOver(s),
                 // A live prechat is always claimable; seeing one here means it changed under us.
-                SessionState::Prechat => ClaimOutcome::NoIntake,
+                SessionState::Prechat | SessionState::Ended => ClaimOutcome::NoIntake,
             },
             _ => ClaimOutcome::NoIntake,
         }
@@ -213,6 +218,10 @@ impl SlideOutcome {
 pub trait SessionReader: Send + Sync {
     /// Consistent read; an expired item is absent whatever the table still holds.
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
+
+    /// Consistent read of the item as stored, expired or not: what tells a lock that lapsed from a
+    /// conversation that never had one.
+    async fn get_stored(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
 }
 
 #[async_trait]
@@ -258,6 +267,45 @@ pub trait LockSlider: Send + Sync {
     async fn slide_lock(&self, session: &Session) -> Result<SlideOutcome, StoreError>;
 }
 
+/// What an amendment of a handed-over session did.
+// Returned once per store call and never kept in bulk: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Amended {
+    /// Written: the session as it now is.
+    Applied(Session),
+    /// Nothing to write (the agent's message is in the outbox already): the session as it is.
+    Unchanged(Session),
+    /// No live `handed_over` session: nothing written. The session as found, if any.
+    NotHandedOver(Option<Session>),
+}
+
+/// How often an amendment retries when concurrent ones keep changing the session under it (each
+/// retry starts from the item the refusal returned, so it costs one write, no read).
+pub const AMEND_ATTEMPTS: usize = 64;
+
+/// The agent's side of a handover: MSC's webhooks and the operator's release.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// Applies `change` ([`crate::domain::apply`]) to a live `handed_over` session in one conditional
+    /// write on the session's version, so concurrent changes take turns and none is lost. The one
+    /// change that applies to a lock that has lapsed instead is `End(Inactivity)`.
+    async fn amend_handover(
+        &self,
+        session_id: &str,
+        change: &HandoverChange,
+    ) -> Result<Amended, StoreError>;
+
+    /// Remembers which session MSC's conversation `guid` belongs to (MSC's events name only that).
+    async fn link_msc_conversation(&self, guid: &str, session_id: &str) -> Result<(), StoreError>;
+
+    /// The session MSC's conversation `guid` belongs to, if it was linked.
+    async fn find_msc_conversation(&self, guid: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// A link from an MSC conversation to its session is kept this long after it was made.
+pub const MSC_LINK_SECS: i64 = 7 * 86_400;
+
 /// What an idempotency key found when a request began.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyBegin {
@@ -294,12 +342,12 @@ pub trait IdempotencyStore: Send + Sync {
 
 /// Every operation; what an adapter implements and what a function that needs them all takes.
 pub trait SessionStore:
-    SessionReader + IntakeStore + HandoverStore + LockSlider + IdempotencyStore
+    SessionReader + IntakeStore + HandoverStore + LockSlider + AgentStore + IdempotencyStore
 {
 }
 
-impl<T: SessionReader + IntakeStore + HandoverStore + LockSlider + IdempotencyStore> SessionStore
-    for T
+impl<T> SessionStore for T where
+    T: SessionReader + IntakeStore + HandoverStore + LockSlider + AgentStore + IdempotencyStore
 {
 }
 
@@ -320,5 +368,6 @@ pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64)
         intake: Vec::new(),
         expires_at: policy.prechat_expiry(now),
         updated_at: now,
+        agent: Default::default(),
     }
 }

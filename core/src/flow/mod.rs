@@ -1,12 +1,16 @@
 //! The use cases of the handover flow. Each one takes only the ports it needs; the HTTP handlers in
 //! [`crate::api`] are thin shells over these.
 
+pub mod agent;
+
 use std::sync::Arc;
 
 use crate::caic::{Caic, CaicError};
+use crate::channel::ChannelPush;
 use crate::clock::Clock;
 use crate::domain::{
-    AgentStatus, IdempotencyKey, IntakeAnswer, IntakeStart, Session, SessionId, SessionState,
+    AgentStatus, EndReason, IdempotencyKey, IntakeAnswer, IntakeStart, Session, SessionId,
+    SessionState,
 };
 use crate::msc::{MscError, MscMessages, OutgoingMessage, Presence};
 use crate::store::{
@@ -97,7 +101,11 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
     };
     let message = handover_message(&claim, clock.now());
     if let Err(err) = msc.post(&message).await {
-        tracing::warn!(error = %ErrorChain(&err), "msc refused the handover; releasing the session to the bot");
+        tracing::warn!(
+            error = %ErrorChain(&err),
+            end_reason = EndReason::HandoverFailed.as_str(),
+            "msc refused the handover; releasing the session to the bot"
+        );
         release_quietly(store, &claim).await;
         return Ok(HandoverOutcome::Refused(err));
     }
@@ -173,6 +181,7 @@ pub fn handover_message(claim: &Session, now: i64) -> OutgoingMessage {
             Some(skill) => format!("Chatbot handover: {skill}"),
             None => "Chatbot handover".to_owned(),
         }),
+        conversation_guid: None,
         sent_at: now,
     }
 }
@@ -219,6 +228,7 @@ pub struct IngestDeps {
     pub presence: Arc<dyn Presence>,
     pub msc: Arc<dyn MscMessages>,
     pub clock: Arc<dyn Clock>,
+    pub channel: Arc<dyn ChannelPush>,
     pub default_channel: String,
     pub default_culture: String,
 }
@@ -227,8 +237,8 @@ pub struct IngestDeps {
 /// flow (rules 1-4); a `prechat` addition on a `prechat` session completes it (rule 5).
 pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<IngestReply, FlowError> {
     let session = match &message.session_id {
-        Some(id) => match deps.store.get(id).await {
-            Ok(session) => session,
+        Some(id) => match deps.store.get_stored(id).await {
+            Ok(stored) => live_or_lapsed(deps, id, stored).await,
             // Rule 7: with the store down nobody can be handed over, and the bot is the one that
             // can still answer. A live lock is ignored for the outage; no flow starts meanwhile.
             Err(err) => {
@@ -244,7 +254,7 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
                 return relay_to_agent(deps, session_id, session, &message).await
             }
             SessionState::HandingOver => return Err(FlowError::HandoverInProgress),
-            SessionState::Prechat => {}
+            SessionState::Prechat | SessionState::Ended => {}
         }
     }
 
@@ -284,7 +294,10 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         });
     }
 
-    if reply.additions.livechat && session.is_none() {
+    let with_bot = session
+        .as_ref()
+        .is_none_or(|s| s.state == SessionState::Ended);
+    if reply.additions.livechat && with_bot {
         answers.extend(start_flow(deps, &session_id, &culture, &reply.additions, &message).await);
     }
     Ok(IngestReply {
@@ -292,6 +305,34 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         handled_by: HandledBy::Bot,
         answers,
     })
+}
+
+/// The session as the gate sees it: a live one, or none. A lock that lapsed (24 hours without
+/// activity) ends here, the first time a turn finds it: the end is recorded and the channel told.
+async fn live_or_lapsed(
+    deps: &IngestDeps,
+    session_id: &SessionId,
+    stored: Option<Session>,
+) -> Option<Session> {
+    let now = deps.clock.now();
+    let stored = stored?;
+    if stored.is_live(now) {
+        return Some(stored);
+    }
+    if stored.state == SessionState::HandedOver {
+        let ended = agent::end_handover(
+            deps.store.as_ref(),
+            deps.channel.as_ref(),
+            session_id,
+            EndReason::Inactivity,
+        )
+        .await;
+        match ended {
+            Ok(ended) => return ended,
+            Err(err) => tracing::warn!(error = %err, "could not record the end of the lock"),
+        }
+    }
+    None
 }
 
 async fn ask_bot_only(
@@ -385,6 +426,7 @@ async fn relay_to_agent(
             .map(str::to_owned),
         routing_skill: session.skill.clone(),
         subject: None,
+        conversation_guid: session.agent.msc_conversation.clone(),
         sent_at: now,
     };
     deps.msc.post(&outgoing).await?;

@@ -1,5 +1,12 @@
 //! Domain types and rules of the handover flow. No I/O lives here.
 
+mod agent;
+
+pub use agent::{
+    apply, since, AgentReply, AgentSide, EndReason, HandoverChange, OutboxMessage, Sender,
+    OUTBOX_LIMIT,
+};
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -101,6 +108,9 @@ pub enum SessionState {
     HandingOver,
     /// MSC accepted the conversation; CAIC is locked out until the lock expires.
     HandedOver,
+    /// The handover ended (agent closed it, operator released it): the bot answers again; the item
+    /// stays so the channel can still read the outbox.
+    Ended,
 }
 
 impl SessionState {
@@ -109,6 +119,7 @@ impl SessionState {
             SessionState::Prechat => "prechat",
             SessionState::HandingOver => "handing_over",
             SessionState::HandedOver => "handed_over",
+            SessionState::Ended => "ended",
         }
     }
 }
@@ -131,6 +142,7 @@ impl FromStr for SessionState {
             "prechat" => Ok(SessionState::Prechat),
             "handing_over" => Ok(SessionState::HandingOver),
             "handed_over" => Ok(SessionState::HandedOver),
+            "ended" => Ok(SessionState::Ended),
             other => Err(UnknownState(other.to_owned())),
         }
     }
@@ -221,6 +233,8 @@ pub struct Session {
     pub expires_at: i64,
     /// Epoch seconds of the last write.
     pub updated_at: i64,
+    /// The agent's side, once handed over: MSC's conversation, the agent, the channel's outbox.
+    pub agent: AgentSide,
 }
 
 impl Session {
@@ -270,6 +284,7 @@ impl Phase {
                 (SessionState::HandingOver, false) => Phase::LeaseExpired,
                 (SessionState::HandedOver, true) => Phase::HandedOver,
                 (SessionState::Prechat | SessionState::HandedOver, false) => Phase::WithBot,
+                (SessionState::Ended, _) => Phase::WithBot,
             },
         }
     }

@@ -4,6 +4,8 @@
 //! (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so telling "someone else holds it" from "nothing
 //! there" costs no second read. Expired items may linger for days, so every condition names the expiry.
 
+mod agent;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -150,6 +152,9 @@ fn session_to_item(session: &Session) -> Item {
     if !session.intake.is_empty() {
         item.insert(attr::INTAKE.into(), intake_to_attr(&session.intake));
     }
+    for (name, value) in agent::attributes(&session.agent) {
+        item.insert(name.into(), value);
+    }
     item
 }
 
@@ -238,6 +243,7 @@ fn item_to_session(item: &Item) -> Result<Session, StoreError> {
         intake,
         expires_at: number(attr::EXPIRES_AT)?,
         updated_at: number(attr::UPDATED_AT)?,
+        agent: agent::read(item).map_err(corrupt)?,
         session_id,
     })
 }
@@ -252,6 +258,13 @@ fn optional_session(item: Option<&Item>) -> Result<Option<Session>, StoreError> 
 impl SessionReader for DynamoDbStore {
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
         let now = self.clock.now();
+        Ok(self
+            .get_stored(session_id)
+            .await?
+            .filter(|s| s.is_live(now)))
+    }
+
+    async fn get_stored(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -261,7 +274,7 @@ impl SessionReader for DynamoDbStore {
             .send()
             .await
             .map_err(unavailable)?;
-        Ok(optional_session(output.item())?.filter(|s| s.is_live(now)))
+        optional_session(output.item())
     }
 }
 
@@ -276,12 +289,15 @@ impl IntakeStore for DynamoDbStore {
             .table_name(&self.table)
             .set_item(Some(session_to_item(&session)))
             // rules::may_start_intake
-            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now OR #st = :prechat")
+            .condition_expression(
+                "attribute_not_exists(#pk) OR #exp <= :now OR #st = :prechat OR #st = :ended",
+            )
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_names("#st", attr::STATE)
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":prechat", s(SessionState::Prechat.as_str()))
+            .expression_attribute_values(":ended", s(SessionState::Ended.as_str()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;

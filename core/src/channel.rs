@@ -1,0 +1,165 @@
+//! Delivery to the channel: every message of the outbox is also pushed to `CHANNEL_WEBHOOK_URL` when
+//! one is set, signed so the channel can check where it came from and refuse replays.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::clock::Clock;
+use crate::config::ChannelWebhookSettings;
+use crate::domain::OutboxMessage;
+use crate::telemetry::ErrorChain;
+
+#[async_trait]
+pub trait ChannelPush: Send + Sync {
+    /// Pushes one message. Never fails the caller: a push that does not get through is logged, and
+    /// the message stays in the outbox for the channel to fetch.
+    async fn push(&self, session_id: &str, message: &OutboxMessage);
+}
+
+/// No `CHANNEL_WEBHOOK_URL`: the channel polls the outbox.
+pub struct NoChannelWebhook;
+
+#[async_trait]
+impl ChannelPush for NoChannelWebhook {
+    async fn push(&self, _session_id: &str, _message: &OutboxMessage) {}
+}
+
+/// Attempts per message, and the pause before each retry: all inside the invocation.
+const BACKOFF: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(600)];
+
+pub struct ChannelWebhook {
+    http: reqwest::Client,
+    settings: ChannelWebhookSettings,
+    clock: std::sync::Arc<dyn Clock>,
+}
+
+impl ChannelWebhook {
+    pub fn new(
+        http: reqwest::Client,
+        settings: ChannelWebhookSettings,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            http,
+            settings,
+            clock,
+        }
+    }
+
+    /// One attempt: `Some(true)` delivered, `Some(false)` refused for good (a 4xx other than 429),
+    /// `None` worth another try.
+    async fn attempt(&self, body: &[u8]) -> Option<bool> {
+        let signature = signature(self.settings.secret.as_bytes(), self.clock.now(), body);
+        let response = self
+            .http
+            .post(&self.settings.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("handover-signature", signature)
+            .body(body.to_vec())
+            .timeout(self.settings.timeout)
+            .send()
+            .await;
+        let status = match response {
+            Ok(response) => response.status(),
+            Err(err) => {
+                let err = err.without_url();
+                tracing::warn!(error = %ErrorChain(&err), "the channel webhook could not be reached");
+                return None;
+            }
+        };
+        if status.is_success() {
+            return Some(true);
+        }
+        tracing::warn!(
+            status = status.as_u16(),
+            "the channel webhook refused a message"
+        );
+        let final_refusal =
+            status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+        final_refusal.then_some(false)
+    }
+}
+
+#[async_trait]
+impl ChannelPush for ChannelWebhook {
+    async fn push(&self, session_id: &str, message: &OutboxMessage) {
+        let body = body(session_id, message).to_string().into_bytes();
+        let mut pauses = BACKOFF.iter();
+        loop {
+            match self.attempt(&body).await {
+                Some(true) => {
+                    tracing::info!(message_id = %message.id, "message pushed to the channel");
+                    return;
+                }
+                Some(false) => break,
+                None => {}
+            }
+            match pauses.next() {
+                Some(pause) => tokio::time::sleep(*pause).await,
+                None => break,
+            }
+        }
+        tracing::error!(
+            message_id = %message.id,
+            "message not pushed to the channel; it stays in the outbox"
+        );
+    }
+}
+
+/// What the channel receives.
+pub fn body(session_id: &str, message: &OutboxMessage) -> Value {
+    let mut body = json!({
+        "sessionId": session_id,
+        "id": message.id,
+        "cursor": message.cursor,
+        "from": message.from.as_str(),
+        "text": message.text,
+        "sentAt": crate::msc::rfc3339(message.sent_at),
+    });
+    if let Some(agent_name) = &message.agent_name {
+        body["agentName"] = json!(agent_name);
+    }
+    if let Some(reason) = message.ended {
+        body["event"] = json!("handover_ended");
+        body["reason"] = json!(reason.as_str());
+    }
+    body
+}
+
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: the channel recomputes it with the shared
+/// secret, and refuses an old `t` (a replay).
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    // HMAC takes keys of any length: this never returns early.
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {
+        // Python: hmac.new(b"Jefe", b"1.what do ya want for nothing?", sha256).hexdigest()
+        assert_eq!(
+            signature(b"Jefe", 1, b"what do ya want for nothing?"),
+            "t=1,v1=a9049465ce89cfb8e9aac62333abda66f80e3403f51f57f6bae3c3a4485eca38"
+        );
+        assert_ne!(
+            signature(b"Jefe", 1, b"what do ya want for nothing?"),
+            signature(b"Jefe", 2, b"what do ya want for nothing?")
+        );
+    }
+}

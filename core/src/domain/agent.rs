@@ -1,0 +1,333 @@
+//! The agent's side of a handed-over conversation, and what the channel has to show: the agent's
+//! replies and the end of the handover, in order. The rules here are applied by both store adapters
+//! inside one conditional write (see `store::AgentStore::amend_handover`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::{Session, SessionState};
+
+/// At most this many messages are kept per session: the channel fetches them as they come, and the
+/// session item must stay well below DynamoDB's 400 KB. The oldest go first.
+pub const OUTBOX_LIMIT: usize = 50;
+
+/// Who a message for the channel is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    Agent,
+    /// The service itself: the handover ended.
+    System,
+}
+
+impl Sender {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Sender::Agent => "agent",
+            Sender::System => "system",
+        }
+    }
+}
+
+impl FromStr for Sender {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "agent" => Ok(Sender::Agent),
+            "system" => Ok(Sender::System),
+            other => Err(format!("unknown sender {other:?}")),
+        }
+    }
+}
+
+/// Why a handover ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// 24 hours without activity: the lock expired.
+    Inactivity,
+    /// The agent closed (archived) the conversation in MSC.
+    AgentClosed,
+    /// An operator sent the conversation back to the bot.
+    OperatorReleased,
+    /// MSC did not accept the handover.
+    HandoverFailed,
+}
+
+impl EndReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Inactivity => "inactivity",
+            EndReason::AgentClosed => "agent_closed",
+            EndReason::OperatorReleased => "operator_released",
+            EndReason::HandoverFailed => "handover_failed",
+        }
+    }
+
+    /// What the channel shows the end user.
+    pub const fn text(self) -> &'static str {
+        match self {
+            EndReason::Inactivity => "The conversation with our colleague ended after a period of inactivity. The chatbot is here to help again.",
+            EndReason::AgentClosed => "Our colleague has closed the conversation. The chatbot is here to help again.",
+            EndReason::OperatorReleased => "The conversation was handed back to the chatbot.",
+            EndReason::HandoverFailed => "No colleague could take over the conversation. The chatbot is here to help again.",
+        }
+    }
+}
+
+impl FromStr for EndReason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            EndReason::Inactivity,
+            EndReason::AgentClosed,
+            EndReason::OperatorReleased,
+            EndReason::HandoverFailed,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == s)
+        .ok_or_else(|| format!("unknown end reason {s:?}"))
+    }
+}
+
+/// One message for the channel. Texts are personal data: `Debug` leaves them out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Arrival order in this session, from 1: what `?after=` counts.
+    pub cursor: u64,
+    /// MSC's `MessageExternalIdentifier` for an agent reply; `<sessionId>-ended-<cursor>` for the end.
+    pub id: String,
+    pub from: Sender,
+    pub agent_name: Option<String>,
+    pub text: String,
+    /// Epoch seconds: MSC's `SentDateTime`, or when the handover ended.
+    pub sent_at: i64,
+    /// Set on the system message that ends a handover.
+    pub ended: Option<EndReason>,
+}
+
+impl fmt::Debug for OutboxMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxMessage")
+            .field("cursor", &self.cursor)
+            .field("id", &self.id)
+            .field("from", &self.from)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a handed-over session knows of the agent's side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentSide {
+    /// MSC's `ConversationGuid`, from the first agent reply: relayed messages carry it.
+    pub msc_conversation: Option<String>,
+    pub agent_name: Option<String>,
+    /// Epoch seconds when the agent took the conversation (`ConversationStarted`).
+    pub agent_joined_at: Option<i64>,
+    pub outbox: Vec<OutboxMessage>,
+    /// The last cursor handed out.
+    pub last_cursor: u64,
+    /// Why the handover ended (state `ended`).
+    pub end_reason: Option<EndReason>,
+    /// Bumped by every amendment: the condition that makes concurrent amendments take turns.
+    pub version: u64,
+}
+
+/// An agent's reply, as MSC posted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentReply {
+    pub message_id: String,
+    pub conversation_guid: Option<String>,
+    pub agent_name: Option<String>,
+    pub text: String,
+    pub sent_at: i64,
+}
+
+/// A change to a handed-over session from the agent's side or an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoverChange {
+    /// Into the outbox (once per message id); counts as activity and slides the lock.
+    AgentReply(AgentReply),
+    /// `ConversationStarted`: who took the conversation, and when.
+    AgentJoined { agent_name: Option<String>, at: i64 },
+    /// Back to the bot, with a system message saying why.
+    End(EndReason),
+}
+
+impl HandoverChange {
+    /// Whether it applies to a live lock, or (the end by inactivity) to one that lapsed.
+    pub fn applies_to(&self, session: &Session, now: i64) -> bool {
+        let lapsed = matches!(self, HandoverChange::End(EndReason::Inactivity));
+        session.state == SessionState::HandedOver && session.is_live(now) != lapsed
+    }
+}
+
+/// What a change makes of a `handed_over` session (see [`HandoverChange::applies_to`]): `None` when it
+/// changes nothing (a message
+/// already in the outbox). `lock_expiry`: when a lock slid now would expire. Both store adapters write
+/// exactly this.
+pub fn apply(
+    session: &Session,
+    change: &HandoverChange,
+    now: i64,
+    lock_expiry: i64,
+) -> Option<Session> {
+    let mut next = session.clone();
+    let side = &mut next.agent;
+    match change {
+        HandoverChange::AgentReply(reply) => {
+            if side.outbox.iter().any(|m| m.id == reply.message_id) {
+                return None;
+            }
+            if side.msc_conversation.is_none() {
+                side.msc_conversation = reply.conversation_guid.clone();
+            }
+            if reply.agent_name.is_some() {
+                side.agent_name = reply.agent_name.clone();
+            }
+            side.last_cursor += 1;
+            side.outbox.push(OutboxMessage {
+                cursor: side.last_cursor,
+                id: reply.message_id.clone(),
+                from: Sender::Agent,
+                agent_name: side.agent_name.clone(),
+                text: reply.text.clone(),
+                sent_at: reply.sent_at,
+                ended: None,
+            });
+            next.expires_at = lock_expiry;
+        }
+        HandoverChange::AgentJoined { agent_name, at } => {
+            side.agent_name = agent_name.clone().or(side.agent_name.take());
+            side.agent_joined_at = Some(*at);
+        }
+        HandoverChange::End(reason) => {
+            side.last_cursor += 1;
+            side.outbox.push(OutboxMessage {
+                cursor: side.last_cursor,
+                id: format!("{}-ended-{}", session.session_id, side.last_cursor),
+                from: Sender::System,
+                agent_name: None,
+                text: reason.text().to_owned(),
+                sent_at: now,
+                ended: Some(*reason),
+            });
+            side.end_reason = Some(*reason);
+            next.state = SessionState::Ended;
+            // The bot answers from now on; the outbox stays readable for as long as the lock would
+            // have kept it, unless a new handover starts first.
+            next.expires_at = lock_expiry;
+        }
+    }
+    let overflow = side.outbox.len().saturating_sub(OUTBOX_LIMIT);
+    side.outbox.drain(..overflow);
+    side.version += 1;
+    next.updated_at = now;
+    Some(next)
+}
+
+/// The messages that arrived after `after`, in the order MSC sent them (`SentDateTime`, then arrival).
+pub fn since(outbox: &[OutboxMessage], after: u64) -> Vec<&OutboxMessage> {
+    let mut messages: Vec<&OutboxMessage> = outbox.iter().filter(|m| m.cursor > after).collect();
+    messages.sort_by_key(|m| (m.sent_at, m.cursor));
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AgentStatus, HolderToken};
+
+    const NOW: i64 = 1_500;
+    const LOCK_EXPIRY: i64 = NOW + 86_400;
+
+    fn handed_over() -> Session {
+        Session {
+            session_id: "s-1".into(),
+            state: SessionState::HandedOver,
+            token: HolderToken::generate(),
+            intake_id: "i".into(),
+            skill: None,
+            webstore: None,
+            channel: None,
+            agent_status: AgentStatus::Online,
+            end_user_url: None,
+            culture: None,
+            intake: Vec::new(),
+            expires_at: 2_000,
+            updated_at: 1_000,
+            agent: AgentSide::default(),
+        }
+    }
+
+    fn reply(id: &str, sent_at: i64) -> HandoverChange {
+        HandoverChange::AgentReply(AgentReply {
+            message_id: id.into(),
+            conversation_guid: Some("guid-1".into()),
+            agent_name: Some("Sam".into()),
+            text: format!("text of {id}"),
+            sent_at,
+        })
+    }
+
+    #[test]
+    fn a_reply_is_appended_once_slides_the_lock_and_keeps_the_guid() {
+        let first = apply(&handed_over(), &reply("m-1", 10), NOW, LOCK_EXPIRY).unwrap();
+        assert_eq!(first.agent.outbox.len(), 1);
+        assert_eq!(first.agent.outbox[0].cursor, 1);
+        assert_eq!(first.agent.msc_conversation.as_deref(), Some("guid-1"));
+        assert_eq!(first.expires_at, LOCK_EXPIRY);
+        assert_eq!(first.agent.version, 1);
+        assert_eq!(apply(&first, &reply("m-1", 10), 1_600, LOCK_EXPIRY), None);
+    }
+
+    #[test]
+    fn the_end_adds_a_system_message_and_hands_back_to_the_bot() {
+        let ended = apply(
+            &handed_over(),
+            &HandoverChange::End(EndReason::AgentClosed),
+            NOW,
+            LOCK_EXPIRY,
+        )
+        .unwrap();
+        assert_eq!(ended.state, SessionState::Ended);
+        assert_eq!(ended.agent.end_reason, Some(EndReason::AgentClosed));
+        assert_eq!(ended.agent.outbox[0].from, Sender::System);
+        assert_eq!(ended.agent.outbox[0].ended, Some(EndReason::AgentClosed));
+    }
+
+    #[test]
+    fn listing_is_in_sent_order_and_counts_from_the_cursor() {
+        let mut session = handed_over();
+        for (id, sent_at) in [("late", 30), ("early", 10), ("middle", 20)] {
+            session = apply(&session, &reply(id, sent_at), NOW, LOCK_EXPIRY).unwrap();
+        }
+        let ids = |after| -> Vec<String> {
+            since(&session.agent.outbox, after)
+                .iter()
+                .map(|m| m.id.clone())
+                .collect()
+        };
+        assert_eq!(ids(0), ["early", "middle", "late"]);
+        assert_eq!(ids(1), ["early", "middle"]);
+        assert_eq!(ids(3), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_outbox_keeps_the_newest_messages() {
+        let mut session = handed_over();
+        for n in 0..(OUTBOX_LIMIT + 5) {
+            session = apply(
+                &session,
+                &reply(&format!("m-{n}"), n as i64),
+                NOW,
+                LOCK_EXPIRY,
+            )
+            .unwrap();
+        }
+        assert_eq!(session.agent.outbox.len(), OUTBOX_LIMIT);
+        assert_eq!(session.agent.outbox[0].cursor, 6);
+        assert_eq!(session.agent.last_cursor, (OUTBOX_LIMIT + 5) as u64);
+    }
+}

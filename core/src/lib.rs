@@ -24,7 +24,8 @@ pub mod telemetry;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::{
     AgentReply, AgentStatus, EndReason, HandoverChange, HolderToken, IdempotencyKey, IntakeAnswer,
-    IntakeStart, OutboxMessage, OutputAdditions, Phase, Session, SessionId, SessionState,
+    IntakeStart, OutboxMessage, OutputAdditions, Phase, QueuedMessage, Session, SessionId,
+    SessionState,
 };
 pub use store::{
     AgentStore, Amended, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore,

@@ -259,11 +259,18 @@ async fn accept_message(
                 .into_response()
         }
         Ok(message) => {
-            tracing::info!(
-                conversation = %message["ConversationExternalIdentifier"],
-                "sandbox MSC accepted a message"
-            );
-            sandbox.received().push(message);
+            let mut received = sandbox.received();
+            // A repeat of a MessageExternalIdentifier is accepted and dropped, as MSC is asked to.
+            let repeat = received
+                .iter()
+                .any(|m| m["MessageExternalIdentifier"] == message["MessageExternalIdentifier"]);
+            if !repeat {
+                tracing::info!(
+                    conversation = %message["ConversationExternalIdentifier"],
+                    "sandbox MSC accepted a message"
+                );
+                received.push(message);
+            }
             (StatusCode::CREATED, Json(json!({"accepted": true}))).into_response()
         }
         Err(err) => (

@@ -5,6 +5,7 @@ mod costs;
 mod domain_props;
 mod faults;
 mod flow;
+mod handover_window;
 mod load;
 mod local_runner;
 mod logs;

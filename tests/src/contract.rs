@@ -1,9 +1,10 @@
 //! The session store contract: what every adapter must do, stated once. Each function takes a fresh
 //! [`Harness`] and asserts on what the store returns and what it then holds.
 
+use handover_core::store::Enqueued;
 use handover_core::{
     AgentReply, AgentStatus, Amended, ClaimOutcome, EndReason, Guarded, HandoverChange,
-    HolderToken, IntakeAnswer, IntakeStart, Session, SessionState, SlideOutcome,
+    HolderToken, IntakeAnswer, IntakeStart, QueuedMessage, Session, SessionState, SlideOutcome,
     StartIntakeOutcome,
 };
 
@@ -630,4 +631,72 @@ pub async fn msc_conversations_are_linked_to_their_sessions(h: Harness) {
         h.store.find_msc_conversation("guid-1").await.ok(),
         Some(None)
     );
+}
+
+fn waiting(text: &str) -> QueuedMessage {
+    QueuedMessage {
+        text: text.into(),
+        at: T0,
+    }
+}
+
+pub async fn messages_queue_only_behind_a_live_claim(h: Harness) {
+    assert_eq!(
+        h.store.enqueue(SID, &waiting("early")).await.ok(),
+        Some(Enqueued::NotHandingOver(None))
+    );
+    started(&h).await;
+    assert!(matches!(
+        h.store.enqueue(SID, &waiting("during intake")).await,
+        Ok(Enqueued::NotHandingOver(Some(_)))
+    ));
+    let claim = claimed(&h).await;
+    for (n, text) in ["one", "two"].into_iter().enumerate() {
+        assert_eq!(
+            h.store.enqueue(SID, &waiting(text)).await.ok(),
+            Some(Enqueued::Queued { position: n + 1 }),
+            "[{}]",
+            h.adapter
+        );
+    }
+    let texts: Vec<String> = stored(&h)
+        .await
+        .map(|s| s.queued.into_iter().map(|m| m.text).collect())
+        .unwrap_or_default();
+    assert_eq!(texts, ["one", "two"], "[{}]", h.adapter);
+    h.clock.set(claim.expires_at);
+    assert!(
+        matches!(
+            h.store.enqueue(SID, &waiting("late")).await,
+            Ok(Enqueued::NotHandingOver(_))
+        ),
+        "[{}] not behind a lapsed lease",
+        h.adapter
+    );
+}
+
+pub async fn a_released_claim_keeps_its_queue_for_the_bot(h: Harness) {
+    started(&h).await;
+    let claim = claimed(&h).await;
+    h.store.enqueue(SID, &waiting("hello?")).await.ok();
+    assert_eq!(
+        h.store.release(SID, &claim.token).await.ok(),
+        Some(Guarded::Applied(()))
+    );
+    let kept = stored(&h).await.expect("kept for the bot");
+    assert_eq!(kept.state, SessionState::Ended, "[{}]", h.adapter);
+    assert_eq!(kept.agent.end_reason, Some(EndReason::HandoverFailed));
+    assert_eq!(kept.queued, vec![waiting("hello?")]);
+    assert!(
+        kept.intake.is_empty(),
+        "[{}] intake answers gone",
+        h.adapter
+    );
+    h.store
+        .clear_queue(SID)
+        .await
+        .unwrap_or_else(|err| panic!("[{}] clear: {err}", h.adapter));
+    assert!(stored(&h).await.is_some_and(|s| s.queued.is_empty()));
+    h.store.clear_queue("no-such-session").await.ok();
+    assert_eq!(h.store.get("no-such-session").await.ok(), Some(None));
 }

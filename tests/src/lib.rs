@@ -217,6 +217,8 @@ macro_rules! for_every_contract_test {
             an_ended_handover_answers_with_the_bot_and_may_start_again,
             only_a_lapsed_lock_ends_by_inactivity,
             msc_conversations_are_linked_to_their_sessions,
+            messages_queue_only_behind_a_live_claim,
+            a_released_claim_keeps_its_queue_for_the_bot,
         );
     };
 }

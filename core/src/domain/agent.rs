@@ -258,6 +258,7 @@ mod tests {
             expires_at: 2_000,
             updated_at: 1_000,
             agent: AgentSide::default(),
+            queued: Vec::new(),
         }
     }
 

@@ -194,6 +194,28 @@ impl FromStr for AgentStatus {
     }
 }
 
+/// An end user's message that arrived while the handover was being made: kept in order with the
+/// session, and posted to MSC right after the handover message (or, if the handover fails, answered by
+/// the bot). The text is personal data: `Debug` leaves it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub text: String,
+    /// Epoch seconds of its arrival.
+    pub at: i64,
+}
+
+impl fmt::Debug for QueuedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueuedMessage")
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// At most this many messages wait for a handover, and at most this many bytes of text.
+pub const QUEUE_LIMIT: usize = 20;
+pub const QUEUE_LIMIT_BYTES: usize = 16 * 1024;
+
 /// One answered intake question. Values are personal data (names, e-mail addresses), so `Debug`
 /// shows the slot name only: a stray `?answer` in a log line must not leak them.
 #[derive(Clone, PartialEq, Eq)]
@@ -235,6 +257,9 @@ pub struct Session {
     pub updated_at: i64,
     /// The agent's side, once handed over: MSC's conversation, the agent, the channel's outbox.
     pub agent: AgentSide,
+    /// Messages that arrived while `handing_over`, in arrival order; emptied once posted to MSC (or
+    /// answered by the bot after a failed handover).
+    pub queued: Vec<QueuedMessage>,
 }
 
 impl Session {

@@ -9,12 +9,12 @@ use crate::caic::{Caic, CaicError};
 use crate::channel::ChannelPush;
 use crate::clock::Clock;
 use crate::domain::{
-    AgentStatus, EndReason, IdempotencyKey, IntakeAnswer, IntakeStart, Session, SessionId,
-    SessionState,
+    AgentStatus, EndReason, IdempotencyKey, IntakeAnswer, IntakeStart, QueuedMessage, Session,
+    SessionId, SessionState,
 };
 use crate::msc::{MscError, MscMessages, OutgoingMessage, Presence};
 use crate::store::{
-    ClaimOutcome, Guarded, HandoverStore, SessionStore, SlideOutcome, StartIntakeOutcome,
+    ClaimOutcome, Enqueued, Guarded, HandoverStore, SessionStore, SlideOutcome, StartIntakeOutcome,
     StoreError,
 };
 use crate::telemetry::ErrorChain;
@@ -29,8 +29,8 @@ pub enum FlowError {
     Caic(#[from] CaicError),
     #[error(transparent)]
     Msc(#[from] MscError),
-    #[error("a handover of this session is in progress; retry in a few seconds")]
-    HandoverInProgress,
+    #[error("the handover is being made and its queue of messages is full")]
+    QueueFull,
 }
 
 /// Rule 2: asks MSC for an agent; any failure or "no" is offline.
@@ -115,6 +115,10 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
                 expires_at = locked.expires_at,
                 "session handed over and locked"
             );
+            if !locked.queued.is_empty() {
+                // A failure leaves them queued: the next relay posts them first.
+                let _ = flush_queue(store, msc, &locked, &message.relation_name, clock.now()).await;
+            }
             Ok(HandoverOutcome::HandedOver(locked))
         }
         Ok(Guarded::Refused { current }) => {
@@ -218,6 +222,8 @@ pub struct IngestReply {
     pub session_id: SessionId,
     pub handled_by: HandledBy,
     pub answers: Vec<String>,
+    /// The message waits behind a handover being made.
+    pub queued: bool,
 }
 
 /// Everything answer ingestion touches.
@@ -236,7 +242,7 @@ pub struct IngestDeps {
 /// One end-user turn: the session lock decides who answers (rule 6); a `livechat` answer starts the
 /// flow (rules 1-4); a `prechat` addition on a `prechat` session completes it (rule 5).
 pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<IngestReply, FlowError> {
-    let session = match &message.session_id {
+    let mut session = match &message.session_id {
         Some(id) => match deps.store.get_stored(id).await {
             Ok(stored) => live_or_lapsed(deps, id, stored).await,
             // Rule 7: with the store down nobody can be handed over, and the bot is the one that
@@ -248,26 +254,65 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         },
         None => None,
     };
-    if let (Some(session), Some(session_id)) = (&session, &message.session_id) {
-        match session.state {
-            SessionState::HandedOver => {
-                return relay_to_agent(deps, session_id, session, &message).await
+    if let (Some(handing_over), Some(session_id)) = (&session, &message.session_id) {
+        if handing_over.state == SessionState::HandingOver {
+            // Nothing is refused while the handover is being made: the message waits behind it.
+            let waiting = QueuedMessage {
+                text: message.text.clone(),
+                at: deps.clock.now(),
+            };
+            match deps.store.enqueue(session_id, &waiting).await? {
+                Enqueued::Queued { position } => {
+                    tracing::info!(position, "message queued behind the handover");
+                    return Ok(IngestReply {
+                        session_id: session_id.clone(),
+                        handled_by: HandledBy::Agent,
+                        answers: Vec::new(),
+                        queued: true,
+                    });
+                }
+                Enqueued::Full => return Err(FlowError::QueueFull),
+                // The handover ended meanwhile: answer as it left the session.
+                Enqueued::NotHandingOver(now) => session = now,
             }
-            SessionState::HandingOver => return Err(FlowError::HandoverInProgress),
-            SessionState::Prechat | SessionState::Ended => {}
+        }
+    }
+    if let (Some(session), Some(session_id)) = (&session, &message.session_id) {
+        if session.state == SessionState::HandedOver {
+            return relay_to_agent(deps, session_id, session, &message).await;
         }
     }
 
+    // What the end user wrote while a handover was being made that then failed: the bot answers it
+    // now, with this turn, after saying that no agent could take over.
+    let unanswered: Vec<&str> = session
+        .as_ref()
+        .filter(|s| s.state == SessionState::Ended)
+        .map(|s| s.queued.iter().map(|m| m.text.as_str()).collect())
+        .unwrap_or_default();
+    let text = if unanswered.is_empty() {
+        message.text.clone()
+    } else {
+        [unanswered.as_slice(), &[message.text.as_str()]]
+            .concat()
+            .join("\n")
+    };
     let culture = message
         .culture
         .clone()
         .unwrap_or_else(|| deps.default_culture.clone());
     let reply = deps
         .caic
-        .ask(message.session_id.as_deref(), &message.text, &culture)
+        .ask(message.session_id.as_deref(), &text, &culture)
         .await?;
     let session_id = reply.session_id.clone();
     let mut answers = reply.answers.clone();
+    if !unanswered.is_empty() {
+        answers.insert(0, EndReason::HandoverFailed.text().to_owned());
+        if let Err(err) = deps.store.clear_queue(&session_id).await {
+            tracing::warn!(error = %err, "could not clear the answered queue; it is answered again next turn");
+        }
+    }
 
     let in_prechat = session
         .as_ref()
@@ -291,6 +336,7 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
             session_id,
             handled_by,
             answers,
+            queued: false,
         });
     }
 
@@ -304,6 +350,7 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         session_id,
         handled_by: HandledBy::Bot,
         answers,
+        queued: false,
     })
 }
 
@@ -348,6 +395,7 @@ async fn ask_bot_only(
         session_id: reply.session_id,
         handled_by: HandledBy::Bot,
         answers: reply.answers,
+        queued: false,
     })
 }
 
@@ -429,6 +477,17 @@ async fn relay_to_agent(
         conversation_guid: session.agent.msc_conversation.clone(),
         sent_at: now,
     };
+    if !session.queued.is_empty() {
+        // Left over from the handover (a post failed then): they go first, under the same ids.
+        flush_queue(
+            deps.store.as_ref(),
+            deps.msc.as_ref(),
+            session,
+            &outgoing.relation_name,
+            now,
+        )
+        .await?;
+    }
     deps.msc.post(&outgoing).await?;
     match deps.store.slide_lock(session).await {
         Ok(SlideOutcome::Slid(_)) => tracing::debug!("session lock slid"),
@@ -440,5 +499,53 @@ async fn relay_to_agent(
         session_id: session_id.clone(),
         handled_by: HandledBy::Agent,
         answers: Vec::new(),
+        queued: false,
     })
+}
+
+/// Posts the messages that waited behind the handover, in the order they arrived, each under an id
+/// of its own that stays the same however often this runs (`<session>-queued-<intake>-<n>`, so MSC can
+/// drop a repeat); then forgets them. Stops at the first MSC failure, leaving the rest for the next
+/// relay.
+async fn flush_queue<S: HandoverStore + ?Sized>(
+    store: &S,
+    msc: &dyn MscMessages,
+    session: &Session,
+    relation_name: &str,
+    now: i64,
+) -> Result<(), MscError> {
+    for (index, waiting) in session.queued.iter().enumerate() {
+        let message = OutgoingMessage {
+            conversation_id: session.session_id.clone(),
+            message_id: format!(
+                "{}-queued-{}-{}",
+                session.session_id,
+                session.intake_id,
+                index + 1
+            ),
+            relation_name: relation_name.to_owned(),
+            content: waiting.text.clone(),
+            referrer: presence_referrer(
+                session.webstore.as_deref(),
+                session.end_user_url.as_deref(),
+            )
+            .map(str::to_owned),
+            routing_skill: session.skill.clone(),
+            subject: None,
+            conversation_guid: session.agent.msc_conversation.clone(),
+            sent_at: now,
+        };
+        if let Err(err) = msc.post(&message).await {
+            tracing::warn!(error = %ErrorChain(&err), "a queued message did not reach MSC; it stays queued");
+            return Err(err);
+        }
+    }
+    if let Err(err) = store.clear_queue(&session.session_id).await {
+        tracing::warn!(error = %err, "queued messages posted but not cleared; a repeat keeps their ids");
+    }
+    tracing::info!(
+        messages = session.queued.len(),
+        "queued messages posted to MSC"
+    );
+    Ok(())
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::MAX_BODY_BYTES;
 use crate::caic::CaicError;
-use crate::domain::{InvalidIdempotencyKey, InvalidSessionId};
+use crate::domain::{InvalidIdempotencyKey, InvalidSessionId, QUEUE_LIMIT, QUEUE_LIMIT_BYTES};
 use crate::flow::FlowError;
 use crate::msc::MscError;
 use crate::store::StoreError;
@@ -30,6 +30,8 @@ pub enum ApiError {
     HandoverInProgress,
     #[error(transparent)]
     InvalidIdempotencyKey(#[from] InvalidIdempotencyKey),
+    #[error("the handover is being made and {QUEUE_LIMIT} messages (or {QUEUE_LIMIT_BYTES} bytes) already wait behind it; send again once it is done")]
+    QueueFull,
     #[error("a request with this Idempotency-Key is being processed; retry in a few seconds")]
     RequestInProgress,
     #[error("this Idempotency-Key was used for a different request")]
@@ -60,6 +62,7 @@ impl ApiError {
             ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body"),
             ApiError::InvalidSessionId(_) => (S::BAD_REQUEST, "invalid_session_id"),
             ApiError::HandoverInProgress => (S::CONFLICT, "handover_in_progress"),
+            ApiError::QueueFull => (S::TOO_MANY_REQUESTS, "handover_queue_full"),
             ApiError::InvalidIdempotencyKey(_) => (S::BAD_REQUEST, "invalid_idempotency_key"),
             ApiError::RequestInProgress => (S::CONFLICT, "request_in_progress"),
             ApiError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
@@ -88,7 +91,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         if matches!(
             self,
-            ApiError::HandoverInProgress | ApiError::RequestInProgress
+            ApiError::HandoverInProgress | ApiError::RequestInProgress | ApiError::QueueFull
         ) {
             response
                 .headers_mut()
@@ -104,7 +107,7 @@ impl From<FlowError> for ApiError {
             FlowError::Store(e) => ApiError::Store(e),
             FlowError::Caic(e) => ApiError::Caic(e),
             FlowError::Msc(e) => ApiError::Msc(e),
-            FlowError::HandoverInProgress => ApiError::HandoverInProgress,
+            FlowError::QueueFull => ApiError::QueueFull,
         }
     }
 }

@@ -111,11 +111,15 @@ async fn process(deps: &IngestDeps, message: IncomingMessage) -> Result<Value, A
         answers = reply.answers.len(),
         "message handled"
     );
-    Ok(json!({
+    let mut shown = json!({
         "sessionId": reply.session_id.as_str(),
         "handledBy": reply.handled_by.as_str(),
         "answers": reply.answers,
-    }))
+    });
+    if reply.queued {
+        shown["queued"] = json!(true);
+    }
+    Ok(shown)
 }
 
 /// FNV-1a, written here because it is four lines: stable across processes and versions (unlike std's

@@ -7,14 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    intake_session, rules, AgentStore, Amended, ClaimOutcome, Guarded, HandoverStore,
-    IdempotencyBegin, IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader,
-    SlideOutcome, StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
-    MSC_LINK_SECS,
+    end_keeping_the_queue, intake_session, queue_has_room, rules, AgentStore, Amended,
+    ClaimOutcome, Enqueued, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore,
+    IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome, StartIntakeOutcome,
+    StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{
-    apply, HandoverChange, HolderToken, IntakeAnswer, IntakeStart, Session, SessionState,
+    apply, HandoverChange, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage, Session,
+    SessionState,
 };
 
 #[derive(Debug, Clone)]
@@ -156,12 +157,46 @@ impl HandoverStore for MemoryStore {
     ) -> Result<Guarded<()>, StoreError> {
         let now = self.clock.now();
         let mut items = self.items();
-        let current = items.get(session_id);
-        if !rules::holds_claim(current, token) {
-            return Ok(Guarded::refused(current.cloned(), now));
+        match items.get_mut(session_id) {
+            Some(session) if rules::holds_claim(Some(session), token) => {
+                if session.queued.is_empty() {
+                    items.remove(session_id);
+                } else {
+                    end_keeping_the_queue(session, &self.policy, now);
+                }
+                Ok(Guarded::Applied(()))
+            }
+            other => Ok(Guarded::refused(other.map(|s| s.clone()), now)),
         }
-        items.remove(session_id);
-        Ok(Guarded::Applied(()))
+    }
+
+    async fn enqueue(
+        &self,
+        session_id: &str,
+        message: &QueuedMessage,
+    ) -> Result<Enqueued, StoreError> {
+        let now = self.clock.now();
+        let mut items = self.items();
+        match items.get_mut(session_id) {
+            Some(session)
+                if session.state == SessionState::HandingOver
+                    && session.is_live(now)
+                    && queue_has_room(&session.queued, message) =>
+            {
+                session.queued.push(message.clone());
+                Ok(Enqueued::Queued {
+                    position: session.queued.len(),
+                })
+            }
+            other => Ok(Enqueued::refused(other.map(|s| s.clone()), now)),
+        }
+    }
+
+    async fn clear_queue(&self, session_id: &str) -> Result<(), StoreError> {
+        if let Some(session) = self.items().get_mut(session_id) {
+            session.queued.clear();
+        }
+        Ok(())
     }
 }
 

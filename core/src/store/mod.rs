@@ -11,7 +11,8 @@ pub mod memory;
 use async_trait::async_trait;
 
 use crate::domain::{
-    HandoverChange, HolderToken, IntakeAnswer, IntakeStart, Session, SessionState,
+    HandoverChange, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage, Session, SessionState,
+    QUEUE_LIMIT, QUEUE_LIMIT_BYTES,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -253,18 +254,59 @@ pub trait HandoverStore: Send + Sync {
         token: &HolderToken,
     ) -> Result<Guarded<Session>, StoreError>;
 
-    /// `handing_over` (same token) → no session: back to the bot.
+    /// `handing_over` (same token) → no session: back to the bot. With messages queued, the session
+    /// becomes `ended` (`handover_failed`) instead and keeps them for the bot to answer.
     async fn release(
         &self,
         session_id: &str,
         token: &HolderToken,
     ) -> Result<Guarded<()>, StoreError>;
+
+    /// Queues an end user's message behind a live `handing_over` session, within
+    /// [`crate::domain::QUEUE_LIMIT`] messages and [`crate::domain::QUEUE_LIMIT_BYTES`].
+    async fn enqueue(
+        &self,
+        session_id: &str,
+        message: &QueuedMessage,
+    ) -> Result<Enqueued, StoreError>;
+
+    /// Forgets the queued messages: posted to MSC, or answered by the bot.
+    async fn clear_queue(&self, session_id: &str) -> Result<(), StoreError>;
 }
 
 #[async_trait]
 pub trait LockSlider: Send + Sync {
     /// Slides a `handed_over` lock, writing at most once per [`LockPolicy::slide_interval_secs`].
     async fn slide_lock(&self, session: &Session) -> Result<SlideOutcome, StoreError>;
+}
+
+/// What queueing a message behind a handover did.
+// Returned once per store call and never kept in bulk: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Waiting, at this place (from 1).
+    Queued { position: usize },
+    /// The queue is at its limit: nothing written.
+    Full,
+    /// The session is not `handing_over` (any more): nothing written. The live session, if any.
+    NotHandingOver(Option<Session>),
+}
+
+impl Enqueued {
+    /// Why an enqueue wrote nothing, from the session as the refusal found it.
+    pub fn refused(current: Option<Session>, now: i64) -> Self {
+        match current.filter(|s| s.is_live(now)) {
+            Some(s) if s.state == SessionState::HandingOver => Enqueued::Full,
+            other => Enqueued::NotHandingOver(other),
+        }
+    }
+}
+
+/// Whether one more message fits behind the queued ones.
+pub fn queue_has_room(queued: &[QueuedMessage], message: &QueuedMessage) -> bool {
+    let bytes: usize = queued.iter().map(|m| m.text.len()).sum();
+    queued.len() < QUEUE_LIMIT && bytes + message.text.len() <= QUEUE_LIMIT_BYTES
 }
 
 /// What an amendment of a handed-over session did.
@@ -351,6 +393,16 @@ impl<T> SessionStore for T where
 {
 }
 
+/// What a released claim with queued messages becomes: ended by the failed handover, the queue kept
+/// for the bot (as long as a lock would last), the intake answers gone.
+pub(crate) fn end_keeping_the_queue(session: &mut Session, policy: &LockPolicy, now: i64) {
+    session.state = SessionState::Ended;
+    session.agent.end_reason = Some(crate::domain::EndReason::HandoverFailed);
+    session.intake.clear();
+    session.expires_at = policy.lock_expiry(now);
+    session.updated_at = now;
+}
+
 /// The `prechat` session a start of intake writes, the same for every adapter.
 pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64) -> Session {
     let token = HolderToken::generate();
@@ -369,5 +421,6 @@ pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64)
         expires_at: policy.prechat_expiry(now),
         updated_at: now,
         agent: Default::default(),
+        queued: Vec::new(),
     }
 }

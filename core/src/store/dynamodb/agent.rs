@@ -12,7 +12,7 @@ use super::{
 use crate::domain::{apply, AgentSide, HandoverChange, OutboxMessage, SessionState};
 use crate::store::{AgentStore, Amended, StoreError, AMEND_ATTEMPTS, MSC_LINK_SECS};
 
-mod name {
+pub(super) mod name {
     pub const MSC_CONVERSATION: &str = "msc_conversation";
     pub const AGENT_NAME: &str = "agent_name";
     pub const AGENT_JOINED_AT: &str = "agent_joined_at";

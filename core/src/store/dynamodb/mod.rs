@@ -5,6 +5,7 @@
 //! there" costs no second read. Expired items may linger for days, so every condition names the expiry.
 
 mod agent;
+mod queue;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,12 +23,15 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{
-    intake_session, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore,
-    IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome, StartIntakeOutcome,
-    StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
+    end_keeping_the_queue, intake_session, rules, ClaimOutcome, Enqueued, Guarded, HandoverStore,
+    IdempotencyBegin, IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader,
+    SlideOutcome, StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
 };
 use crate::clock::Clock;
-use crate::domain::{AgentStatus, HolderToken, IntakeAnswer, IntakeStart, Session, SessionState};
+use crate::domain::{
+    AgentStatus, EndReason, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage, Session,
+    SessionState,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -152,6 +156,9 @@ fn session_to_item(session: &Session) -> Item {
     if !session.intake.is_empty() {
         item.insert(attr::INTAKE.into(), intake_to_attr(&session.intake));
     }
+    if !session.queued.is_empty() {
+        item.insert(queue::QUEUED.into(), queue::to_attr(&session.queued));
+    }
     for (name, value) in agent::attributes(&session.agent) {
         item.insert(name.into(), value);
     }
@@ -244,6 +251,7 @@ fn item_to_session(item: &Item) -> Result<Session, StoreError> {
         expires_at: number(attr::EXPIRES_AT)?,
         updated_at: number(attr::UPDATED_AT)?,
         agent: agent::read(item).map_err(corrupt)?,
+        queued: queue::read(item).map_err(corrupt)?,
         session_id,
     })
 }
@@ -466,24 +474,76 @@ impl HandoverStore for DynamoDbStore {
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(HashMap::from([Self::key(session_id)])))
-            // rules::holds_claim
-            .condition_expression("#st = :handing_over AND #tok = :token")
+            // rules::holds_claim, and nothing queued (see below)
+            .condition_expression(
+                "#st = :handing_over AND #tok = :token AND attribute_not_exists(#q)",
+            )
             .expression_attribute_names("#st", attr::STATE)
             .expression_attribute_names("#tok", attr::TOKEN)
+            .expression_attribute_names("#q", queue::QUEUED)
             .expression_attribute_values(":handing_over", s(SessionState::HandingOver.as_str()))
             .expression_attribute_values(":token", s(token))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
+        let current = match result {
+            Ok(_) => return Ok(Guarded::Applied(())),
+            Err(err) => match delete_failure(err) {
+                WriteFailure::ConditionFailed(old) => optional_session(old.as_ref())?,
+                WriteFailure::Other(err) => return Err(err),
+            },
+        };
+        let mut session = match current {
+            Some(session) if rules::holds_claim(Some(&session), token) => session,
+            other => return Ok(Guarded::refused(other, now)),
+        };
+        // Messages wait behind the claim: the session ends instead, keeping them for the bot.
+        end_keeping_the_queue(&mut session, &self.policy, now);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(session_id)])))
+            .update_expression(
+                "SET #st = :ended, #er = :failed, #exp = :keep, #upd = :now REMOVE #intake",
+            )
+            .condition_expression("#st = :handing_over AND #tok = :token")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#tok", attr::TOKEN)
+            .expression_attribute_names("#er", agent::name::END_REASON)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_names("#upd", attr::UPDATED_AT)
+            .expression_attribute_names("#intake", attr::INTAKE)
+            .expression_attribute_values(":handing_over", s(SessionState::HandingOver.as_str()))
+            .expression_attribute_values(":ended", s(SessionState::Ended.as_str()))
+            .expression_attribute_values(":failed", s(EndReason::HandoverFailed.as_str()))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":keep", n(session.expires_at))
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(Guarded::Applied(())),
-            Err(err) => match delete_failure(err) {
+            Err(err) => match update_failure(err) {
                 WriteFailure::ConditionFailed(old) => {
                     Ok(Guarded::refused(optional_session(old.as_ref())?, now))
                 }
                 WriteFailure::Other(err) => Err(err),
             },
         }
+    }
+
+    async fn enqueue(
+        &self,
+        session_id: &str,
+        message: &QueuedMessage,
+    ) -> Result<Enqueued, StoreError> {
+        queue::enqueue(self, session_id, message).await
+    }
+
+    async fn clear_queue(&self, session_id: &str) -> Result<(), StoreError> {
+        queue::clear(self, session_id).await
     }
 }
 

@@ -293,6 +293,8 @@ pub struct AnswerIngestConfig {
     pub msc: MscApiSettings,
     pub default_channel: String,
     pub channel_key: String,
+    /// `TRANSCRIPT_TURNS`: how many of the channel's earlier turns the handover message shows.
+    pub transcript_turns: usize,
 }
 
 impl AnswerIngestConfig {
@@ -305,6 +307,17 @@ impl AnswerIngestConfig {
             msc: MscApiSettings::from_env(env)?,
             default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
             channel_key: env.caller_key("CHANNEL_API_KEY")?,
+            transcript_turns: match env.optional("TRANSCRIPT_TURNS") {
+                None => 10,
+                Some(raw) => raw
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|turns| *turns <= 50)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "TRANSCRIPT_TURNS",
+                        reason: format!("expected a whole number from 0 to 50, got {raw:?}"),
+                    })?,
+            },
         })
     }
 }

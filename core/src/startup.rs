@@ -92,6 +92,7 @@ pub fn answer_ingest_routes(
         clock,
         default_channel: config.default_channel.clone(),
         default_culture: config.caic.culture.clone(),
+        transcript_turns: config.transcript_turns,
     };
     http::answer_ingest(deps, CallerKey::new(&config.channel_key))
 }

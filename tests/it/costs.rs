@@ -55,6 +55,16 @@ async fn a_bot_turn_is_one_read_and_no_write() {
         (0, 0),
         "a new conversation has nothing to read"
     );
+    counter.reset();
+    let history = json!([{"from": "user", "text": "hi"}, {"from": "bot", "text": "Hello!"}]);
+    world
+        .message(json!({"sessionId": SID, "text": "hello", "history": history}))
+        .await;
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (1, 0),
+        "the channel's history costs nothing on a bot turn"
+    );
 }
 
 #[tokio::test]

@@ -123,6 +123,7 @@ proptest! {
                         let start = IntakeStart {
                             session_id: SID.into(), skill: Some("s".into()), webstore: None, channel: None,
                             agent_status: AgentStatus::Offline, end_user_url: None, culture: None,
+                            transcript: Vec::new(),
                         };
                         match store.start_intake(&start).await.unwrap() {
                             StartIntakeOutcome::Started(s) => intake_tokens.push(s.token),

@@ -150,6 +150,7 @@ async fn prechat_session(world: &World) {
         agent_status: AgentStatus::Online,
         end_user_url: None,
         culture: None,
+        transcript: Vec::new(),
     };
     assert!(matches!(
         world.store.start_intake(&start).await,

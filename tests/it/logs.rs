@@ -26,6 +26,7 @@ const SID: &str = "log-session-0001";
 const NAME: &str = "Johanna Verhoeven";
 const EMAIL: &str = "johanna.verhoeven@example.org";
 const PHONE: &str = "+31612345678";
+const HISTORY: &str = "my parcel 4711 never arrived at Keizersgracht";
 
 /// Runs in a process of its own (this test binary, started again for this one test): the log
 /// subscriber is process-wide, and other tests' log lines and callsites must not mix with these.
@@ -99,7 +100,9 @@ async fn whole_story() {
         json!({"sessionId": SID, "text": text, "endUser": {"name": NAME, "email": EMAIL},
                "endUserUrl": "https://shop.example/"})
     };
-    world.message(say("agent")).await;
+    let mut livechat_turn = say("agent");
+    livechat_turn["history"] = json!([{"from": "user", "text": HISTORY}]);
+    world.message(livechat_turn).await;
     world.message(say(NAME)).await;
     let slots = json!([{"name": "name", "value": NAME}, {"name": "email", "value": EMAIL},
                        {"name": "phone", "value": PHONE}]);
@@ -150,6 +153,8 @@ async fn whole_story() {
         "Johanna",
         EMAIL,
         PHONE,
+        HISTORY,
+        "Keizersgracht",
     ] {
         if let Some(line) = logs.lines().find(|line| line.contains(forbidden)) {
             panic!("a log line carries {forbidden:?}: {line}");

@@ -15,3 +15,4 @@ mod sdk_config;
 mod secrets;
 mod store_contract;
 mod store_race;
+mod transcript;

@@ -22,6 +22,7 @@ async fn start(h: &Harness) {
         agent_status: AgentStatus::Online,
         end_user_url: Some("https://shop.example/".into()),
         culture: None,
+        transcript: Vec::new(),
     };
     assert!(matches!(
         h.store.start_intake(&start).await,

@@ -21,6 +21,7 @@ fn intake_start(session_id: &str) -> IntakeStart {
         agent_status: AgentStatus::Online,
         end_user_url: Some("https://shop.example/checkout?step=2".into()),
         culture: Some("nl".into()),
+        transcript: Vec::new(),
     }
 }
 

@@ -259,6 +259,8 @@ mod tests {
             updated_at: 1_000,
             agent: AgentSide::default(),
             queued: Vec::new(),
+            transcript: Vec::new(),
+            relation_name: None,
         }
     }
 

@@ -212,6 +212,65 @@ impl fmt::Debug for QueuedMessage {
     }
 }
 
+/// Who said something before the handover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    User,
+    Bot,
+}
+
+impl Speaker {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Speaker::User => "user",
+            Speaker::Bot => "bot",
+        }
+    }
+}
+
+impl FromStr for Speaker {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "user" => Ok(Speaker::User),
+            "bot" => Ok(Speaker::Bot),
+            other => Err(format!("unknown speaker {other:?}")),
+        }
+    }
+}
+
+/// One turn of the conversation with the bot, for the agent to read. Personal data: `Debug` leaves the
+/// text out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub from: Speaker,
+    pub text: String,
+}
+
+impl fmt::Debug for Turn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Turn")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name the agent's inbox shows for the end user: the intake's name answer, if there is one. The
+/// same on every message of a conversation.
+pub fn relation_name(intake: &[IntakeAnswer]) -> Option<String> {
+    intake
+        .iter()
+        .find(|a| {
+            matches!(
+                a.name.to_ascii_lowercase().as_str(),
+                "name" | "fullname" | "full_name" | "naam"
+            )
+        })
+        .map(|a| a.value.trim().to_owned())
+        .filter(|name| !name.is_empty())
+}
+
 /// At most this many messages wait for a handover, and at most this many bytes of text.
 pub const QUEUE_LIMIT: usize = 20;
 pub const QUEUE_LIMIT_BYTES: usize = 16 * 1024;
@@ -260,6 +319,11 @@ pub struct Session {
     /// Messages that arrived while `handing_over`, in arrival order; emptied once posted to MSC (or
     /// answered by the bot after a failed handover).
     pub queued: Vec<QueuedMessage>,
+    /// The conversation with the bot before the handover, for the handover message: kept from the
+    /// `livechat` answer until the handover completes, like the intake answers.
+    pub transcript: Vec<Turn>,
+    /// The end user's name from the intake, set by the claim: every message to MSC carries it.
+    pub relation_name: Option<String>,
 }
 
 impl Session {
@@ -284,6 +348,9 @@ pub struct IntakeStart {
     pub agent_status: AgentStatus,
     pub end_user_url: Option<String>,
     pub culture: Option<String>,
+    /// The turns before the handover: the channel's history, the question that made the bot offer a
+    /// person, and the bot's answer.
+    pub transcript: Vec<Turn>,
 }
 
 /// A session as the flow sees it at one instant, expiry folded in. Used to state which

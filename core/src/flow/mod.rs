@@ -9,8 +9,8 @@ use crate::caic::{Caic, CaicError};
 use crate::channel::ChannelPush;
 use crate::clock::Clock;
 use crate::domain::{
-    AgentStatus, EndReason, IdempotencyKey, IntakeAnswer, IntakeStart, QueuedMessage, Session,
-    SessionId, SessionState,
+    relation_name, AgentStatus, EndReason, IdempotencyKey, IntakeAnswer, IntakeStart,
+    QueuedMessage, Session, SessionId, SessionState, Speaker, Turn,
 };
 use crate::msc::{MscError, MscMessages, OutgoingMessage, Presence};
 use crate::store::{
@@ -150,27 +150,43 @@ async fn release_quietly<S: HandoverStore + ?Sized>(store: &S, claim: &Session) 
     }
 }
 
-/// The handover message: intake as content, routing from the saved additions.
+/// The name every message to MSC carries for the end user: the intake's, else an anonymous one.
+fn relation_of(session: &Session) -> String {
+    session
+        .relation_name
+        .clone()
+        .or_else(|| relation_name(&session.intake))
+        .unwrap_or_else(|| ANONYMOUS_RELATION.to_owned())
+}
+
+/// The handover message: what the agent reads first. The conversation with the bot before the
+/// handover, the intake answers and the page, formatted for an agent inbox; routing from the saved
+/// additions.
 pub fn handover_message(claim: &Session, now: i64) -> OutgoingMessage {
     let mut content = String::from("Conversation handed over by the chatbot.");
-    for answer in &claim.intake {
-        content.push('\n');
-        content.push_str(&answer.name);
-        content.push_str(": ");
-        content.push_str(&answer.value);
+    if let Some(skill) = &claim.skill {
+        content.push_str(&format!(" Topic: {skill}."));
     }
-    let relation_name = claim
-        .intake
-        .iter()
-        .find(|a| {
-            matches!(
-                a.name.to_ascii_lowercase().as_str(),
-                "name" | "fullname" | "full_name" | "naam"
-            )
-        })
-        .map(|a| a.value.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| ANONYMOUS_RELATION.to_owned());
+    if !claim.transcript.is_empty() {
+        content.push_str("\n\nBefore the handover:");
+        for turn in &claim.transcript {
+            let speaker = match turn.from {
+                Speaker::User => "Customer",
+                Speaker::Bot => "Chatbot",
+            };
+            content.push_str(&format!("\n{speaker}: {}", turn.text));
+        }
+    }
+    if !claim.intake.is_empty() {
+        content.push_str("\n\nIntake:");
+        for answer in &claim.intake {
+            content.push_str(&format!("\n{}: {}", answer.name, answer.value));
+        }
+    }
+    if let Some(page) = &claim.end_user_url {
+        content.push_str(&format!("\n\nPage: {page}"));
+    }
+    let relation_name = relation_of(claim);
     OutgoingMessage {
         conversation_id: claim.session_id.clone(),
         // Same intake → same id, whichever claim posts it: MSC can drop a duplicate of this handover
@@ -196,7 +212,9 @@ pub struct IncomingMessage {
     pub text: String,
     pub culture: Option<String>,
     pub end_user_url: Option<String>,
-    pub end_user_name: Option<String>,
+    /// Earlier turns the channel sent along (`history`): kept for the agent when this turn starts a
+    /// handover, ignored otherwise.
+    pub history: Vec<Turn>,
     /// The channel's idempotency key, if it sent one: a relayed message then keeps one MSC message id
     /// across the channel's retries.
     pub idempotency_key: Option<IdempotencyKey>,
@@ -237,6 +255,8 @@ pub struct IngestDeps {
     pub channel: Arc<dyn ChannelPush>,
     pub default_channel: String,
     pub default_culture: String,
+    /// `TRANSCRIPT_TURNS`: how many of the channel's earlier turns the handover message shows.
+    pub transcript_turns: usize,
 }
 
 /// One end-user turn: the session lock decides who answers (rule 6); a `livechat` answer starts the
@@ -344,7 +364,18 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         .as_ref()
         .is_none_or(|s| s.state == SessionState::Ended);
     if reply.additions.livechat && with_bot {
-        answers.extend(start_flow(deps, &session_id, &culture, &reply.additions, &message).await);
+        let transcript = transcript(deps.transcript_turns, &message, &reply.answers);
+        answers.extend(
+            start_flow(
+                deps,
+                &session_id,
+                &culture,
+                &reply.additions,
+                &message,
+                transcript,
+            )
+            .await,
+        );
     }
     Ok(IngestReply {
         session_id,
@@ -399,6 +430,22 @@ async fn ask_bot_only(
     })
 }
 
+/// What the agent will read of the conversation before the handover: the last `turns` of the
+/// channel's history, the end user's question that made the bot offer a person, and the bot's answer.
+fn transcript(turns: usize, message: &IncomingMessage, answers: &[String]) -> Vec<Turn> {
+    let earlier = message.history.len().saturating_sub(turns);
+    let mut transcript = message.history[earlier..].to_vec();
+    transcript.push(Turn {
+        from: Speaker::User,
+        text: message.text.clone(),
+    });
+    transcript.extend(answers.iter().map(|answer| Turn {
+        from: Speaker::Bot,
+        text: answer.clone(),
+    }));
+    transcript
+}
+
 /// Rules 2-4, undone on any failure (rule 7): presence, state, `prechat` event. Returns the event's
 /// answers, or nothing when the flow did not start.
 async fn start_flow(
@@ -407,6 +454,7 @@ async fn start_flow(
     culture: &str,
     additions: &crate::domain::OutputAdditions,
     message: &IncomingMessage,
+    transcript: Vec<Turn>,
 ) -> Vec<String> {
     let channel = additions
         .msc_channel
@@ -425,6 +473,7 @@ async fn start_flow(
         agent_status: status,
         end_user_url: message.end_user_url.clone(),
         culture: Some(culture.to_owned()),
+        transcript,
     };
     let intake = match deps.store.start_intake(&start).await {
         Ok(StartIntakeOutcome::Started(intake)) => intake,
@@ -465,10 +514,7 @@ async fn relay_to_agent(
             Some(key) => format!("{}-message-{}", session.session_id, key.as_str()),
             None => uuid::Uuid::new_v4().to_string(),
         },
-        relation_name: message
-            .end_user_name
-            .clone()
-            .unwrap_or_else(|| ANONYMOUS_RELATION.to_owned()),
+        relation_name: relation_of(session),
         content: message.text.clone(),
         referrer: presence_referrer(session.webstore.as_deref(), session.end_user_url.as_deref())
             .map(str::to_owned),

@@ -9,9 +9,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::request::{object, record_session, Body};
+use super::request::{object, objects_or_null, record_session, Body};
 use super::ApiError;
-use crate::domain::{IdempotencyKey, SessionId};
+use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn};
 use crate::flow::{ingest, IncomingMessage, IngestDeps};
 use crate::store::IdempotencyBegin;
 
@@ -25,16 +25,31 @@ struct MessageBody {
     culture: Option<String>,
     end_user_url: Option<String>,
     #[serde(default, deserialize_with = "object")]
+    #[allow(dead_code)]
     end_user: Option<EndUser>,
+    #[serde(default, deserialize_with = "objects_or_null")]
+    history: Vec<HistoryTurn>,
 }
 
+/// Accepted (and checked) for the channel's convenience; neither stored nor sent: the agent's inbox
+/// names the end user after the intake's name answer, so that one person has one name.
 #[derive(Debug, Deserialize)]
+#[allow(dead_code)]
 struct EndUser {
     name: Option<String>,
-    // Accepted for the channel's convenience; not stored and not sent anywhere.
-    #[allow(dead_code)]
     email: Option<String>,
 }
+
+/// One earlier turn the channel shows the end user.
+#[derive(Debug, Deserialize)]
+struct HistoryTurn {
+    from: String,
+    text: String,
+}
+
+/// The most turns a message may carry, and the longest text of one.
+const MAX_HISTORY_TURNS: usize = 50;
+const MAX_HISTORY_TEXT_CHARS: usize = 2_000;
 
 pub async fn send_message(
     State(deps): State<Arc<IngestDeps>>,
@@ -171,9 +186,35 @@ fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
         text: text.to_owned(),
         culture,
         end_user_url,
-        end_user_name: non_blank(body.end_user.and_then(|u| u.name)),
+        history: history(body.history)?,
         idempotency_key: None,
     })
+}
+
+fn history(turns: Vec<HistoryTurn>) -> Result<Vec<Turn>, ApiError> {
+    if turns.len() > MAX_HISTORY_TURNS {
+        return Err(ApiError::InvalidBody(format!(
+            "history must hold at most {MAX_HISTORY_TURNS} turns"
+        )));
+    }
+    turns
+        .into_iter()
+        .map(|turn| {
+            let from = turn.from.parse::<Speaker>().map_err(|_| {
+                ApiError::InvalidBody("every history turn's from must be user or bot".into())
+            })?;
+            let text = turn.text.trim();
+            if text.is_empty() || turn.text.chars().count() > MAX_HISTORY_TEXT_CHARS {
+                return Err(ApiError::InvalidBody(format!(
+                    "every history turn's text must be 1-{MAX_HISTORY_TEXT_CHARS} characters, not all blank"
+                )));
+            }
+            Ok(Turn {
+                from,
+                text: text.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// A trimmed value, or none when it is blank.

@@ -97,6 +97,19 @@ where
         .collect()
 }
 
+/// Like [`objects`], where null means none.
+pub(crate) fn objects_or_null<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::de::{Error, IntoDeserializer};
+    match <Value as serde::Deserialize>::deserialize(deserializer)? {
+        Value::Null => Ok(Vec::new()),
+        value => objects(value.into_deserializer()).map_err(D::Error::custom),
+    }
+}
+
 /// serde's messages quote the offending value (`invalid type: string "Jane Doe", expected ...`); error
 /// bodies and log lines must not carry what the caller sent, which may be personal data or a secret.
 fn describe_json_error(err: &serde_json::Error) -> String {

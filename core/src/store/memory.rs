@@ -14,8 +14,8 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::domain::{
-    apply, HandoverChange, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage, Session,
-    SessionState,
+    apply, relation_name, HandoverChange, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage,
+    Session, SessionState,
 };
 
 #[derive(Debug, Clone)]
@@ -125,6 +125,7 @@ impl HandoverStore for MemoryStore {
         current.state = SessionState::HandingOver;
         current.token = HolderToken::generate();
         current.intake = intake.to_vec();
+        current.relation_name = relation_name(intake);
         current.expires_at = self.policy.lease_expiry(now);
         current.updated_at = now;
         Ok(ClaimOutcome::Claimed(current.clone()))
@@ -142,6 +143,7 @@ impl HandoverStore for MemoryStore {
             Some(session) if rules::holds_claim(Some(session), token) => {
                 session.state = SessionState::HandedOver;
                 session.intake.clear();
+                session.transcript.clear();
                 session.expires_at = self.policy.lock_expiry(now);
                 session.updated_at = now;
                 Ok(Guarded::Applied(session.clone()))

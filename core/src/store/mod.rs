@@ -399,6 +399,7 @@ pub(crate) fn end_keeping_the_queue(session: &mut Session, policy: &LockPolicy, 
     session.state = SessionState::Ended;
     session.agent.end_reason = Some(crate::domain::EndReason::HandoverFailed);
     session.intake.clear();
+    session.transcript.clear();
     session.expires_at = policy.lock_expiry(now);
     session.updated_at = now;
 }
@@ -422,5 +423,7 @@ pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64)
         updated_at: now,
         agent: Default::default(),
         queued: Vec::new(),
+        transcript: start.transcript.clone(),
+        relation_name: None,
     }
 }

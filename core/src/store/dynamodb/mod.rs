@@ -29,8 +29,8 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::domain::{
-    AgentStatus, EndReason, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage, Session,
-    SessionState,
+    relation_name, AgentStatus, EndReason, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage,
+    Session, SessionState, Turn,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -53,6 +53,10 @@ mod attr {
     pub const REPLY: &str = "reply";
     pub const SLOT_NAME: &str = "name";
     pub const SLOT_VALUE: &str = "value";
+    pub const TRANSCRIPT: &str = "transcript";
+    pub const TURN_FROM: &str = "from";
+    pub const TURN_TEXT: &str = "text";
+    pub const RELATION_NAME: &str = "relation_name";
 }
 
 pub struct DynamoDbStore {
@@ -159,6 +163,15 @@ fn session_to_item(session: &Session) -> Item {
     if !session.queued.is_empty() {
         item.insert(queue::QUEUED.into(), queue::to_attr(&session.queued));
     }
+    if !session.transcript.is_empty() {
+        item.insert(
+            attr::TRANSCRIPT.into(),
+            transcript_to_attr(&session.transcript),
+        );
+    }
+    if let Some(name) = &session.relation_name {
+        item.insert(attr::RELATION_NAME.into(), s(name));
+    }
     for (name, value) in agent::attributes(&session.agent) {
         item.insert(name.into(), value);
     }
@@ -177,6 +190,44 @@ fn intake_to_attr(intake: &[IntakeAnswer]) -> AttributeValue {
             })
             .collect(),
     )
+}
+
+fn transcript_to_attr(transcript: &[Turn]) -> AttributeValue {
+    AttributeValue::L(
+        transcript
+            .iter()
+            .map(|turn| {
+                AttributeValue::M(HashMap::from([
+                    (attr::TURN_FROM.to_owned(), s(turn.from.as_str())),
+                    (attr::TURN_TEXT.to_owned(), s(&turn.text)),
+                ]))
+            })
+            .collect(),
+    )
+}
+
+fn read_transcript(item: &Item) -> Result<Vec<Turn>, String> {
+    let Some(attribute) = item.get(attr::TRANSCRIPT) else {
+        return Ok(Vec::new());
+    };
+    let AttributeValue::L(turns) = attribute else {
+        return Err("transcript is not a list".to_owned());
+    };
+    turns
+        .iter()
+        .map(|turn| {
+            let AttributeValue::M(map) = turn else {
+                return Err("a transcript turn is not a map".to_owned());
+            };
+            match (map.get(attr::TURN_FROM), map.get(attr::TURN_TEXT)) {
+                (Some(AttributeValue::S(from)), Some(AttributeValue::S(text))) => Ok(Turn {
+                    from: from.parse()?,
+                    text: text.clone(),
+                }),
+                _ => Err("a transcript turn lacks its speaker or text".to_owned()),
+            }
+        })
+        .collect()
 }
 
 fn item_to_session(item: &Item) -> Result<Session, StoreError> {
@@ -252,6 +303,8 @@ fn item_to_session(item: &Item) -> Result<Session, StoreError> {
         updated_at: number(attr::UPDATED_AT)?,
         agent: agent::read(item).map_err(corrupt)?,
         queued: queue::read(item).map_err(corrupt)?,
+        transcript: read_transcript(item).map_err(corrupt)?,
+        relation_name: string(attr::RELATION_NAME)?,
         session_id,
     })
 }
@@ -368,14 +421,24 @@ impl HandoverStore for DynamoDbStore {
     ) -> Result<ClaimOutcome, StoreError> {
         let now = self.clock.now();
         let token = HolderToken::generate();
-        let result = self
+        // The end user's name for MSC, kept once the handover is made (`relation_name`).
+        let (relation, relation_value) = match relation_name(intake) {
+            Some(name) => (", #rel = :rel", s(&name)),
+            None => (" REMOVE #rel", AttributeValue::Null(true)),
+        };
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(HashMap::from([Self::key(session_id)])))
-            .update_expression(
-                "SET #st = :handing_over, #tok = :token, #exp = :lease, #upd = :now, #intake = :intake",
-            )
+            .update_expression(format!(
+                "SET #st = :handing_over, #tok = :token, #exp = :lease, #upd = :now, #intake = :intake{relation}"
+            ))
+            .expression_attribute_names("#rel", attr::RELATION_NAME);
+        if relation.starts_with(',') {
+            update = update.expression_attribute_values(":rel", relation_value);
+        }
+        let result = update
             // rules::may_claim
             .condition_expression(
                 "(#st = :prechat AND #exp > :now) OR (#st = :handing_over AND #exp <= :now)",
@@ -424,7 +487,10 @@ impl HandoverStore for DynamoDbStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(HashMap::from([Self::key(session_id)])))
-            .update_expression("SET #st = :handed_over, #exp = :lock, #upd = :now REMOVE #intake")
+            .update_expression(
+                "SET #st = :handed_over, #exp = :lock, #upd = :now REMOVE #intake, #transcript",
+            )
+            .expression_attribute_names("#transcript", attr::TRANSCRIPT)
             // rules::holds_claim
             .condition_expression("#st = :handing_over AND #tok = :token")
             .expression_attribute_names("#st", attr::STATE)
@@ -505,12 +571,13 @@ impl HandoverStore for DynamoDbStore {
             .table_name(&self.table)
             .set_key(Some(HashMap::from([Self::key(session_id)])))
             .update_expression(
-                "SET #st = :ended, #er = :failed, #exp = :keep, #upd = :now REMOVE #intake",
+                "SET #st = :ended, #er = :failed, #exp = :keep, #upd = :now REMOVE #intake, #transcript",
             )
             .condition_expression("#st = :handing_over AND #tok = :token")
             .expression_attribute_names("#st", attr::STATE)
             .expression_attribute_names("#tok", attr::TOKEN)
             .expression_attribute_names("#er", agent::name::END_REASON)
+            .expression_attribute_names("#transcript", attr::TRANSCRIPT)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_names("#upd", attr::UPDATED_AT)
             .expression_attribute_names("#intake", attr::INTAKE)

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::hours::BusinessHours;
 use crate::store::LockPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -201,6 +202,17 @@ impl MscApiSettings {
     }
 }
 
+/// `BUSINESS_HOURS` (see [`crate::hours`] for the format); unset, always open.
+fn business_hours(env: &Env) -> Result<BusinessHours, ConfigError> {
+    match env.optional("BUSINESS_HOURS") {
+        None => Ok(BusinessHours::always_open()),
+        Some(text) => BusinessHours::parse(text).map_err(|reason| ConfigError::Invalid {
+            name: "BUSINESS_HOURS",
+            reason,
+        }),
+    }
+}
+
 /// Where agent replies and the ends of handovers are pushed (`CHANNEL_WEBHOOK_*`), if anywhere:
 /// without a URL the channel polls `GET /v1/sessions/{sessionId}/messages`.
 #[derive(Clone)]
@@ -295,6 +307,7 @@ pub struct AnswerIngestConfig {
     pub channel_key: String,
     /// `TRANSCRIPT_TURNS`: how many of the channel's earlier turns the handover message shows.
     pub transcript_turns: usize,
+    pub business_hours: BusinessHours,
 }
 
 impl AnswerIngestConfig {
@@ -307,6 +320,7 @@ impl AnswerIngestConfig {
             msc: MscApiSettings::from_env(env)?,
             default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
             channel_key: env.caller_key("CHANNEL_API_KEY")?,
+            business_hours: business_hours(env)?,
             transcript_turns: match env.optional("TRANSCRIPT_TURNS") {
                 None => 10,
                 Some(raw) => raw
@@ -326,6 +340,7 @@ impl AnswerIngestConfig {
 #[derive(Clone)]
 pub struct PresenceCheckConfig {
     pub presence: PresenceSettings,
+    pub business_hours: BusinessHours,
     pub default_channel: String,
     pub channel_key: String,
     pub webhook_key: String,
@@ -335,6 +350,7 @@ impl PresenceCheckConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             presence: PresenceSettings::from_env(env)?,
+            business_hours: business_hours(env)?,
             default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
             channel_key: env.caller_key("CHANNEL_API_KEY")?,
             webhook_key: env.caller_key("CAIC_WEBHOOK_SECRET")?,

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod flow;
+pub mod hours;
 pub mod http;
 pub mod msc;
 pub mod secrets;

@@ -93,13 +93,20 @@ pub fn answer_ingest_routes(
         default_channel: config.default_channel.clone(),
         default_culture: config.caic.culture.clone(),
         transcript_turns: config.transcript_turns,
+        hours: Arc::new(config.business_hours.clone()),
     };
     http::answer_ingest(deps, CallerKey::new(&config.channel_key))
 }
 
-pub fn presence_check_routes(config: &PresenceCheckConfig, client: &reqwest::Client) -> Router {
+pub fn presence_check_routes(
+    config: &PresenceCheckConfig,
+    clock: Arc<dyn Clock>,
+    client: &reqwest::Client,
+) -> Router {
     let deps = PresenceDeps {
         presence: Arc::new(PresenceHttp::new(client.clone(), config.presence.clone())),
+        hours: Arc::new(config.business_hours.clone()),
+        clock,
         default_channel: config.default_channel.clone(),
     };
     http::presence_check(
@@ -193,7 +200,12 @@ pub async fn start_agent_events() -> Result<Router, StartupError> {
 pub async fn start_presence_check() -> Result<Router, StartupError> {
     start(|env| async move {
         let config = PresenceCheckConfig::from_env(&env)?;
-        Ok(presence_check_routes(&config, &clients::http_client()?))
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Ok(presence_check_routes(
+            &config,
+            clock,
+            &clients::http_client()?,
+        ))
     })
     .await
 }

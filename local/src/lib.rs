@@ -77,6 +77,7 @@ pub async fn start_with(
         ))
         .merge(startup::presence_check_routes(
             &config.presence_check,
+            clock.clone(),
             &client,
         ))
         .merge(startup::handover_routes(

@@ -1,6 +1,7 @@
 //! The integration tests, one module per area, in one binary.
 
 mod agent;
+mod business_hours;
 mod costs;
 mod domain_props;
 mod faults;

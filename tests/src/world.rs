@@ -98,6 +98,7 @@ impl World {
             )),
             presence: routes::serve(startup::presence_check_routes(
                 &PresenceCheckConfig::from_env(&env).expect("presence-check configuration"),
+                clock.clone(),
                 &http,
             )),
             prechat: routes::serve(startup::handover_routes(

@@ -12,6 +12,7 @@ use crate::domain::{
     relation_name, AgentStatus, EndReason, IdempotencyKey, IntakeAnswer, IntakeStart,
     QueuedMessage, Session, SessionId, SessionState, Speaker, Turn,
 };
+use crate::hours::{BusinessHours, Hours};
 use crate::msc::{MscError, MscMessages, OutgoingMessage, Presence};
 use crate::store::{
     ClaimOutcome, Enqueued, Guarded, HandoverStore, SessionStore, SlideOutcome, StartIntakeOutcome,
@@ -33,13 +34,44 @@ pub enum FlowError {
     QueueFull,
 }
 
-/// Rule 2: asks MSC for an agent; any failure or "no" is offline.
-pub async fn agent_status(
+/// Whether an agent can take a conversation now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Online,
+    Offline,
+    /// Outside business hours: MSC was not asked. When it opens next (epoch seconds), if known.
+    Closed {
+        opens_at: Option<i64>,
+    },
+}
+
+impl Availability {
+    pub fn agent_status(self) -> AgentStatus {
+        match self {
+            Availability::Online => AgentStatus::Online,
+            Availability::Offline | Availability::Closed { .. } => AgentStatus::Offline,
+        }
+    }
+}
+
+/// Rule 2: outside business hours no agent is there; inside them MSC is asked, and any failure or "no"
+/// is offline.
+pub async fn availability(
     presence: &dyn Presence,
+    hours: &BusinessHours,
     channel: &str,
+    skill: Option<&str>,
     referrer: Option<&str>,
-) -> AgentStatus {
-    AgentStatus::from_available(presence.agent_available(channel, referrer).await)
+    now: i64,
+) -> Availability {
+    if let Hours::Closed { opens_at } = hours.at(channel, skill, now) {
+        tracing::info!(presence = "closed", "outside business hours; MSC not asked");
+        return Availability::Closed { opens_at };
+    }
+    match presence.agent_available(channel, referrer).await {
+        true => Availability::Online,
+        false => Availability::Offline,
+    }
 }
 
 /// Presence is asked for the webstore when there is one, else for the page the end user is on.
@@ -257,6 +289,7 @@ pub struct IngestDeps {
     pub default_culture: String,
     /// `TRANSCRIPT_TURNS`: how many of the channel's earlier turns the handover message shows.
     pub transcript_turns: usize,
+    pub hours: Arc<BusinessHours>,
 }
 
 /// One end-user turn: the session lock decides who answers (rule 6); a `livechat` answer starts the
@@ -464,7 +497,16 @@ async fn start_flow(
         additions.msc_webstore.as_deref(),
         message.end_user_url.as_deref(),
     );
-    let status = agent_status(deps.presence.as_ref(), &channel, referrer).await;
+    let status = availability(
+        deps.presence.as_ref(),
+        &deps.hours,
+        &channel,
+        additions.skill.as_deref(),
+        referrer,
+        deps.clock.now(),
+    )
+    .await
+    .agent_status();
     let start = IntakeStart {
         session_id: session_id.to_owned(),
         skill: additions.skill.clone(),

@@ -12,12 +12,17 @@ use serde_json::{json, Value};
 use super::messages::non_blank;
 use super::request::{object, Body};
 use super::ApiError;
-use crate::domain::{lenient_string, AgentStatus};
-use crate::flow::{agent_status, presence_referrer};
+use crate::clock::Clock;
+use crate::domain::lenient_string;
+use crate::flow::{availability, presence_referrer, Availability};
+use crate::hours::BusinessHours;
+use crate::msc::rfc3339;
 use crate::msc::Presence;
 
 pub struct PresenceDeps {
     pub presence: Arc<dyn Presence>,
+    pub hours: Arc<BusinessHours>,
+    pub clock: Arc<dyn Clock>,
     pub default_channel: String,
 }
 
@@ -44,8 +49,25 @@ pub async fn agent_status_query(
     let channel =
         non_blank(params.remove("channel")).unwrap_or_else(|| deps.default_channel.clone());
     let referrer = non_blank(params.remove("referrer"));
-    let status = agent_status(deps.presence.as_ref(), &channel, referrer.as_deref()).await;
-    Json(json!({"agentStatus": status.as_str()}))
+    let skill = non_blank(params.remove("skill"));
+    let now = deps.clock.now();
+    let available = availability(
+        deps.presence.as_ref(),
+        &deps.hours,
+        &channel,
+        skill.as_deref(),
+        referrer.as_deref(),
+        now,
+    )
+    .await;
+    let mut body = json!({"agentStatus": available.agent_status().as_str()});
+    if let Availability::Closed { opens_at } = available {
+        body["reason"] = json!("closed");
+        if let Some(opens_at) = opens_at {
+            body["opensAt"] = json!(rfc3339(opens_at));
+        }
+    }
+    Json(body)
 }
 
 /// CAIC's presence-check webhook: the webstore comes as `data.context`.
@@ -62,7 +84,15 @@ pub async fn presence_webhook(
     let url = non_blank(body.url);
     let channel = non_blank(body.channel).unwrap_or_else(|| deps.default_channel.clone());
     let referrer = presence_referrer(webstore.as_deref(), url.as_deref());
-    let available =
-        agent_status(deps.presence.as_ref(), &channel, referrer).await == AgentStatus::Online;
+    let available = availability(
+        deps.presence.as_ref(),
+        &deps.hours,
+        &channel,
+        None,
+        referrer,
+        deps.clock.now(),
+    )
+    .await
+        == Availability::Online;
     Ok(Json(json!({"agentAvailable": available})))
 }

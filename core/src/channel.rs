@@ -107,6 +107,7 @@ impl ChannelPush for ChannelWebhook {
             message_id = %message.id,
             "message not pushed to the channel; it stays in the outbox"
         );
+        crate::metrics::count("ChannelPushesFailed");
     }
 }
 

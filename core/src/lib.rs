@@ -16,6 +16,7 @@ pub mod domain;
 pub mod flow;
 pub mod hours;
 pub mod http;
+pub mod metrics;
 pub mod msc;
 pub mod secrets;
 pub mod startup;

@@ -113,9 +113,12 @@ impl Presence for PresenceHttp {
     async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> bool {
         let key = (channel.to_owned(), referrer.unwrap_or_default().to_owned());
         if let Some(online) = self.cached(&key) {
+            crate::metrics::count_outcome("Presence", "Result", "cached");
             return online;
         }
         let online = self.ask_msc(channel, referrer).await;
+        let result = if online { "online" } else { "offline" };
+        crate::metrics::count_outcome("Presence", "Result", result);
         self.remember(key, online);
         online
     }

@@ -10,6 +10,7 @@ mod handover_window;
 mod load;
 mod local_runner;
 mod logs;
+mod metrics;
 mod parsers;
 mod routes;
 mod sdk_config;

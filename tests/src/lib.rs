@@ -171,6 +171,28 @@ pub fn client_at(endpoint: &str) -> Client {
     Client::new(&moto_config(endpoint))
 }
 
+/// The EMF lines this process's invocations wrote for `session_id`, oldest first. Installs the
+/// collector the first time (it then takes every line of the process).
+pub fn emf_lines(session_id: &str) -> Vec<serde_json::Value> {
+    static LINES: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<String>>>> =
+        std::sync::OnceLock::new();
+    let lines = LINES.get_or_init(|| {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        handover_core::metrics::set_sink(Box::new(move |line| {
+            sink.lock().unwrap().push(line.to_owned());
+        }));
+        lines
+    });
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["SessionId"] == session_id)
+        .collect()
+}
+
 /// Stamps the whole contract suite out as `#[tokio::test]`s for one adapter, so every adapter runs
 /// the very same test functions.
 #[macro_export]

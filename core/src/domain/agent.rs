@@ -257,6 +257,7 @@ mod tests {
             intake: Vec::new(),
             expires_at: 2_000,
             updated_at: 1_000,
+            started_at: 1_000,
             agent: AgentSide::default(),
             queued: Vec::new(),
             transcript: Vec::new(),

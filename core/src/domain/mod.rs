@@ -314,6 +314,8 @@ pub struct Session {
     pub expires_at: i64,
     /// Epoch seconds of the last write.
     pub updated_at: i64,
+    /// Epoch seconds of the `livechat` answer that started this handover's intake.
+    pub started_at: i64,
     /// The agent's side, once handed over: MSC's conversation, the agent, the channel's outbox.
     pub agent: AgentSide,
     /// Messages that arrived while `handing_over`, in arrival order; emptied once posted to MSC (or

@@ -84,6 +84,7 @@ pub async fn agent_reply(
     if let Some(message) = session.agent.outbox.iter().find(|m| m.id == message_id) {
         deps.channel.push(session_id, message).await;
     }
+    crate::metrics::count("AgentRepliesDelivered");
     Ok(ReplyOutcome::Delivered)
 }
 
@@ -120,6 +121,7 @@ pub async fn conversation_event(
         ));
     };
     tracing::Span::current().record("session_id", session_id.as_str());
+    crate::metrics::session(&session_id);
     if name == "ConversationArchived" {
         if !deps.release_on_archive {
             return Ok(EventOutcome::Ignored(
@@ -161,6 +163,7 @@ pub async fn end_handover(
     {
         Amended::Applied(ended) => {
             tracing::info!(end_reason = reason.as_str(), "handover ended");
+            crate::metrics::count_outcome("HandoversEnded", "Reason", reason.as_str());
             if let Some(message) = ended.agent.outbox.last() {
                 channel.push(session_id, message).await;
             }

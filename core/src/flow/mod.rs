@@ -13,6 +13,7 @@ use crate::domain::{
     QueuedMessage, Session, SessionId, SessionState, Speaker, Turn,
 };
 use crate::hours::{BusinessHours, Hours};
+use crate::metrics;
 use crate::msc::{MscError, MscMessages, OutgoingMessage, Presence};
 use crate::store::{
     ClaimOutcome, Enqueued, Guarded, HandoverStore, SessionStore, SlideOutcome, StartIntakeOutcome,
@@ -66,6 +67,7 @@ pub async fn availability(
 ) -> Availability {
     if let Hours::Closed { opens_at } = hours.at(channel, skill, now) {
         tracing::info!(presence = "closed", "outside business hours; MSC not asked");
+        metrics::count_outcome("Presence", "Result", "closed");
         return Availability::Closed { opens_at };
     }
     match presence.agent_available(channel, referrer).await {
@@ -138,6 +140,7 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
             end_reason = EndReason::HandoverFailed.as_str(),
             "msc refused the handover; releasing the session to the bot"
         );
+        metrics::count_outcome("HandoversFailed", "Reason", &failure_reason(&err));
         release_quietly(store, &claim).await;
         return Ok(HandoverOutcome::Refused(err));
     }
@@ -147,6 +150,9 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
                 expires_at = locked.expires_at,
                 "session handed over and locked"
             );
+            metrics::count("HandoversCompleted");
+            let waited = clock.now().saturating_sub(locked.started_at);
+            metrics::milliseconds("TimeToAgent", (waited * 1_000) as f64);
             if !locked.queued.is_empty() {
                 // A failure leaves them queued: the next relay posts them first.
                 let _ = flush_queue(store, msc, &locked, &message.relation_name, clock.now()).await;
@@ -168,6 +174,15 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
             tracing::error!(error = %err, "msc accepted the handover but the lock could not be written");
             Err(err)
         }
+    }
+}
+
+/// How a refused handover is counted: MSC's status, a timeout, or no answer at all.
+fn failure_reason(err: &MscError) -> String {
+    match err {
+        MscError::Status(status) => format!("msc_status_{status}"),
+        MscError::Timeout => "msc_timeout".to_owned(),
+        MscError::Transport(_) => "msc_unreachable".to_owned(),
     }
 }
 
@@ -531,6 +546,7 @@ async fn start_flow(
     match deps.caic.prechat_event(session_id, culture, status).await {
         Ok(event) => {
             tracing::info!(agent_status = %status, "handover flow started");
+            metrics::count("HandoversStarted");
             event.answers
         }
         Err(err) => {
@@ -577,6 +593,7 @@ async fn relay_to_agent(
         .await?;
     }
     deps.msc.post(&outgoing).await?;
+    metrics::count("MessagesRelayed");
     match deps.store.slide_lock(session).await {
         Ok(SlideOutcome::Slid(_)) => tracing::debug!("session lock slid"),
         Ok(_) => {}

@@ -80,6 +80,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        crate::metrics::count_outcome("RequestsRejected", "ErrorCode", code);
         if status.is_server_error() {
             let cause = std::error::Error::source(&self)
                 .map(|source| crate::telemetry::ErrorChain(source).to_string());

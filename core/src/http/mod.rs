@@ -24,6 +24,7 @@ pub use presence::PresenceDeps;
 
 use crate::flow::agent::AgentDeps;
 use crate::flow::IngestDeps;
+use crate::metrics;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -88,6 +89,10 @@ pub fn answer_ingest(deps: IngestDeps, channel_key: CallerKey) -> Router {
             get(agent::session_messages).route_layer(channel_only),
         )
         .with_state(Arc::new(deps))
+        .layer(from_fn_with_state(
+            Function::AnswerIngest.binary(),
+            metrics::per_invocation,
+        ))
 }
 
 pub fn presence_check(
@@ -107,6 +112,10 @@ pub fn presence_check(
                 .route_layer(from_fn_with_state(webhook_key, auth::require_key)),
         )
         .with_state(Arc::new(deps))
+        .layer(from_fn_with_state(
+            Function::PresenceCheck.binary(),
+            metrics::per_invocation,
+        ))
 }
 
 pub fn prechat_complete(deps: Arc<HandoverDeps>, webhook_key: CallerKey) -> Router {
@@ -117,6 +126,10 @@ pub fn prechat_complete(deps: Arc<HandoverDeps>, webhook_key: CallerKey) -> Rout
                 .route_layer(from_fn_with_state(webhook_key, auth::require_key)),
         )
         .with_state(deps)
+        .layer(from_fn_with_state(
+            Function::PrechatComplete.binary(),
+            metrics::per_invocation,
+        ))
 }
 
 pub fn operator_handover(deps: Arc<HandoverDeps>, operator_key: CallerKey) -> Router {
@@ -131,6 +144,10 @@ pub fn operator_handover(deps: Arc<HandoverDeps>, operator_key: CallerKey) -> Ro
             post(agent::release).route_layer(operator_only),
         )
         .with_state(deps)
+        .layer(from_fn_with_state(
+            Function::OperatorHandover.binary(),
+            metrics::per_invocation,
+        ))
 }
 
 /// MSC's webhooks: its key in the `Authorization` header, or as `?key=` for setups that take only a
@@ -147,6 +164,10 @@ pub fn agent_events(deps: AgentDeps, msc_key: CallerKey) -> Router {
             post(agent::msc_event).route_layer(msc_only),
         )
         .with_state(Arc::new(deps))
+        .layer(from_fn_with_state(
+            Function::AgentEvents.binary(),
+            metrics::per_invocation,
+        ))
 }
 
 /// One function's routes (or several merged) as a service: JSON errors for unknown routes and

@@ -174,6 +174,7 @@ pub async fn in_request_span(request: Request, next: Next) -> Response {
 /// Names the session in the current request's span.
 pub fn record_session(session_id: &SessionId) {
     tracing::Span::current().record("session_id", session_id.as_str());
+    crate::metrics::session(session_id.as_str());
 }
 
 pub async fn no_route(method: Method, uri: Uri) -> ApiError {

@@ -421,6 +421,7 @@ pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64)
         intake: Vec::new(),
         expires_at: policy.prechat_expiry(now),
         updated_at: now,
+        started_at: now,
         agent: Default::default(),
         queued: Vec::new(),
         transcript: start.transcript.clone(),

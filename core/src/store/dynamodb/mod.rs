@@ -49,6 +49,7 @@ mod attr {
     pub const INTAKE: &str = "intake";
     pub const EXPIRES_AT: &str = "expires_at";
     pub const UPDATED_AT: &str = "updated_at";
+    pub const STARTED_AT: &str = "started_at";
     pub const FINGERPRINT: &str = "fingerprint";
     pub const REPLY: &str = "reply";
     pub const SLOT_NAME: &str = "name";
@@ -145,6 +146,7 @@ fn session_to_item(session: &Session) -> Item {
     item.insert(attr::AGENT_STATUS.into(), s(session.agent_status.as_str()));
     item.insert(attr::EXPIRES_AT.into(), n(session.expires_at));
     item.insert(attr::UPDATED_AT.into(), n(session.updated_at));
+    item.insert(attr::STARTED_AT.into(), n(session.started_at));
     let optional = [
         (attr::SKILL, &session.skill),
         (attr::WEBSTORE, &session.webstore),
@@ -301,6 +303,11 @@ fn item_to_session(item: &Item) -> Result<Session, StoreError> {
         intake,
         expires_at: number(attr::EXPIRES_AT)?,
         updated_at: number(attr::UPDATED_AT)?,
+        // Items written before it existed count from their last write.
+        started_at: match item.get(attr::STARTED_AT) {
+            Some(_) => number(attr::STARTED_AT)?,
+            None => number(attr::UPDATED_AT)?,
+        },
         agent: agent::read(item).map_err(corrupt)?,
         queued: queue::read(item).map_err(corrupt)?,
         transcript: read_transcript(item).map_err(corrupt)?,

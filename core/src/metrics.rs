@@ -135,9 +135,11 @@ fn line(invocation: &Invocation, timestamp: i64) -> Option<String> {
     if let Some(session_id) = &invocation.session_id {
         fields.insert("SessionId".into(), json!(session_id));
     }
-    let mut directives: BTreeMap<Vec<&str>, Vec<Value>> = BTreeMap::new();
+    // Each metric by function, and those with an outcome also by function and outcome (alarms add up
+    // the first, dashboards split by the second).
+    let mut directives: BTreeMap<Vec<Vec<&str>>, Vec<Value>> = BTreeMap::new();
     for ((metric, outcome), (value, unit)) in &invocation.values {
-        let mut dimensions = vec!["Function"];
+        let mut dimensions = vec![vec!["Function"]];
         if let Some((dimension, outcome)) = outcome {
             // One line holds one value per dimension: a second outcome of the same kind in the same
             // invocation (which the flow does not produce) is counted without its outcome.
@@ -145,7 +147,7 @@ fn line(invocation: &Invocation, timestamp: i64) -> Option<String> {
                 Some(taken) if taken != outcome.as_str() => {}
                 _ => {
                     fields.insert((*dimension).into(), json!(outcome));
-                    dimensions.push(dimension);
+                    dimensions.push(vec!["Function", dimension]);
                 }
             }
         }
@@ -163,7 +165,7 @@ fn line(invocation: &Invocation, timestamp: i64) -> Option<String> {
     let metrics: Vec<Value> = directives
         .into_iter()
         .map(|(dimensions, metrics)| {
-            json!({"Namespace": NAMESPACE, "Dimensions": [dimensions], "Metrics": metrics})
+            json!({"Namespace": NAMESPACE, "Dimensions": dimensions, "Metrics": metrics})
         })
         .collect();
     fields.insert(
@@ -204,10 +206,9 @@ mod tests {
         assert_eq!(emitted["_aws"]["Timestamp"], 7);
         let directives = emitted["_aws"]["CloudWatchMetrics"].as_array().unwrap();
         assert!(directives.iter().all(|d| d["Namespace"] == "Handover"));
-        assert!(directives
-            .iter()
-            .any(|d| d["Dimensions"] == json!([["Function", "Result"]])
-                && d["Metrics"][0]["Name"] == "Presence"));
+        assert!(directives.iter().any(|d| d["Dimensions"]
+            == json!([["Function"], ["Function", "Result"]])
+            && d["Metrics"][0]["Name"] == "Presence"));
         assert_eq!(
             line(&Invocation::default(), 7),
             None,

@@ -9,11 +9,18 @@ use serde_json::{json, Value};
 
 use crate::config::{MscApiSettings, PresenceSettings};
 
+/// What presence said, and whether the answer was a recent one reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceAnswer {
+    pub online: bool,
+    pub cached: bool,
+}
+
 #[async_trait]
 pub trait Presence: Send + Sync {
     /// Whether an agent is available. Anything but a timely "Online" is "no": presence never fails
     /// the flow, it only makes the intake say agents are offline.
-    async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> bool;
+    async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> PresenceAnswer;
 }
 
 /// One message into an MSC conversation: the handover itself, or an end user's later turn.
@@ -110,17 +117,23 @@ impl PresenceHttp {
 
 #[async_trait]
 impl Presence for PresenceHttp {
-    async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> bool {
+    async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> PresenceAnswer {
         let key = (channel.to_owned(), referrer.unwrap_or_default().to_owned());
         if let Some(online) = self.cached(&key) {
             crate::metrics::count_outcome("Presence", "Result", "cached");
-            return online;
+            return PresenceAnswer {
+                online,
+                cached: true,
+            };
         }
         let online = self.ask_msc(channel, referrer).await;
         let result = if online { "online" } else { "offline" };
         crate::metrics::count_outcome("Presence", "Result", result);
         self.remember(key, online);
-        online
+        PresenceAnswer {
+            online,
+            cached: false,
+        }
     }
 }
 

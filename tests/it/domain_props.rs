@@ -124,6 +124,7 @@ proptest! {
                             session_id: SID.into(), skill: Some("s".into()), webstore: None, channel: None,
                             agent_status: AgentStatus::Offline, end_user_url: None, culture: None,
                             transcript: Vec::new(),
+                            history: Vec::new(),
                         };
                         match store.start_intake(&start).await.unwrap() {
                             StartIntakeOutcome::Started(s) => intake_tokens.push(s.token),
@@ -150,7 +151,7 @@ proptest! {
                     }
                     Op::Release(n) => {
                         let token = pick(&claim_tokens, *n);
-                        let released = store.release(SID, &token).await.unwrap();
+                        let released = store.release(SID, &token, "test").await.unwrap();
                         if let Guarded::Applied(()) = released {
                             assert_eq!(before.as_ref().map(|s| s.token.as_str()), Some(token.as_str()));
                         }

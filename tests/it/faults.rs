@@ -151,6 +151,7 @@ async fn prechat_session(world: &World) {
         end_user_url: None,
         culture: None,
         transcript: Vec::new(),
+        history: Vec::new(),
     };
     assert!(matches!(
         world.store.start_intake(&start).await,
@@ -178,9 +179,9 @@ async fn msc_message_faults_release_the_handover_and_nothing_is_stuck() {
             "{fault:?}"
         );
         assert_eq!(
-            world.store.get(SID).await.unwrap(),
-            None,
-            "{fault:?}: back with the bot"
+            world.store.get(SID).await.unwrap().map(|s| s.state),
+            Some(handover_core::SessionState::Ended),
+            "{fault:?}: back with the bot, the refusal in its history"
         );
         let (status, body) = world.operator_handover(SID).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{fault:?}: {body}");

@@ -331,7 +331,11 @@ async fn rule_7_msc_refusing_the_handover_returns_the_user_to_the_bot() {
             world.end_slot(SID, intake_slots()).await.1,
             json!({"success": false})
         );
-        assert_eq!(world.store.get(SID).await.unwrap(), None, "nothing stuck");
+        assert_eq!(
+            world.store.get(SID).await.unwrap().map(|s| s.state),
+            Some(SessionState::Ended),
+            "nothing stuck: ended, with the bot"
+        );
         assert_eq!(say(&world, "hello").await["handledBy"], "bot");
     }
 }

@@ -23,6 +23,7 @@ async fn start(h: &Harness) {
         end_user_url: Some("https://shop.example/".into()),
         culture: None,
         transcript: Vec::new(),
+        history: Vec::new(),
     };
     assert!(matches!(
         h.store.start_intake(&start).await,

@@ -22,6 +22,7 @@ fn intake_start(session_id: &str) -> IntakeStart {
         end_user_url: Some("https://shop.example/checkout?step=2".into()),
         culture: Some("nl".into()),
         transcript: Vec::new(),
+        history: Vec::new(),
     }
 }
 
@@ -232,7 +233,7 @@ pub async fn expired_lease_can_be_taken_over(h: Harness) {
     }
     assert!(!h
         .store
-        .release(SID, &crashed.token)
+        .release(SID, &crashed.token, "test")
         .await
         .unwrap()
         .is_applied());
@@ -277,7 +278,7 @@ pub async fn complete_and_release_with_a_wrong_token_change_nothing(h: Harness) 
         other => panic!("[{}] wrong-token complete: {other:?}", h.adapter),
     }
     assert_eq!(stored(&h).await, Some(claim.clone()));
-    match h.store.release(SID, &HolderToken::generate()).await {
+    match h.store.release(SID, &HolderToken::generate(), "test").await {
         Ok(Guarded::Refused { current: Some(s) }) => assert_eq!(s, claim),
         other => panic!("[{}] wrong-token release: {other:?}", h.adapter),
     }
@@ -294,20 +295,39 @@ pub async fn complete_and_release_with_a_wrong_token_change_nothing(h: Harness) 
 pub async fn release_returns_the_session_to_the_bot(h: Harness) {
     started(&h).await;
     let claim = claimed(&h).await;
-    assert_eq!(
-        h.store.release(SID, &claim.token).await.ok(),
-        Some(Guarded::Applied(()))
+    let released = h.store.release(SID, &claim.token, "msc_status_500").await;
+    assert_eq!(released.ok(), Some(Guarded::Applied(())));
+    let released = stored(&h).await.expect("kept, ended");
+    assert_eq!(released.state, SessionState::Ended, "[{}]", h.adapter);
+    assert_eq!(released.agent.end_reason, Some(EndReason::HandoverFailed));
+    assert!(
+        released.intake.is_empty(),
+        "[{}] intake answers gone",
+        h.adapter
     );
-    assert_eq!(stored(&h).await, None);
+    let events: Vec<(String, Option<String>)> = released
+        .history
+        .iter()
+        .map(|e| (e.event.clone(), e.detail.clone()))
+        .collect();
+    assert_eq!(
+        events[events.len() - 2..],
+        [
+            ("msc_refused".to_owned(), Some("msc_status_500".to_owned())),
+            ("released".to_owned(), None)
+        ],
+        "[{}]",
+        h.adapter
+    );
     assert_eq!(
         h.store.claim(SID, &answers()).await.ok(),
         Some(ClaimOutcome::NoIntake)
     );
     // Released twice: the second is refused, not an error.
-    assert_eq!(
-        h.store.release(SID, &claim.token).await.ok(),
-        Some(Guarded::Refused { current: None })
-    );
+    assert!(matches!(
+        h.store.release(SID, &claim.token, "msc_status_500").await,
+        Ok(Guarded::Refused { .. })
+    ));
     started(&h).await;
 }
 
@@ -681,7 +701,10 @@ pub async fn a_released_claim_keeps_its_queue_for_the_bot(h: Harness) {
     let claim = claimed(&h).await;
     h.store.enqueue(SID, &waiting("hello?")).await.ok();
     assert_eq!(
-        h.store.release(SID, &claim.token).await.ok(),
+        h.store
+            .release(SID, &claim.token, "msc_status_500")
+            .await
+            .ok(),
         Some(Guarded::Applied(()))
     );
     let kept = stored(&h).await.expect("kept for the bot");

@@ -201,6 +201,13 @@ impl World {
         read(send(&self.ingest, req).await)
     }
 
+    /// The operator view of a session.
+    pub async fn session_view(&self, session_id: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/sessions/{session_id}");
+        let req = event("GET", &path, "", Some(OPERATOR_KEY), "");
+        read(send(&self.handover, req).await)
+    }
+
     pub async fn operator_release(&self, session_id: &str) -> (StatusCode, Value) {
         let path = format!("/v1/sessions/{session_id}/release");
         let req = event("POST", &path, "", Some(OPERATOR_KEY), "");

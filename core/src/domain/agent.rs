@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Session, SessionState};
+use super::{with_events, HistoryEvent, Session, SessionState};
 
 /// At most this many messages are kept per session: the channel fetches them as they come, and the
 /// session item must stay well below DynamoDB's 400 KB. The oldest go first.
@@ -132,6 +132,8 @@ pub struct AgentSide {
     pub end_reason: Option<EndReason>,
     /// Bumped by every amendment: the condition that makes concurrent amendments take turns.
     pub version: u64,
+    /// Agent replies delivered.
+    pub replies: u64,
 }
 
 /// An agent's reply, as MSC posted it.
@@ -174,12 +176,17 @@ pub fn apply(
     lock_expiry: i64,
 ) -> Option<Session> {
     let mut next = session.clone();
+    let mut events = Vec::new();
     let side = &mut next.agent;
     match change {
         HandoverChange::AgentReply(reply) => {
             if side.outbox.iter().any(|m| m.id == reply.message_id) {
                 return None;
             }
+            if side.replies == 0 {
+                events.push(HistoryEvent::new(now, "first_agent_reply", None));
+            }
+            side.replies += 1;
             if side.msc_conversation.is_none() {
                 side.msc_conversation = reply.conversation_guid.clone();
             }
@@ -201,8 +208,17 @@ pub fn apply(
         HandoverChange::AgentJoined { agent_name, at } => {
             side.agent_name = agent_name.clone().or(side.agent_name.take());
             side.agent_joined_at = Some(*at);
+            events.push(HistoryEvent::new(now, "agent_assigned", None));
         }
         HandoverChange::End(reason) => {
+            if *reason == EndReason::Inactivity {
+                events.push(HistoryEvent::new(now, "expired", None));
+            }
+            events.push(HistoryEvent::new(
+                now,
+                "ended",
+                Some(reason.as_str().to_owned()),
+            ));
             side.last_cursor += 1;
             side.outbox.push(OutboxMessage {
                 cursor: side.last_cursor,
@@ -223,6 +239,7 @@ pub fn apply(
     let overflow = side.outbox.len().saturating_sub(OUTBOX_LIMIT);
     side.outbox.drain(..overflow);
     side.version += 1;
+    next.history = with_events(&next.history, &events);
     next.updated_at = now;
     Some(next)
 }
@@ -262,6 +279,7 @@ mod tests {
             queued: Vec::new(),
             transcript: Vec::new(),
             relation_name: None,
+            history: Vec::new(),
         }
     }
 

@@ -271,6 +271,36 @@ pub fn relation_name(intake: &[IntakeAnswer]) -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
+/// One step of a handover, for the operator view: what happened and when. Never personal data: the
+/// detail is a status, a count, a reason or a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEvent {
+    /// Epoch seconds.
+    pub at: i64,
+    pub event: String,
+    pub detail: Option<String>,
+}
+
+impl HistoryEvent {
+    pub fn new(at: i64, event: &str, detail: Option<String>) -> Self {
+        Self {
+            at,
+            event: event.to_owned(),
+            detail,
+        }
+    }
+}
+
+/// A session keeps its newest this many events.
+pub const HISTORY_LIMIT: usize = 50;
+
+/// `history` with `events` after it, the oldest dropped beyond [`HISTORY_LIMIT`].
+pub fn with_events(history: &[HistoryEvent], events: &[HistoryEvent]) -> Vec<HistoryEvent> {
+    let all: Vec<HistoryEvent> = history.iter().chain(events).cloned().collect();
+    let overflow = all.len().saturating_sub(HISTORY_LIMIT);
+    all[overflow..].to_vec()
+}
+
 /// At most this many messages wait for a handover, and at most this many bytes of text.
 pub const QUEUE_LIMIT: usize = 20;
 pub const QUEUE_LIMIT_BYTES: usize = 16 * 1024;
@@ -326,6 +356,8 @@ pub struct Session {
     pub transcript: Vec<Turn>,
     /// The end user's name from the intake, set by the claim: every message to MSC carries it.
     pub relation_name: Option<String>,
+    /// What happened, oldest first (see [`HistoryEvent`]).
+    pub history: Vec<HistoryEvent>,
 }
 
 impl Session {
@@ -353,6 +385,8 @@ pub struct IntakeStart {
     /// The turns before the handover: the channel's history, the question that made the bot offer a
     /// person, and the bot's answer.
     pub transcript: Vec<Turn>,
+    /// The session's history so far (of an earlier, ended handover) and the start of this one.
+    pub history: Vec<HistoryEvent>,
 }
 
 /// A session as the flow sees it at one instant, expiry folded in. Used to state which

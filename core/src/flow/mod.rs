@@ -9,8 +9,8 @@ use crate::caic::{Caic, CaicError};
 use crate::channel::ChannelPush;
 use crate::clock::Clock;
 use crate::domain::{
-    relation_name, AgentStatus, EndReason, IdempotencyKey, IntakeAnswer, IntakeStart,
-    QueuedMessage, Session, SessionId, SessionState, Speaker, Turn,
+    relation_name, with_events, AgentStatus, EndReason, HistoryEvent, IdempotencyKey, IntakeAnswer,
+    IntakeStart, QueuedMessage, Session, SessionId, SessionState, Speaker, Turn,
 };
 use crate::hours::{BusinessHours, Hours};
 use crate::metrics;
@@ -38,8 +38,13 @@ pub enum FlowError {
 /// Whether an agent can take a conversation now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Availability {
-    Online,
-    Offline,
+    /// `cached`: the answer was a recent one reused.
+    Online {
+        cached: bool,
+    },
+    Offline {
+        cached: bool,
+    },
     /// Outside business hours: MSC was not asked. When it opens next (epoch seconds), if known.
     Closed {
         opens_at: Option<i64>,
@@ -49,8 +54,19 @@ pub enum Availability {
 impl Availability {
     pub fn agent_status(self) -> AgentStatus {
         match self {
-            Availability::Online => AgentStatus::Online,
-            Availability::Offline | Availability::Closed { .. } => AgentStatus::Offline,
+            Availability::Online { .. } => AgentStatus::Online,
+            Availability::Offline { .. } | Availability::Closed { .. } => AgentStatus::Offline,
+        }
+    }
+
+    /// Where the answer came from, for the session's history.
+    pub fn source(self) -> &'static str {
+        match self {
+            Availability::Online { cached: true } | Availability::Offline { cached: true } => {
+                "cached"
+            }
+            Availability::Online { .. } | Availability::Offline { .. } => "asked",
+            Availability::Closed { .. } => "closed",
         }
     }
 }
@@ -70,9 +86,14 @@ pub async fn availability(
         metrics::count_outcome("Presence", "Result", "closed");
         return Availability::Closed { opens_at };
     }
-    match presence.agent_available(channel, referrer).await {
-        true => Availability::Online,
-        false => Availability::Offline,
+    let answer = presence.agent_available(channel, referrer).await;
+    match answer.online {
+        true => Availability::Online {
+            cached: answer.cached,
+        },
+        false => Availability::Offline {
+            cached: answer.cached,
+        },
     }
 }
 
@@ -141,7 +162,7 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
             "msc refused the handover; releasing the session to the bot"
         );
         metrics::count_outcome("HandoversFailed", "Reason", &failure_reason(&err));
-        release_quietly(store, &claim).await;
+        release_quietly(store, &claim, &failure_reason(&err)).await;
         return Ok(HandoverOutcome::Refused(err));
     }
     match store.complete(session_id, &claim.token).await {
@@ -186,8 +207,11 @@ fn failure_reason(err: &MscError) -> String {
     }
 }
 
-async fn release_quietly<S: HandoverStore + ?Sized>(store: &S, claim: &Session) {
-    match store.release(&claim.session_id, &claim.token).await {
+async fn release_quietly<S: HandoverStore + ?Sized>(store: &S, claim: &Session, refusal: &str) {
+    match store
+        .release(&claim.session_id, &claim.token, refusal)
+        .await
+    {
         Ok(Guarded::Applied(())) => {}
         Ok(Guarded::Refused { .. }) => {
             tracing::warn!("release refused: the claim had already been taken over")
@@ -421,6 +445,7 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
                 &reply.additions,
                 &message,
                 transcript,
+                session.as_ref().map_or(&[][..], |s| &s.history[..]),
             )
             .await,
         );
@@ -503,6 +528,7 @@ async fn start_flow(
     additions: &crate::domain::OutputAdditions,
     message: &IncomingMessage,
     transcript: Vec<Turn>,
+    earlier: &[HistoryEvent],
 ) -> Vec<String> {
     let channel = additions
         .msc_channel
@@ -512,16 +538,25 @@ async fn start_flow(
         additions.msc_webstore.as_deref(),
         message.end_user_url.as_deref(),
     );
-    let status = availability(
+    let now = deps.clock.now();
+    let available = availability(
         deps.presence.as_ref(),
         &deps.hours,
         &channel,
         additions.skill.as_deref(),
         referrer,
-        deps.clock.now(),
+        now,
     )
-    .await
-    .agent_status();
+    .await;
+    let status = available.agent_status();
+    let started = HistoryEvent::new(
+        now,
+        "flow_started",
+        Some(format!(
+            "agentStatus={status}, presence={}",
+            available.source()
+        )),
+    );
     let start = IntakeStart {
         session_id: session_id.to_owned(),
         skill: additions.skill.clone(),
@@ -531,6 +566,7 @@ async fn start_flow(
         end_user_url: message.end_user_url.clone(),
         culture: Some(culture.to_owned()),
         transcript,
+        history: with_events(earlier, &[started]),
     };
     let intake = match deps.store.start_intake(&start).await {
         Ok(StartIntakeOutcome::Started(intake)) => intake,

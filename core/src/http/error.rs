@@ -40,6 +40,8 @@ pub enum ApiError {
     NoIntake,
     #[error("the session is not handed over to an agent")]
     NotHandedOver,
+    #[error("no such session (or it expired)")]
+    NoSession,
     #[error("after must be a cursor: a whole number from an earlier response")]
     InvalidCursor,
     #[error("session store unavailable")]
@@ -68,6 +70,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             ApiError::NoIntake => (S::NOT_FOUND, "no_intake"),
             ApiError::NotHandedOver => (S::CONFLICT, "not_handed_over"),
+            ApiError::NoSession => (S::NOT_FOUND, "no_session"),
             ApiError::InvalidCursor => (S::BAD_REQUEST, "invalid_cursor"),
             ApiError::Store(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Caic(_) => (S::BAD_GATEWAY, "caic_unavailable"),

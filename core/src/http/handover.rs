@@ -14,7 +14,7 @@ use crate::channel::ChannelPush;
 use crate::clock::Clock;
 use crate::domain::{IntakeAnswer, SessionId};
 use crate::flow::{hand_over, HandoverOutcome};
-use crate::msc::MscMessages;
+use crate::msc::{rfc3339, MscMessages};
 use crate::store::SessionStore;
 
 pub struct HandoverDeps {
@@ -104,6 +104,63 @@ pub async fn prechat_complete(
         }
     };
     Ok(Json(json!({"success": success})))
+}
+
+/// `GET /v1/sessions/{sessionId}`: where a conversation stands and how it got there.
+pub async fn session_view(
+    State(deps): State<Arc<HandoverDeps>>,
+    SessionIdParam(session_id): SessionIdParam,
+) -> Result<Json<Value>, ApiError> {
+    record_session(&session_id);
+    let now = deps.clock.now();
+    let Some(session) = deps.store.get(&session_id).await.map_err(ApiError::Store)? else {
+        return Err(ApiError::NoSession);
+    };
+    let handled_by = match session.state {
+        crate::domain::SessionState::HandedOver if session.is_live(now) => "agent",
+        _ => "bot",
+    };
+    let agent = &session.agent;
+    let history: Vec<Value> = session
+        .history
+        .iter()
+        .map(|event| {
+            let mut shown = json!({"at": rfc3339(event.at), "event": event.event});
+            if let Some(detail) = &event.detail {
+                shown["detail"] = json!(detail);
+            }
+            shown
+        })
+        .collect();
+    let mut view = json!({
+        "sessionId": session_id.as_str(),
+        "state": session.state.as_str(),
+        "handledBy": handled_by,
+        "expiresAt": rfc3339(session.expires_at),
+        "agentStatus": session.agent_status.as_str(),
+        "counts": {
+            "agentReplies": agent.replies,
+            "outbox": agent.outbox.len(),
+            "queued": session.queued.len(),
+        },
+        "history": history,
+    });
+    let optional = [
+        ("skill", session.skill.as_deref()),
+        ("webstore", session.webstore.as_deref()),
+        ("channel", session.channel.as_deref()),
+        ("endReason", agent.end_reason.map(|r| r.as_str())),
+        ("agentName", agent.agent_name.as_deref()),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            view[name] = json!(value);
+        }
+    }
+    if let Some(joined) = agent.agent_joined_at {
+        view["agentJoinedAt"] = json!(rfc3339(joined));
+    }
+    Ok(Json(view))
 }
 
 pub async fn operator_handover(

@@ -70,6 +70,11 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ),
     (
         "GET",
+        "/v1/sessions/{sessionId}",
+        Function::OperatorHandover,
+    ),
+    (
+        "GET",
         "/v1/sessions/{sessionId}/messages",
         Function::AnswerIngest,
     ),
@@ -141,7 +146,11 @@ pub fn operator_handover(deps: Arc<HandoverDeps>, operator_key: CallerKey) -> Ro
         )
         .route(
             "/v1/sessions/{sessionId}/release",
-            post(agent::release).route_layer(operator_only),
+            post(agent::release).route_layer(operator_only.clone()),
+        )
+        .route(
+            "/v1/sessions/{sessionId}",
+            get(handover::session_view).route_layer(operator_only),
         )
         .with_state(deps)
         .layer(from_fn_with_state(

@@ -92,7 +92,7 @@ pub async fn presence_webhook(
         referrer,
         deps.clock.now(),
     )
-    .await
-        == Availability::Online;
+    .await;
+    let available = matches!(available, Availability::Online { .. });
     Ok(Json(json!({"agentAvailable": available})))
 }

@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    end_keeping_the_queue, intake_session, queue_has_room, rules, AgentStore, Amended,
-    ClaimOutcome, Enqueued, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore,
-    IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome, StartIntakeOutcome,
-    StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
+    claimed_event, completed_events, end_failed_handover, intake_session, queue_has_room, rules,
+    AgentStore, Amended, ClaimOutcome, Enqueued, Guarded, HandoverStore, IdempotencyBegin,
+    IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome,
+    StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{
-    apply, relation_name, HandoverChange, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage,
-    Session, SessionState,
+    apply, relation_name, with_events, HandoverChange, HolderToken, IntakeAnswer, IntakeStart,
+    QueuedMessage, Session, SessionState,
 };
 
 #[derive(Debug, Clone)]
@@ -126,6 +126,7 @@ impl HandoverStore for MemoryStore {
         current.token = HolderToken::generate();
         current.intake = intake.to_vec();
         current.relation_name = relation_name(intake);
+        current.history = with_events(&current.history, &[claimed_event(intake, now)]);
         current.expires_at = self.policy.lease_expiry(now);
         current.updated_at = now;
         Ok(ClaimOutcome::Claimed(current.clone()))
@@ -145,6 +146,8 @@ impl HandoverStore for MemoryStore {
                 session.intake.clear();
                 session.transcript.clear();
                 session.expires_at = self.policy.lock_expiry(now);
+                let locked = completed_events(now, session.expires_at);
+                session.history = with_events(&session.history, &locked);
                 session.updated_at = now;
                 Ok(Guarded::Applied(session.clone()))
             }
@@ -156,16 +159,13 @@ impl HandoverStore for MemoryStore {
         &self,
         session_id: &str,
         token: &HolderToken,
+        refusal: &str,
     ) -> Result<Guarded<()>, StoreError> {
         let now = self.clock.now();
         let mut items = self.items();
         match items.get_mut(session_id) {
             Some(session) if rules::holds_claim(Some(session), token) => {
-                if session.queued.is_empty() {
-                    items.remove(session_id);
-                } else {
-                    end_keeping_the_queue(session, &self.policy, now);
-                }
+                end_failed_handover(session, &self.policy, refusal, now);
                 Ok(Guarded::Applied(()))
             }
             other => Ok(Guarded::refused(other.map(|s| s.clone()), now)),

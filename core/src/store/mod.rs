@@ -11,8 +11,8 @@ pub mod memory;
 use async_trait::async_trait;
 
 use crate::domain::{
-    HandoverChange, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage, Session, SessionState,
-    QUEUE_LIMIT, QUEUE_LIMIT_BYTES,
+    with_events, HandoverChange, HistoryEvent, HolderToken, IntakeAnswer, IntakeStart,
+    QueuedMessage, Session, SessionState, QUEUE_LIMIT, QUEUE_LIMIT_BYTES,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -254,12 +254,13 @@ pub trait HandoverStore: Send + Sync {
         token: &HolderToken,
     ) -> Result<Guarded<Session>, StoreError>;
 
-    /// `handing_over` (same token) → no session: back to the bot. With messages queued, the session
-    /// becomes `ended` (`handover_failed`) instead and keeps them for the bot to answer.
+    /// `handing_over` (same token) → `ended` (`handover_failed`): back to the bot, MSC's `refusal` in
+    /// the history, queued messages kept for the bot to answer.
     async fn release(
         &self,
         session_id: &str,
         token: &HolderToken,
+        refusal: &str,
     ) -> Result<Guarded<()>, StoreError>;
 
     /// Queues an end user's message behind a live `handing_over` session, within
@@ -393,15 +394,46 @@ impl<T> SessionStore for T where
 {
 }
 
-/// What a released claim with queued messages becomes: ended by the failed handover, the queue kept
-/// for the bot (as long as a lock would last), the intake answers gone.
-pub(crate) fn end_keeping_the_queue(session: &mut Session, policy: &LockPolicy, now: i64) {
+/// What a claim adds to the history: the intake saved (how many answers, never what they are).
+pub(crate) fn claimed_event(intake: &[IntakeAnswer], now: i64) -> HistoryEvent {
+    HistoryEvent::new(
+        now,
+        "claimed",
+        Some(format!("intake answers: {}", intake.len())),
+    )
+}
+
+/// What a completion adds: MSC accepted, locked until when.
+pub(crate) fn completed_events(now: i64, locked_until: i64) -> Vec<HistoryEvent> {
+    vec![
+        HistoryEvent::new(now, "msc_accepted", None),
+        HistoryEvent::new(now, "locked", Some(crate::msc::rfc3339(locked_until))),
+    ]
+}
+
+/// What a release adds: why MSC did not take it, and back to the bot.
+pub(crate) fn released_events(refusal: &str, now: i64) -> Vec<HistoryEvent> {
+    vec![
+        HistoryEvent::new(now, "msc_refused", Some(refusal.to_owned())),
+        HistoryEvent::new(now, "released", None),
+    ]
+}
+
+/// What a released claim becomes: ended by the failed handover, back with the bot, its history and
+/// any queued messages kept (as long as a lock would last), the intake answers and transcript gone.
+pub(crate) fn end_failed_handover(
+    session: &mut Session,
+    policy: &LockPolicy,
+    refusal: &str,
+    now: i64,
+) {
     session.state = SessionState::Ended;
     session.agent.end_reason = Some(crate::domain::EndReason::HandoverFailed);
     session.intake.clear();
     session.transcript.clear();
     session.expires_at = policy.lock_expiry(now);
     session.updated_at = now;
+    session.history = with_events(&session.history, &released_events(refusal, now));
 }
 
 /// The `prechat` session a start of intake writes, the same for every adapter.
@@ -426,5 +458,6 @@ pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64)
         queued: Vec::new(),
         transcript: start.transcript.clone(),
         relation_name: None,
+        history: crate::domain::with_events(&start.history, &[]),
     }
 }

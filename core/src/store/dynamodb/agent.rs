@@ -20,6 +20,7 @@ pub(super) mod name {
     pub const LAST_CURSOR: &str = "last_cursor";
     pub const END_REASON: &str = "end_reason";
     pub const VERSION: &str = "version";
+    pub const REPLIES: &str = "agent_replies";
     pub const SESSION: &str = "session";
     // Fields of an outbox entry.
     pub const CURSOR: &str = "cursor";
@@ -50,6 +51,7 @@ pub(super) fn attributes(side: &AgentSide) -> Vec<(&'static str, AttributeValue)
         attributes.push((name::OUTBOX, outbox_to_attr(&side.outbox)));
         attributes.push((name::LAST_CURSOR, unsigned(side.last_cursor)));
         attributes.push((name::VERSION, unsigned(side.version)));
+        attributes.push((name::REPLIES, unsigned(side.replies)));
     }
     attributes
 }
@@ -136,6 +138,7 @@ pub(super) fn read(item: &Item) -> Result<AgentSide, String> {
             .map(|r| r.parse())
             .transpose()?,
         version: counter(item, name::VERSION)?,
+        replies: counter(item, name::REPLIES)?,
     })
 }
 
@@ -190,6 +193,7 @@ impl AgentStore for DynamoDbStore {
                 (attr::STATE, s(next.state.as_str())),
                 (attr::EXPIRES_AT, n(next.expires_at)),
                 (attr::UPDATED_AT, n(next.updated_at)),
+                (attr::HISTORY, super::history_to_attr(&next.history)),
             ]
             .into_iter()
             .chain(attributes(&next.agent));

@@ -23,14 +23,15 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{
-    end_keeping_the_queue, intake_session, rules, ClaimOutcome, Enqueued, Guarded, HandoverStore,
-    IdempotencyBegin, IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader,
-    SlideOutcome, StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
+    claimed_event, completed_events, intake_session, released_events, ClaimOutcome, Enqueued,
+    Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore, IntakeStore, LockPolicy,
+    LockSlider, SessionReader, SlideOutcome, StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS,
+    IDEMPOTENCY_PENDING_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{
-    relation_name, AgentStatus, EndReason, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage,
-    Session, SessionState, Turn,
+    relation_name, AgentStatus, EndReason, HistoryEvent, HolderToken, IntakeAnswer, IntakeStart,
+    QueuedMessage, Session, SessionState, Turn,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -58,6 +59,10 @@ mod attr {
     pub const TURN_FROM: &str = "from";
     pub const TURN_TEXT: &str = "text";
     pub const RELATION_NAME: &str = "relation_name";
+    pub const HISTORY: &str = "history";
+    pub const EVENT_AT: &str = "at";
+    pub const EVENT: &str = "event";
+    pub const EVENT_DETAIL: &str = "detail";
 }
 
 pub struct DynamoDbStore {
@@ -174,6 +179,9 @@ fn session_to_item(session: &Session) -> Item {
     if let Some(name) = &session.relation_name {
         item.insert(attr::RELATION_NAME.into(), s(name));
     }
+    if !session.history.is_empty() {
+        item.insert(attr::HISTORY.into(), history_to_attr(&session.history));
+    }
     for (name, value) in agent::attributes(&session.agent) {
         item.insert(name.into(), value);
     }
@@ -206,6 +214,56 @@ fn transcript_to_attr(transcript: &[Turn]) -> AttributeValue {
             })
             .collect(),
     )
+}
+
+fn history_to_attr(history: &[HistoryEvent]) -> AttributeValue {
+    AttributeValue::L(
+        history
+            .iter()
+            .map(|event| {
+                let mut entry = HashMap::from([
+                    (attr::EVENT_AT.to_owned(), n(event.at)),
+                    (attr::EVENT.to_owned(), s(&event.event)),
+                ]);
+                if let Some(detail) = &event.detail {
+                    entry.insert(attr::EVENT_DETAIL.to_owned(), s(detail));
+                }
+                AttributeValue::M(entry)
+            })
+            .collect(),
+    )
+}
+
+fn read_history(item: &Item) -> Result<Vec<HistoryEvent>, String> {
+    let Some(attribute) = item.get(attr::HISTORY) else {
+        return Ok(Vec::new());
+    };
+    let AttributeValue::L(events) = attribute else {
+        return Err("history is not a list".to_owned());
+    };
+    events
+        .iter()
+        .map(|event| {
+            let AttributeValue::M(map) = event else {
+                return Err("a history event is not a map".to_owned());
+            };
+            let (Some(AttributeValue::N(at)), Some(AttributeValue::S(name))) =
+                (map.get(attr::EVENT_AT), map.get(attr::EVENT))
+            else {
+                return Err("a history event lacks its time or name".to_owned());
+            };
+            Ok(HistoryEvent {
+                at: at
+                    .parse()
+                    .map_err(|_| "a history event's time is not a number")?,
+                event: name.clone(),
+                detail: match map.get(attr::EVENT_DETAIL) {
+                    Some(AttributeValue::S(detail)) => Some(detail.clone()),
+                    _ => None,
+                },
+            })
+        })
+        .collect()
 }
 
 fn read_transcript(item: &Item) -> Result<Vec<Turn>, String> {
@@ -312,6 +370,7 @@ fn item_to_session(item: &Item) -> Result<Session, StoreError> {
         queued: queue::read(item).map_err(corrupt)?,
         transcript: read_transcript(item).map_err(corrupt)?,
         relation_name: string(attr::RELATION_NAME)?,
+        history: read_history(item).map_err(corrupt)?,
         session_id,
     })
 }
@@ -439,9 +498,16 @@ impl HandoverStore for DynamoDbStore {
             .table_name(&self.table)
             .set_key(Some(HashMap::from([Self::key(session_id)])))
             .update_expression(format!(
-                "SET #st = :handing_over, #tok = :token, #exp = :lease, #upd = :now, #intake = :intake{relation}"
+                "SET #st = :handing_over, #tok = :token, #exp = :lease, #upd = :now, #intake = :intake, \
+                 #h = list_append(if_not_exists(#h, :none), :events){relation}"
             ))
-            .expression_attribute_names("#rel", attr::RELATION_NAME);
+            .expression_attribute_names("#rel", attr::RELATION_NAME)
+            .expression_attribute_names("#h", attr::HISTORY)
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(
+                ":events",
+                history_to_attr(&[claimed_event(intake, now)]),
+            );
         if relation.starts_with(',') {
             update = update.expression_attribute_values(":rel", relation_value);
         }
@@ -495,9 +561,16 @@ impl HandoverStore for DynamoDbStore {
             .table_name(&self.table)
             .set_key(Some(HashMap::from([Self::key(session_id)])))
             .update_expression(
-                "SET #st = :handed_over, #exp = :lock, #upd = :now REMOVE #intake, #transcript",
+                "SET #st = :handed_over, #exp = :lock, #upd = :now, \
+                 #h = list_append(if_not_exists(#h, :none), :events) REMOVE #intake, #transcript",
             )
             .expression_attribute_names("#transcript", attr::TRANSCRIPT)
+            .expression_attribute_names("#h", attr::HISTORY)
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(
+                ":events",
+                history_to_attr(&completed_events(now, self.policy.lock_expiry(now))),
+            )
             // rules::holds_claim
             .condition_expression("#st = :handing_over AND #tok = :token")
             .expression_attribute_names("#st", attr::STATE)
@@ -540,60 +613,36 @@ impl HandoverStore for DynamoDbStore {
         &self,
         session_id: &str,
         token: &HolderToken,
+        refusal: &str,
     ) -> Result<Guarded<()>, StoreError> {
         let now = self.clock.now();
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(HashMap::from([Self::key(session_id)])))
-            // rules::holds_claim, and nothing queued (see below)
-            .condition_expression(
-                "#st = :handing_over AND #tok = :token AND attribute_not_exists(#q)",
-            )
-            .expression_attribute_names("#st", attr::STATE)
-            .expression_attribute_names("#tok", attr::TOKEN)
-            .expression_attribute_names("#q", queue::QUEUED)
-            .expression_attribute_values(":handing_over", s(SessionState::HandingOver.as_str()))
-            .expression_attribute_values(":token", s(token))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let current = match result {
-            Ok(_) => return Ok(Guarded::Applied(())),
-            Err(err) => match delete_failure(err) {
-                WriteFailure::ConditionFailed(old) => optional_session(old.as_ref())?,
-                WriteFailure::Other(err) => return Err(err),
-            },
-        };
-        let mut session = match current {
-            Some(session) if rules::holds_claim(Some(&session), token) => session,
-            other => return Ok(Guarded::refused(other, now)),
-        };
-        // Messages wait behind the claim: the session ends instead, keeping them for the bot.
-        end_keeping_the_queue(&mut session, &self.policy, now);
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(HashMap::from([Self::key(session_id)])))
             .update_expression(
-                "SET #st = :ended, #er = :failed, #exp = :keep, #upd = :now REMOVE #intake, #transcript",
+                "SET #st = :ended, #er = :failed, #exp = :keep, #upd = :now, \
+                 #h = list_append(if_not_exists(#h, :none), :events) REMOVE #intake, #transcript",
             )
+            // rules::holds_claim
             .condition_expression("#st = :handing_over AND #tok = :token")
             .expression_attribute_names("#st", attr::STATE)
             .expression_attribute_names("#tok", attr::TOKEN)
             .expression_attribute_names("#er", agent::name::END_REASON)
-            .expression_attribute_names("#transcript", attr::TRANSCRIPT)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_names("#upd", attr::UPDATED_AT)
+            .expression_attribute_names("#h", attr::HISTORY)
             .expression_attribute_names("#intake", attr::INTAKE)
+            .expression_attribute_names("#transcript", attr::TRANSCRIPT)
             .expression_attribute_values(":handing_over", s(SessionState::HandingOver.as_str()))
             .expression_attribute_values(":ended", s(SessionState::Ended.as_str()))
             .expression_attribute_values(":failed", s(EndReason::HandoverFailed.as_str()))
             .expression_attribute_values(":token", s(token))
-            .expression_attribute_values(":keep", n(session.expires_at))
+            .expression_attribute_values(":keep", n(self.policy.lock_expiry(now)))
             .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":events", history_to_attr(&released_events(refusal, now)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;

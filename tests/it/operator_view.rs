@@ -1,0 +1,130 @@
+//! The operator view: a session's state and how it got there, never personal data.
+
+use handover_tests::world::{caic_reply, World};
+use handover_tests::{dynamodb_harness, emf_lines};
+use http::StatusCode;
+use serde_json::{json, Value};
+use wiremock::ResponseTemplate;
+
+const SID: &str = "operator-view-session-01";
+
+fn events(view: &Value) -> Vec<String> {
+    view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_view_tells_the_story_of_a_handover_without_personal_data() {
+    emf_lines(SID);
+    let world = World::with_env(dynamodb_harness().await, &[("RELEASE_ON_ARCHIVE", "true")]).await;
+    assert_eq!(
+        world.session_view(SID).await.1["error"]["code"],
+        "no_session",
+        "404 before there is one"
+    );
+    world
+        .caic_answers(
+            "agent",
+            caic_reply(
+                SID,
+                "Connecting.",
+                json!({"livechat": true, "skill": "billing", "mscWebstore": "NL-shop"}),
+            ),
+        )
+        .await;
+    world
+        .caic_event_answers(200, caic_reply(SID, "Your name?", json!({})))
+        .await;
+    world
+        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
+        .await;
+    world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+    world.channel_answers(ResponseTemplate::new(200)).await;
+    world
+        .message(json!({"sessionId": SID, "text": "agent", "endUserUrl": "https://shop.example/?email=jane@example.com"}))
+        .await;
+    world
+        .end_slot(SID, json!([{"name": "name", "value": "Jane Doe"}, {"name": "email", "value": "jane@example.com"}]))
+        .await;
+    world
+        .msc_posts_message(
+            json!({"ConversationExternalIdentifier": SID, "MessageExternalIdentifier": "m-1",
+                                  "ConversationGuid": "guid-view", "Content": "Hello Jane!"}),
+        )
+        .await;
+    world
+        .msc_posts_event(json!({"Name": "ConversationStarted", "Payload": {"ConversationId": "guid-view", "AgentName": "Sam"}}))
+        .await;
+    world
+        .msc_posts_message(
+            json!({"ConversationExternalIdentifier": SID, "MessageExternalIdentifier": "m-2",
+                                  "ConversationGuid": "guid-view", "Content": "Anything else?"}),
+        )
+        .await;
+    let (status, during) = world.session_view(SID).await;
+    assert_eq!(status, StatusCode::OK, "{during}");
+    assert_eq!(
+        (during["state"].clone(), during["handledBy"].clone()),
+        (json!("handed_over"), json!("agent"))
+    );
+    assert_eq!(during["counts"]["agentReplies"], 2);
+    assert_eq!(during["agentName"], "Sam");
+    world
+        .msc_posts_event(
+            json!({"Name": "ConversationArchived", "Payload": {"ConversationId": "guid-view"}}),
+        )
+        .await;
+
+    let (status, view) = world.session_view(SID).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(
+        (
+            view["state"].clone(),
+            view["handledBy"].clone(),
+            view["endReason"].clone()
+        ),
+        (json!("ended"), json!("bot"), json!("agent_closed"))
+    );
+    assert_eq!(
+        (
+            view["skill"].clone(),
+            view["webstore"].clone(),
+            view["channel"].clone(),
+            view["agentStatus"].clone()
+        ),
+        (
+            json!("billing"),
+            json!("NL-shop"),
+            json!("WebChat"),
+            json!("online")
+        )
+    );
+    assert_eq!(
+        events(&view),
+        [
+            "flow_started",
+            "claimed",
+            "msc_accepted",
+            "locked",
+            "first_agent_reply",
+            "agent_assigned",
+            "ended"
+        ]
+    );
+    let history = &view["history"];
+    assert_eq!(history[0]["detail"], "agentStatus=online, presence=asked");
+    assert_eq!(history[1]["detail"], "intake answers: 2");
+    assert_eq!(history[6]["detail"], "agent_closed");
+    let shown = view.to_string();
+    for personal in ["Jane", "jane@example.com", "Hello", "shop.example"] {
+        assert!(!shown.contains(personal), "{personal} in {shown}");
+    }
+    println!("{}", serde_json::to_string_pretty(&view).unwrap());
+    for line in emf_lines(SID) {
+        println!("{line}");
+    }
+}

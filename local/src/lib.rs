@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::middleware::{from_fn, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 use handover_core::clock::{Clock, SystemClock};
 use handover_core::config::{Env, LocalConfig};
@@ -59,6 +60,8 @@ pub async fn start_with(
     env.set_default("OPERATOR_API_KEY", LOCAL_OPERATOR_KEY);
     env.set_default("MSC_WEBHOOK_SECRET", LOCAL_MSC_WEBHOOK_SECRET);
     env.set_default("HANDOVER_STORE", "memory");
+    // Locally the way back is worth seeing: an agent closing the conversation hands it to the bot.
+    env.set_default("RELEASE_ON_ARCHIVE", "true");
     let config = LocalConfig::from_env(&env).map_err(StartupError::from)?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -101,7 +104,9 @@ pub async fn start_with(
         &client,
     ));
     if use_sandbox {
-        app = app.nest("/sandbox", sandbox::routes(&env, addr, client));
+        app = app
+            .nest("/sandbox", sandbox::routes(&env, addr, client))
+            .route("/", get(playground(&config)));
     }
     let app = routes::serve(app).layer(from_fn(run_to_completion));
     let task = tokio::spawn(async move {
@@ -114,6 +119,16 @@ pub async fn start_with(
         sandbox: use_sandbox,
         task,
     })
+}
+
+/// The playground page: both sides of a handover on one page, talking to the same routes as anyone
+/// (the local keys written into it; the page is served by the local runner only, with the sandbox).
+fn playground(config: &LocalConfig) -> Html<String> {
+    Html(
+        include_str!("playground.html")
+            .replace("{{CHANNEL_KEY}}", &config.answer_ingest.channel_key)
+            .replace("{{OPERATOR_KEY}}", &config.operator_handover.caller_key),
+    )
 }
 
 /// Like a Lambda invocation, a request runs to its end even if the caller hangs up: the server drops

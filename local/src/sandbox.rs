@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -57,6 +58,7 @@ pub fn routes(env: &Env, addr: SocketAddr, http: reqwest::Client) -> Router {
         .route("/msc/api/messages", get(received).post(accept_message))
         .route("/msc/agent/reply", post(agent_reply))
         .route("/msc/agent/archive", post(agent_archive))
+        .route("/settings", get(settings).post(change_settings))
         .with_state(Arc::new(Sandbox::new(env, addr, http)))
 }
 
@@ -73,8 +75,10 @@ struct Sandbox {
     msc_webhook_secret: String,
     /// Session → the ConversationGuid MSC made for it.
     conversations: Mutex<HashMap<String, String>>,
-    agents_online: bool,
-    msc_failure_percent: u8,
+    // Switched at run time from the playground (`POST /sandbox/settings`).
+    agents_online: AtomicBool,
+    msc_failure_percent: AtomicU8,
+    caic_failing: AtomicBool,
     duplicate_webhooks: bool,
     http: reqwest::Client,
     intakes: Mutex<HashMap<String, Intake>>,
@@ -92,12 +96,14 @@ impl Sandbox {
             msc_webhook_secret: env
                 .string_or("MSC_WEBHOOK_SECRET", crate::LOCAL_MSC_WEBHOOK_SECRET),
             conversations: Mutex::new(HashMap::new()),
-            agents_online: env.string_or("SANDBOX_AGENTS", "online") != "offline",
-            msc_failure_percent: env
-                .optional("SANDBOX_MSC_FAILURE_PERCENT")
-                .and_then(|p| p.parse::<u8>().ok())
-                .unwrap_or(0)
-                .min(100),
+            agents_online: AtomicBool::new(env.string_or("SANDBOX_AGENTS", "online") != "offline"),
+            caic_failing: AtomicBool::new(false),
+            msc_failure_percent: AtomicU8::new(
+                env.optional("SANDBOX_MSC_FAILURE_PERCENT")
+                    .and_then(|p| p.parse::<u8>().ok())
+                    .unwrap_or(0)
+                    .min(100),
+            ),
             duplicate_webhooks: env.string_or("SANDBOX_DUPLICATE_WEBHOOKS", "false") == "true",
             http,
             intakes: Mutex::new(HashMap::new()),
@@ -152,7 +158,54 @@ impl Sandbox {
     }
 }
 
-async fn ask(State(sandbox): State<Arc<Sandbox>>, Query(query): Params) -> Json<Value> {
+/// What the playground can switch: agents online, MSC refusing handovers, CAIC down.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Settings {
+    agents_online: Option<bool>,
+    msc_failing: Option<bool>,
+    caic_failing: Option<bool>,
+}
+
+async fn settings(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
+    Json(json!({
+        "agentsOnline": sandbox.agents_online.load(Ordering::Relaxed),
+        "mscFailing": sandbox.msc_failure_percent.load(Ordering::Relaxed) == 100,
+        "caicFailing": sandbox.caic_failing.load(Ordering::Relaxed),
+    }))
+}
+
+async fn change_settings(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(change): Json<Settings>,
+) -> Json<Value> {
+    if let Some(online) = change.agents_online {
+        sandbox.agents_online.store(online, Ordering::Relaxed);
+    }
+    if let Some(failing) = change.msc_failing {
+        let percent = if failing { 100 } else { 0 };
+        sandbox
+            .msc_failure_percent
+            .store(percent, Ordering::Relaxed);
+    }
+    if let Some(failing) = change.caic_failing {
+        sandbox.caic_failing.store(failing, Ordering::Relaxed);
+    }
+    settings(State(sandbox)).await
+}
+
+fn caic_down() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "the sandbox CAIC is switched off"})),
+    )
+        .into_response()
+}
+
+async fn ask(State(sandbox): State<Arc<Sandbox>>, Query(query): Params) -> Response {
+    if sandbox.caic_failing.load(Ordering::Relaxed) {
+        return caic_down();
+    }
     let session = query
         .get("session")
         .cloned()
@@ -195,10 +248,13 @@ async fn ask(State(sandbox): State<Arc<Sandbox>>, Query(query): Params) -> Json<
             }
         }
     };
-    caic_reply(&session, &answer, additions)
+    caic_reply(&session, &answer, additions).into_response()
 }
 
 async fn prechat_event(State(sandbox): State<Arc<Sandbox>>, Query(query): Params) -> Response {
+    if sandbox.caic_failing.load(Ordering::Relaxed) {
+        return caic_down();
+    }
     let Some(session) = query.get("session").cloned() else {
         return (
             StatusCode::BAD_REQUEST,
@@ -217,7 +273,7 @@ async fn prechat_event(State(sandbox): State<Arc<Sandbox>>, Query(query): Params
 }
 
 async fn presence(State(sandbox): State<Arc<Sandbox>>) -> &'static str {
-    if sandbox.agents_online {
+    if sandbox.agents_online.load(Ordering::Relaxed) {
         "Online"
     } else {
         "Offline"
@@ -249,7 +305,7 @@ async fn accept_message(
         Ok(message)
             if message["Subject"].is_string()
                 && u32::from(random_byte()) * 100
-                    < u32::from(sandbox.msc_failure_percent) * 256 =>
+                    < u32::from(sandbox.msc_failure_percent.load(Ordering::Relaxed)) * 256 =>
         {
             tracing::info!("sandbox MSC injected a failure");
             (

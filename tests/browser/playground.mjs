@@ -1,0 +1,81 @@
+// Drives the local runner's playground page in headless Chromium through a whole handover, and asserts
+// what each pane shows. Usage: node playground.mjs <base URL> [screenshot to write mid-conversation]
+// On failure it saves a screenshot next to this file (playground-failure.png) and exits 1.
+import { chromium } from "playwright-core";
+
+const base = process.argv[2];
+const screenshot = process.argv[3];
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+const steps = [];
+const step = async (name, run) => {
+  await run();
+  steps.push(name);
+  console.log(`ok - ${name}`);
+};
+const userSays = async (text) => {
+  await page.fill("#user-input", text);
+  await page.press("#user-input", "Enter");
+};
+const shows = (pane, text) =>
+  page.locator(`#${pane} .msg`, { hasText: text }).first().waitFor({ timeout: 10_000 });
+
+try {
+  await page.goto(base);
+  await step("the page loads with its three panes", async () => {
+    for (const pane of ["end-user", "agent", "session"]) await page.locator(`#${pane}`).waitFor();
+  });
+  await step("the bot answers hello", async () => {
+    await userSays("hello");
+    await shows("user-log", 'You said "hello"');
+  });
+  await step("asking for a person starts the intake", async () => {
+    await userSays("I want an agent");
+    await shows("user-log", "Let me connect you to a colleague.");
+    await shows("user-log", "What is your name?");
+  });
+  await step("the intake is answered and the handover made", async () => {
+    await userSays("Jane Doe");
+    await shows("user-log", "e-mail address");
+    await userSays("jane@example.com");
+    await shows("user-log", "A colleague will take over this chat.");
+    await shows("user-log", "Handed over to a colleague.");
+    await page.locator("#session-state", { hasText: "handed_over" }).waitFor({ timeout: 10_000 });
+    await page.locator("#session-handled-by", { hasText: "agent" }).waitFor();
+  });
+  await step("the agent sees the handover message with the conversation and the intake", async () => {
+    await shows("agent-log", "Chatbot handover: support");
+    await shows("agent-log", "Customer: I want an agent");
+    await shows("agent-log", "email: jane@example.com");
+  });
+  await step("the end user's next message reaches the agent", async () => {
+    await userSays("hi, about my invoice");
+    await shows("agent-log", "hi, about my invoice");
+  });
+  await step("the agent's reply reaches the end user", async () => {
+    await page.fill("#agent-input", "Hello Jane, I am looking at your invoice.");
+    await page.press("#agent-input", "Enter");
+    await shows("user-log", "Hello Jane, I am looking at your invoice.");
+    if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  });
+  await step("closing as the agent ends the handover, with its reason", async () => {
+    await page.click("#agent-close");
+    await shows("user-log", "Handover ended (agent_closed)");
+    await page.locator("#session-state", { hasText: "ended (agent_closed)" }).waitFor({ timeout: 10_000 });
+    await page.locator("#session-history li", { hasText: "ended: agent_closed" }).waitFor();
+  });
+  await step("the bot answers again", async () => {
+    await userSays("hello again");
+    await shows("user-log", 'You said "hello again"');
+  });
+  console.log(`browser: ${steps.length} passed, 0 failed`);
+} catch (error) {
+  console.error(`not ok - after ${steps.length} steps: ${error.message}`);
+  await page.screenshot({ path: new URL("playground-failure.png", import.meta.url).pathname, fullPage: true });
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

@@ -280,3 +280,21 @@ async fn dynamodb_faults_leave_the_user_with_the_bot() {
         );
     }
 }
+
+/// The SDK retries a put whose response was lost; the retry finds the key taken by the very request
+/// that retries it, which must not turn the channel's first try into a 409 `request_in_progress`.
+#[tokio::test]
+async fn an_idempotency_key_whose_first_put_answered_too_late_is_still_this_requests() {
+    let (harness, counter) = handover_tests::counted_dynamodb_harness().await;
+    counter.lose_next_response("PutItem");
+    assert_eq!(
+        harness.store.begin_request("k-lost", "fp").await.unwrap(),
+        handover_core::IdempotencyBegin::Fresh
+    );
+    assert_eq!(counter.count("PutItem"), 2, "the put was retried");
+    assert_eq!(
+        harness.store.begin_request("k-lost", "fp").await.unwrap(),
+        handover_core::IdempotencyBegin::InProgress,
+        "another request with the key still waits"
+    );
+}

@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 pub struct DynamoCounter {
     pub url: String,
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// The operation whose next response is lost (see [`DynamoCounter::lose_next_response`]).
+    lose: Arc<Mutex<Option<String>>>,
 }
 
 const READS: &[&str] = &[
@@ -37,19 +39,23 @@ impl DynamoCounter {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let lose: Arc<Mutex<Option<String>>> = Arc::default();
         let client = handover_core::clients::new_http_client().expect("http client");
         let counter = DynamoCounter {
             url,
             counts: counts.clone(),
+            lose: lose.clone(),
         };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let counts = counts.clone();
+                let lose = lose.clone();
                 let client = client.clone();
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let counts = counts.clone();
+                        let lose = lose.clone();
                         let client = client.clone();
                         let upstream = upstream.clone();
                         async move {
@@ -59,6 +65,7 @@ impl DynamoCounter {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
+                            let mut lost = false;
                             if let Some(target) = parts
                                 .headers
                                 .get("x-amz-target")
@@ -66,6 +73,11 @@ impl DynamoCounter {
                             {
                                 let operation =
                                     target.rsplit('.').next().unwrap_or(target).to_owned();
+                                let mut lose = lose.lock().unwrap();
+                                if lose.as_deref() == Some(operation.as_str()) {
+                                    *lose = None;
+                                    lost = true;
+                                }
                                 *counts.lock().unwrap().entry(operation).or_default() += 1;
                             }
                             let mut forward = client
@@ -81,6 +93,11 @@ impl DynamoCounter {
                                 response = response.header(name, value);
                             }
                             let bytes = answer.bytes().await.unwrap_or_default();
+                            if lost {
+                                // The request landed; its answer arrives after the SDK's attempt
+                                // timeout (1 s), so the SDK retries it.
+                                tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+                            }
                             Ok::<_, Infallible>(response.body(Full::new(bytes)).expect("response"))
                         }
                     });
@@ -91,6 +108,11 @@ impl DynamoCounter {
             }
         });
         counter
+    }
+
+    /// The next request of `operation` reaches the server, but its response comes too late.
+    pub fn lose_next_response(&self, operation: &str) {
+        *self.lose.lock().unwrap() = Some(operation.to_owned());
     }
 
     pub fn reset(&self) {

@@ -732,9 +732,13 @@ impl IdempotencyStore for DynamoDbStore {
     ) -> Result<IdempotencyBegin, StoreError> {
         let now = self.clock.now();
         let (pk_name, pk) = idempotency_key(key);
+        // This request's own mark: if the SDK retries a put that had landed (its response was lost),
+        // the retry finds the mark and knows the key is already this request's.
+        let token = HolderToken::generate();
         let item = HashMap::from([
             (pk_name, pk),
             (attr::STATE.to_owned(), s(PENDING)),
+            (attr::TOKEN.to_owned(), s(&token)),
             (attr::FINGERPRINT.to_owned(), s(fingerprint)),
             (
                 attr::EXPIRES_AT.to_owned(),
@@ -764,6 +768,11 @@ impl IdempotencyStore for DynamoDbStore {
             Some(AttributeValue::S(value)) => Some(value.clone()),
             _ => None,
         };
+        if text(attr::STATE).as_deref() == Some(PENDING)
+            && text(attr::TOKEN).as_deref() == Some(token.as_str())
+        {
+            return Ok(IdempotencyBegin::Fresh);
+        }
         Ok(match (text(attr::STATE).as_deref(), text(attr::REPLY)) {
             (Some(DONE), Some(reply)) => IdempotencyBegin::Replay {
                 fingerprint: text(attr::FINGERPRINT).unwrap_or_default(),

@@ -298,3 +298,61 @@ async fn an_idempotency_key_whose_first_put_answered_too_late_is_still_this_requ
         "another request with the key still waits"
     );
 }
+
+/// MSC accepted the handover and the lock write failed: the write is tried again; if it keeps
+/// failing, the claim stays as the trace and the next end-user turn after its lease finishes the lock.
+#[tokio::test]
+async fn a_lock_that_could_not_be_written_after_msc_accepted_is_finished_not_dropped() {
+    for (failures, written_at_once) in [(3, true), (9, false)] {
+        let (harness, counter) = handover_tests::counted_dynamodb_harness().await;
+        let world = World::on(harness).await;
+        prechat_session(&world).await;
+        world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+        world
+            .caic_answers("still there?", caic_reply(SID, "Bot.", json!({})))
+            .await;
+        counter.fail_next("UpdateItem", "handed_over", failures);
+        let (_, body) = world
+            .end_slot(SID, json!([{"name": "name", "value": "Jane"}]))
+            .await;
+        let state = world.store.get(SID).await.unwrap().map(|s| s.state);
+        if written_at_once {
+            assert_eq!(body, json!({"success": true}), "retried within the webhook");
+            assert_eq!(state, Some(SessionState::HandedOver));
+            continue;
+        }
+        assert_eq!(body, json!({"success": false}));
+        assert_eq!(
+            state,
+            Some(SessionState::HandingOver),
+            "the claim is the trace"
+        );
+        let (_, queued) = message(&world, "hello?").await;
+        assert_eq!(queued["queued"], true, "kept behind the unfinished claim");
+        world.clock.advance(31);
+        let (status, relayed) = message(&world, "still there?").await;
+        assert_eq!(status, StatusCode::OK, "{relayed}");
+        assert_eq!(
+            relayed["handledBy"], "agent",
+            "finished, not handed back to the bot"
+        );
+        assert_eq!(
+            world.store.get(SID).await.unwrap().map(|s| s.state),
+            Some(SessionState::HandedOver)
+        );
+        let sent = world.msc_messages().await;
+        let ids: Vec<&str> = sent
+            .iter()
+            .map(|m| m["MessageExternalIdentifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        assert_eq!(ids[0], ids[1], "the repeated handover message keeps its id");
+        assert_eq!(sent[2]["Content"], "hello?");
+        assert_eq!(sent[3]["Content"], "still there?");
+        assert!(world
+            .caic_requests("/ask")
+            .await
+            .iter()
+            .all(|r| { query_of(r, "q").as_deref() != Some("still there?") }));
+    }
+}

@@ -17,6 +17,8 @@ pub struct DynamoCounter {
     counts: Arc<Mutex<HashMap<String, usize>>>,
     /// The operation whose next response is lost (see [`DynamoCounter::lose_next_response`]).
     lose: Arc<Mutex<Option<String>>>,
+    /// Requests of an operation whose body has a text, refused with a 500 so many times.
+    fail: Arc<Mutex<Option<(String, String, usize)>>>,
 }
 
 const READS: &[&str] = &[
@@ -40,22 +42,26 @@ impl DynamoCounter {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let lose: Arc<Mutex<Option<String>>> = Arc::default();
+        let fail: Arc<Mutex<Option<(String, String, usize)>>> = Arc::default();
         let client = handover_core::clients::new_http_client().expect("http client");
         let counter = DynamoCounter {
             url,
             counts: counts.clone(),
             lose: lose.clone(),
+            fail: fail.clone(),
         };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let counts = counts.clone();
                 let lose = lose.clone();
+                let fail = fail.clone();
                 let client = client.clone();
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let counts = counts.clone();
                         let lose = lose.clone();
+                        let fail = fail.clone();
                         let client = client.clone();
                         let upstream = upstream.clone();
                         async move {
@@ -78,7 +84,32 @@ impl DynamoCounter {
                                     *lose = None;
                                     lost = true;
                                 }
+                                let mut fail = fail.lock().unwrap();
+                                let refuse = match fail.as_mut() {
+                                    Some((op, text, left))
+                                        if *op == operation
+                                            && *left > 0
+                                            && String::from_utf8_lossy(&body)
+                                                .contains(text.as_str()) =>
+                                    {
+                                        *left -= 1;
+                                        true
+                                    }
+                                    _ => false,
+                                };
                                 *counts.lock().unwrap().entry(operation).or_default() += 1;
+                                if refuse {
+                                    let refusal = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}"#;
+                                    return Ok::<_, Infallible>(
+                                        hyper::Response::builder()
+                                            .status(500)
+                                            .header("content-type", "application/x-amz-json-1.0")
+                                            .body(Full::new(bytes::Bytes::from_static(
+                                                refusal.as_bytes(),
+                                            )))
+                                            .expect("response"),
+                                    );
+                                }
                             }
                             let mut forward = client
                                 .request(parts.method.clone(), format!("{upstream}{}", parts.uri));
@@ -108,6 +139,12 @@ impl DynamoCounter {
             }
         });
         counter
+    }
+
+    /// The next `times` requests of `operation` whose body contains `text` are refused with a 500, as
+    /// DynamoDB does when it fails internally.
+    pub fn fail_next(&self, operation: &str, text: &str, times: usize) {
+        *self.fail.lock().unwrap() = Some((operation.to_owned(), text.to_owned(), times));
     }
 
     /// The next request of `operation` reaches the server, but its response comes too late.

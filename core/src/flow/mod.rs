@@ -165,7 +165,7 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
         release_quietly(store, &claim, &failure_reason(&err)).await;
         return Ok(HandoverOutcome::Refused(err));
     }
-    match store.complete(session_id, &claim.token).await {
+    match complete_with_retries(store, session_id, &claim.token).await {
         Ok(Guarded::Applied(locked)) => {
             tracing::info!(
                 expires_at = locked.expires_at,
@@ -190,10 +190,38 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
             Ok(HandoverOutcome::InProgress)
         }
         Err(err) => {
-            // MSC has the conversation but the lock was not written: the lease expires and the bot
-            // would answer again. Nothing better to do than to report it.
+            // MSC has the conversation but the lock was not written. The claim stays as the trace:
+            // messages queue behind it, and once its lease ends the next end-user turn takes it over
+            // and finishes the handover (MSC drops the repeated handover message by its id).
             tracing::error!(error = %err, "msc accepted the handover but the lock could not be written");
             Err(err)
+        }
+    }
+}
+
+/// The pauses before the completing write is tried again: MSC has the conversation, so the lock is
+/// worth waiting for, within a webhook's time (the SDK also retries each try).
+const COMPLETE_RETRIES: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(600),
+];
+
+async fn complete_with_retries<S: HandoverStore + ?Sized>(
+    store: &S,
+    session_id: &SessionId,
+    token: &crate::domain::HolderToken,
+) -> Result<Guarded<Session>, StoreError> {
+    let mut pauses = COMPLETE_RETRIES.iter();
+    loop {
+        match store.complete(session_id, token).await {
+            Err(err) => match pauses.next() {
+                Some(pause) => {
+                    tracing::warn!(error = %err, "the lock could not be written; trying again");
+                    tokio::time::sleep(*pause).await;
+                }
+                None => return Err(err),
+            },
+            done => return done,
         }
     }
 }
@@ -469,6 +497,28 @@ async fn live_or_lapsed(
     let stored = stored?;
     if stored.is_live(now) {
         return Some(stored);
+    }
+    if stored.state == SessionState::HandingOver {
+        // A claim whose holder never finished (it crashed, or MSC accepted and the lock could not be
+        // written): take it over and finish the handover now, rather than answer with the bot while
+        // an agent may have the conversation. MSC drops a repeat of the handover message by its id.
+        tracing::warn!("a claim was left unfinished; taking it over");
+        let finished = hand_over(
+            deps.store.as_ref(),
+            deps.msc.as_ref(),
+            deps.clock.as_ref(),
+            session_id,
+            &stored.intake,
+        )
+        .await;
+        // Read again: the handover posted (and cleared) what was queued, or left it for this relay.
+        return match finished {
+            Ok(_) => deps.store.get(session_id).await.ok().flatten(),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not finish the unfinished claim");
+                None
+            }
+        };
     }
     if stored.state == SessionState::HandedOver {
         let ended = agent::end_handover(

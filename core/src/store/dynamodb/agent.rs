@@ -210,7 +210,10 @@ impl AgentStore for DynamoDbStore {
             match result {
                 Ok(_) => return Ok(Amended::Applied(next)),
                 // Another change got there first (or the lock ended): start again from what it wrote.
-                Err(err) => match update_failure(err) {
+                Err(err) => match self
+                    .with_item(Self::key(session_id), update_failure(err))
+                    .await?
+                {
                     WriteFailure::ConditionFailed(old) => found = optional_session(old.as_ref())?,
                     WriteFailure::Other(err) => return Err(err),
                 },

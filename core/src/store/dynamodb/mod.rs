@@ -142,6 +142,33 @@ fn delete_failure(
     classify_write_error!(err, DeleteItemError::ConditionalCheckFailedException)
 }
 
+impl DynamoDbStore {
+    /// A refused condition with the item as it was. DynamoDB sends it back with the refusal
+    /// (`ReturnValuesOnConditionCheckFailure=ALL_OLD`); a compatible store that does not (dynalite) costs
+    /// one consistent read here, on the rare refused path only.
+    async fn with_item(
+        &self,
+        key: (String, AttributeValue),
+        failure: WriteFailure,
+    ) -> Result<WriteFailure, StoreError> {
+        match failure {
+            WriteFailure::ConditionFailed(None) => {
+                let output = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(HashMap::from([key])))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                Ok(WriteFailure::ConditionFailed(output.item().cloned()))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
 fn session_to_item(session: &Session) -> Item {
     let mut item = Item::new();
     item.insert(attr::PK.into(), s(&session.session_id));
@@ -430,7 +457,10 @@ impl IntakeStore for DynamoDbStore {
             .await;
         match result {
             Ok(_) => Ok(StartIntakeOutcome::Started(session)),
-            Err(err) => match put_failure(err) {
+            Err(err) => match self
+                .with_item(Self::key(&start.session_id), put_failure(err))
+                .await?
+            {
                 WriteFailure::ConditionFailed(old) => match optional_session(old.as_ref())? {
                     Some(in_the_way) => Ok(StartIntakeOutcome::Busy(in_the_way)),
                     None => Err(StoreError::Unavailable(format!(
@@ -468,7 +498,10 @@ impl IntakeStore for DynamoDbStore {
             .await;
         match result {
             Ok(_) => Ok(Guarded::Applied(())),
-            Err(err) => match delete_failure(err) {
+            Err(err) => match self
+                .with_item(Self::key(session_id), delete_failure(err))
+                .await?
+            {
                 WriteFailure::ConditionFailed(old) => {
                     Ok(Guarded::refused(optional_session(old.as_ref())?, now))
                 }
@@ -538,7 +571,10 @@ impl HandoverStore for DynamoDbStore {
                     "claim of session {session_id:?} returned no attributes"
                 ))),
             },
-            Err(err) => match update_failure(err) {
+            Err(err) => match self
+                .with_item(Self::key(session_id), update_failure(err))
+                .await?
+            {
                 WriteFailure::ConditionFailed(old) => Ok(ClaimOutcome::refused(
                     optional_session(old.as_ref())?,
                     Some(&token),
@@ -594,7 +630,10 @@ impl HandoverStore for DynamoDbStore {
                     "completion of session {session_id:?} returned no attributes"
                 ))),
             },
-            Err(err) => match update_failure(err) {
+            Err(err) => match self
+                .with_item(Self::key(session_id), update_failure(err))
+                .await?
+            {
                 WriteFailure::ConditionFailed(old) => match optional_session(old.as_ref())? {
                     // An earlier attempt of this call wrote the lock and its response was lost.
                     Some(locked)
@@ -648,7 +687,10 @@ impl HandoverStore for DynamoDbStore {
             .await;
         match result {
             Ok(_) => Ok(Guarded::Applied(())),
-            Err(err) => match update_failure(err) {
+            Err(err) => match self
+                .with_item(Self::key(session_id), update_failure(err))
+                .await?
+            {
                 WriteFailure::ConditionFailed(old) => {
                     Ok(Guarded::refused(optional_session(old.as_ref())?, now))
                 }
@@ -705,7 +747,10 @@ impl LockSlider for DynamoDbStore {
                     session.session_id
                 ))),
             },
-            Err(err) => match update_failure(err) {
+            Err(err) => match self
+                .with_item(Self::key(&session.session_id), update_failure(err))
+                .await?
+            {
                 WriteFailure::ConditionFailed(old) => Ok(SlideOutcome::refused(
                     optional_session(old.as_ref())?.as_ref(),
                     now,
@@ -759,7 +804,10 @@ impl IdempotencyStore for DynamoDbStore {
             .await;
         let old = match result {
             Ok(_) => return Ok(IdempotencyBegin::Fresh),
-            Err(err) => match put_failure(err) {
+            Err(err) => match self
+                .with_item(idempotency_key(key), put_failure(err))
+                .await?
+            {
                 WriteFailure::ConditionFailed(old) => old.unwrap_or_default(),
                 WriteFailure::Other(err) => return Err(err),
             },
@@ -874,7 +922,7 @@ pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError
         return Err(unavailable(err));
     }
     wait_until_active(client, table).await?;
-    client
+    let ttl = client
         .update_time_to_live()
         .table_name(table)
         .time_to_live_specification(
@@ -885,9 +933,27 @@ pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?,
         )
         .send()
-        .await
-        .map_err(unavailable)?;
-    Ok(())
+        .await;
+    match ttl {
+        Ok(_) => Ok(()),
+        // A local DynamoDB-compatible server without the TTL API (dynalite): nothing relies on
+        // deletion, every read and condition names the expiry.
+        Err(err)
+            if err
+                .raw_response()
+                .is_some_and(|r| r.status().as_u16() == 400)
+                && DisplayErrorContext(&err)
+                    .to_string()
+                    .contains("UnknownOperation") =>
+        {
+            tracing::warn!(
+                table,
+                "this server has no TTL API; expired items stay until replaced"
+            );
+            Ok(())
+        }
+        Err(err) => Err(unavailable(err)),
+    }
 }
 
 async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreError> {

@@ -94,7 +94,10 @@ pub(super) async fn enqueue(
             };
             Ok(Enqueued::Queued { position })
         }
-        Err(err) => match update_failure(err) {
+        Err(err) => match store
+            .with_item(DynamoDbStore::key(session_id), update_failure(err))
+            .await?
+        {
             WriteFailure::ConditionFailed(old) => {
                 // A missing item comes back as no item: nothing to queue behind.
                 let current = optional_session(old.as_ref())?;

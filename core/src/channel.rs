@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::clock::Clock;
-use crate::config::ChannelWebhookSettings;
+use crate::config::{ChannelWebhookSettings, Keys};
 use crate::domain::OutboxMessage;
 use crate::telemetry::ErrorChain;
 
@@ -53,7 +53,7 @@ impl ChannelWebhook {
     /// One attempt: `Some(true)` delivered, `Some(false)` refused for good (a 4xx other than 429),
     /// `None` worth another try.
     async fn attempt(&self, body: &[u8]) -> Option<bool> {
-        let signature = signature(self.settings.secret.as_bytes(), self.clock.now(), body);
+        let signature = signature_header(&self.settings.secret, self.clock.now(), body);
         let response = self
             .http
             .post(&self.settings.url)
@@ -131,6 +131,20 @@ pub fn body(session_id: &str, message: &OutboxMessage) -> Value {
     body
 }
 
+/// The signature header: one `v1` per secret (two while `CHANNEL_WEBHOOK_SECRET` is rotated), so the
+/// channel accepts the push with either (as Stripe's and Slack's webhooks do).
+pub fn signature_header(secrets: &Keys, timestamp: i64, body: &[u8]) -> String {
+    let mut header = signature(secrets.current.as_bytes(), timestamp, body);
+    if let Some(next) = &secrets.next {
+        let v1 = signature(next.as_bytes(), timestamp, body);
+        if let Some((_, next_v1)) = v1.split_once(",v1=") {
+            header.push_str(",v1=");
+            header.push_str(next_v1);
+        }
+    }
+    header
+}
+
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: the channel recomputes it with the shared
 /// secret, and refuses an old `t` (a replay).
 pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
@@ -150,6 +164,33 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn while_the_secret_is_rotated_the_header_signs_with_both() {
+        let one = Keys {
+            current: "Jefe".into(),
+            next: None,
+        };
+        assert_eq!(
+            signature_header(&one, 1, b"what do ya want for nothing?"),
+            signature(b"Jefe", 1, b"what do ya want for nothing?")
+        );
+        let both = Keys {
+            current: "Jefe".into(),
+            next: Some("Next".into()),
+        };
+        let header = signature_header(&both, 1, b"body");
+        let next_v1 = signature(b"Next", 1, b"body");
+        assert!(
+            header.starts_with(&signature(b"Jefe", 1, b"body")),
+            "{header}"
+        );
+        assert!(
+            header.ends_with(next_v1.split_once(",v1=").unwrap().1),
+            "{header}"
+        );
+        assert_eq!(header.matches("v1=").count(), 2);
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {

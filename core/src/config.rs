@@ -102,18 +102,55 @@ impl Env {
         Ok(raw.trim_end_matches('/').to_owned())
     }
 
-    /// A caller key (see [`crate::http::CallerKey`]): long enough not to be guessed.
-    fn caller_key(&self, name: &'static str) -> Result<String, ConfigError> {
-        let key = self.required(name)?;
-        if key.len() < 16 {
-            return Err(ConfigError::Invalid {
-                name,
-                reason: "must be at least 16 characters".into(),
-            });
-        }
-        Ok(key.to_owned())
+    /// A key or secret shared with callers (see [`crate::http::CallerKey`]), long enough not to be
+    /// guessed: `<name>`, and during a rotation also `<name>_NEXT`.
+    fn caller_key(&self, name: &'static str) -> Result<Keys, ConfigError> {
+        let long_enough = |name: &'static str, key: &str| {
+            if key.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be at least 16 characters".into(),
+                });
+            }
+            Ok(key.to_owned())
+        };
+        let next_name = NEXT_KEYS
+            .iter()
+            .find(|(current, _)| *current == name)
+            .map(|(_, next)| *next);
+        let next = match next_name.and_then(|next| self.optional(next).map(|key| (next, key))) {
+            Some((next, key)) => Some(long_enough(next, key)?),
+            None => None,
+        };
+        Ok(Keys {
+            current: long_enough(name, self.required(name)?)?,
+            next,
+        })
     }
 }
+
+/// A key or secret and, while it is being rotated, its successor: both are accepted (and a signature
+/// is made with both), so callers can move from one to the other without a moment of refusals.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub current: String,
+    pub next: Option<String>,
+}
+
+impl Keys {
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.current.as_str()).chain(self.next.as_deref())
+    }
+}
+
+/// Each rotatable key and the variable of its successor.
+pub const NEXT_KEYS: &[(&str, &str)] = &[
+    ("CHANNEL_API_KEY", "CHANNEL_API_KEY_NEXT"),
+    ("CAIC_WEBHOOK_SECRET", "CAIC_WEBHOOK_SECRET_NEXT"),
+    ("OPERATOR_API_KEY", "OPERATOR_API_KEY_NEXT"),
+    ("MSC_WEBHOOK_SECRET", "MSC_WEBHOOK_SECRET_NEXT"),
+    ("CHANNEL_WEBHOOK_SECRET", "CHANNEL_WEBHOOK_SECRET_NEXT"),
+];
 
 /// The channel used when an answer names none.
 pub const DEFAULT_CHANNEL: &str = "WebChat";
@@ -219,7 +256,7 @@ fn business_hours(env: &Env) -> Result<BusinessHours, ConfigError> {
 pub struct ChannelWebhookSettings {
     pub url: String,
     /// Signs every push (HMAC-SHA256).
-    pub secret: String,
+    pub secret: Keys,
     /// Per attempt.
     pub timeout: Duration,
 }
@@ -304,7 +341,7 @@ pub struct AnswerIngestConfig {
     pub presence: PresenceSettings,
     pub msc: MscApiSettings,
     pub default_channel: String,
-    pub channel_key: String,
+    pub channel_key: Keys,
     /// `TRANSCRIPT_TURNS`: how many of the channel's earlier turns the handover message shows.
     pub transcript_turns: usize,
     pub business_hours: BusinessHours,
@@ -342,8 +379,8 @@ pub struct PresenceCheckConfig {
     pub presence: PresenceSettings,
     pub business_hours: BusinessHours,
     pub default_channel: String,
-    pub channel_key: String,
-    pub webhook_key: String,
+    pub channel_key: Keys,
+    pub webhook_key: Keys,
 }
 
 impl PresenceCheckConfig {
@@ -365,7 +402,7 @@ pub struct HandoverConfig {
     pub sessions: SessionSettings,
     pub msc: MscApiSettings,
     pub channel_webhook: Option<ChannelWebhookSettings>,
-    pub caller_key: String,
+    pub caller_key: Keys,
 }
 
 impl HandoverConfig {
@@ -393,7 +430,7 @@ impl HandoverConfig {
 pub struct AgentEventsConfig {
     pub sessions: SessionSettings,
     pub channel_webhook: Option<ChannelWebhookSettings>,
-    pub webhook_key: String,
+    pub webhook_key: Keys,
     /// `RELEASE_ON_ARCHIVE`: the agent closing the conversation hands it back to the bot at once;
     /// otherwise (the default, the seed's behaviour) it stays locked until 24 hours of inactivity.
     pub release_on_archive: bool,

@@ -95,7 +95,7 @@ pub fn answer_ingest_routes(
         transcript_turns: config.transcript_turns,
         hours: Arc::new(config.business_hours.clone()),
     };
-    http::answer_ingest(deps, CallerKey::new(&config.channel_key))
+    http::answer_ingest(deps, CallerKey::new(config.channel_key.all()))
 }
 
 pub fn presence_check_routes(
@@ -111,8 +111,8 @@ pub fn presence_check_routes(
     };
     http::presence_check(
         deps,
-        CallerKey::new(&config.channel_key),
-        CallerKey::new(&config.webhook_key),
+        CallerKey::new(config.channel_key.all()),
+        CallerKey::new(config.webhook_key.all()),
     )
 }
 
@@ -131,7 +131,7 @@ pub fn handover_routes(
         channel: channel_push(&config.channel_webhook, client, &clock),
         clock,
     });
-    router(deps, CallerKey::new(&config.caller_key))
+    router(deps, CallerKey::new(config.caller_key.all()))
 }
 
 pub type HandoverRouter = fn(Arc<HandoverDeps>, CallerKey) -> Router;
@@ -148,7 +148,7 @@ pub fn agent_events_routes(
         clock,
         release_on_archive: config.release_on_archive,
     };
-    http::agent_events(deps, CallerKey::new(&config.webhook_key))
+    http::agent_events(deps, CallerKey::new(config.webhook_key.all()))
 }
 
 /// A function's cold start: the process environment with the deployment's secret laid over it (see

@@ -126,8 +126,11 @@ pub async fn start_with(
 fn playground(config: &LocalConfig) -> Html<String> {
     Html(
         include_str!("playground.html")
-            .replace("{{CHANNEL_KEY}}", &config.answer_ingest.channel_key)
-            .replace("{{OPERATOR_KEY}}", &config.operator_handover.caller_key),
+            .replace("{{CHANNEL_KEY}}", &config.answer_ingest.channel_key.current)
+            .replace(
+                "{{OPERATOR_KEY}}",
+                &config.operator_handover.caller_key.current,
+            ),
     )
 }
 

@@ -902,3 +902,47 @@ async fn presence_answers_are_reused_briefly_per_channel_and_referrer() {
         "PRESENCE_CACHE_MS=0 turns it off"
     );
 }
+
+/// Rotation without downtime: the current key and the next one are both accepted, and a next key that
+/// is too short stops the start naming it.
+#[tokio::test]
+async fn during_a_rotation_the_current_and_the_next_key_are_both_accepted() {
+    const NEXT: &str = "channel-key-next-0123456789";
+    let world = World::with_env(memory_harness().await, &[("CHANNEL_API_KEY_NEXT", NEXT)]).await;
+    world
+        .caic_answers("hello", caic_reply(SID, "Hi!", json!({})))
+        .await;
+    let body = json!({"sessionId": SID, "text": "hello"}).to_string();
+    for key in [handover_tests::world::CHANNEL_KEY, NEXT] {
+        let req = event("POST", "/v1/messages", "", Some(key), &body);
+        assert_eq!(
+            read(send(&world.ingest, req).await).0,
+            StatusCode::OK,
+            "{key}"
+        );
+    }
+    let req = event(
+        "POST",
+        "/v1/messages",
+        "",
+        Some("channel-key-next-012345678"),
+        &body,
+    );
+    assert_eq!(
+        read(send(&world.ingest, req).await).0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    use handover_core::config::{Env, PresenceCheckConfig};
+    let error = PresenceCheckConfig::from_env(&Env::from_pairs([
+        ("MSC_PRESENCE_URL", "http://127.0.0.1:1/presence"),
+        ("MSC_PRESENCE_API_KEY", "k"),
+        ("CHANNEL_API_KEY", "channel-key-0123456789"),
+        ("CHANNEL_API_KEY_NEXT", "short"),
+        ("CAIC_WEBHOOK_SECRET", "webhook-secret-0123456789"),
+    ]))
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(error.contains("CHANNEL_API_KEY_NEXT is invalid"), "{error}");
+}

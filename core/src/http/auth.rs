@@ -8,13 +8,14 @@ use subtle::ConstantTimeEq;
 
 use super::ApiError;
 
-/// One caller's key: the channel's, CAIC's webhooks' or the operators'.
+/// One caller's key (the channel's, CAIC's webhooks', the operators', MSC's webhooks'): the current
+/// value and, during a rotation, the next one.
 #[derive(Clone)]
-pub struct CallerKey(String);
+pub struct CallerKey(Vec<String>);
 
 impl CallerKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
+    pub fn new<K: Into<String>>(keys: impl IntoIterator<Item = K>) -> Self {
+        Self(keys.into_iter().map(Into::into).collect())
     }
 
     /// Whether `Authorization: Bearer <key>` carries this key.
@@ -30,7 +31,10 @@ impl CallerKey {
 
     /// Compared in constant time, so the time taken says nothing about how much of a guess was right.
     fn is(&self, presented: &[u8]) -> bool {
-        presented.ct_eq(self.0.as_bytes()).into()
+        // Every value is compared, whichever matches, so the time taken says nothing either.
+        self.0.iter().fold(false, |matched, key| {
+            matched | bool::from(presented.ct_eq(key.as_bytes()))
+        })
     }
 
     /// Whether the query's `key` parameter carries this key.
@@ -76,7 +80,7 @@ mod tests {
 
     #[test]
     fn only_the_exact_key_is_admitted() {
-        let key = CallerKey::new("secret-key");
+        let key = CallerKey::new(["secret-key"]);
         assert!(key.admits(&bearer("Bearer secret-key")));
         assert!(!key.admits(&bearer("Bearer secret-kez")));
         assert!(!key.admits(&bearer("Bearer secret-key-longer")));
@@ -85,5 +89,9 @@ mod tests {
         assert!(key.admits_query(Some("a=1&key=secret-key")));
         assert!(!key.admits_query(Some("key=secret-kez")));
         assert!(!key.admits_query(None));
+        let rotating = CallerKey::new(["secret-key", "secret-key-next"]);
+        assert!(rotating.admits(&bearer("Bearer secret-key")));
+        assert!(rotating.admits(&bearer("Bearer secret-key-next")));
+        assert!(!rotating.admits(&bearer("Bearer secret-key-nex")));
     }
 }

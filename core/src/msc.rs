@@ -62,7 +62,14 @@ pub enum MscError {
     Transport(#[source] reqwest::Error),
     #[error("MSC refused the message with HTTP {0}")]
     Status(u16),
+    /// 429 or 503 past what one request can wait: try again after this many seconds.
+    #[error("MSC is busy (rate limit); retry after {retry_after} s")]
+    Busy { retry_after: u64 },
 }
+
+/// How long one post may wait in all for MSC's `Retry-After` (MSC allows 3 requests a second): a
+/// webhook and an end-user turn both have seconds, not minutes.
+const BUSY_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[async_trait]
 pub trait MscMessages: Send + Sync {
@@ -216,6 +223,25 @@ pub fn custom_channel_body(message: &OutgoingMessage, channel_account: &str) -> 
 #[async_trait]
 impl MscMessages for MscHttp {
     async fn post(&self, message: &OutgoingMessage) -> Result<(), MscError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.post_once(message).await {
+                Err(MscError::Busy { retry_after }) => {
+                    let pause = std::time::Duration::from_secs(retry_after.max(1));
+                    if started.elapsed() + pause > BUSY_BUDGET {
+                        return Err(MscError::Busy { retry_after });
+                    }
+                    tracing::info!(retry_after, "MSC is busy; waiting as it asks");
+                    tokio::time::sleep(pause).await;
+                }
+                done => return done,
+            }
+        }
+    }
+}
+
+impl MscHttp {
+    async fn post_once(&self, message: &OutgoingMessage) -> Result<(), MscError> {
         let response = self
             .http
             .post(format!("{}/messages", self.settings.url))
@@ -236,6 +262,15 @@ impl MscMessages for MscHttp {
             })?;
         match response.status().as_u16() {
             201 => Ok(()),
+            429 | 503 => {
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(1);
+                Err(MscError::Busy { retry_after })
+            }
             other => Err(MscError::Status(other)),
         }
     }

@@ -11,6 +11,7 @@ mod load;
 mod local_runner;
 mod logs;
 mod metrics;
+mod msc_rate_limit;
 mod operator_view;
 mod parsers;
 mod routes;

@@ -104,7 +104,7 @@ async fn a_refused_handover_counts_its_reason() {
     const SID: &str = "metrics-refused-0001";
     emf_lines(SID);
     let world = World::on(memory_harness().await).await;
-    scripted(&world, SID, ResponseTemplate::new(503)).await;
+    scripted(&world, SID, ResponseTemplate::new(500)).await;
     world
         .message(json!({"sessionId": SID, "text": "agent"}))
         .await;
@@ -113,6 +113,6 @@ async fn a_refused_handover_counts_its_reason() {
     let failed = line_with(&lines, "prechat-complete", "HandoversFailed");
     assert_eq!(
         (failed["HandoversFailed"].clone(), failed["Reason"].clone()),
-        (json!(1.0), json!("msc_status_503"))
+        (json!(1.0), json!("msc_status_500"))
     );
 }

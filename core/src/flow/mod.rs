@@ -232,6 +232,7 @@ fn failure_reason(err: &MscError) -> String {
         MscError::Status(status) => format!("msc_status_{status}"),
         MscError::Timeout => "msc_timeout".to_owned(),
         MscError::Transport(_) => "msc_unreachable".to_owned(),
+        MscError::Busy { .. } => "msc_busy".to_owned(),
     }
 }
 

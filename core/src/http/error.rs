@@ -74,6 +74,7 @@ impl ApiError {
             ApiError::InvalidCursor => (S::BAD_REQUEST, "invalid_cursor"),
             ApiError::Store(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Caic(_) => (S::BAD_GATEWAY, "caic_unavailable"),
+            ApiError::Msc(MscError::Busy { .. }) => (S::SERVICE_UNAVAILABLE, "msc_busy"),
             ApiError::Msc(_) => (S::BAD_GATEWAY, "msc_unavailable"),
         }
     }
@@ -83,6 +84,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let busy_for = match &self {
+            ApiError::Msc(MscError::Busy { retry_after }) => Some(*retry_after),
+            _ => None,
+        };
         crate::metrics::count_outcome("RequestsRejected", "ErrorCode", code);
         if status.is_server_error() {
             let cause = std::error::Error::source(&self)
@@ -93,6 +98,11 @@ impl IntoResponse for ApiError {
         }
         let body = json!({"error": {"code": code, "message": self.to_string()}});
         let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = busy_for {
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         if matches!(
             self,
             ApiError::HandoverInProgress | ApiError::RequestInProgress | ApiError::QueueFull

@@ -3,6 +3,7 @@
 mod agent;
 mod business_hours;
 mod costs;
+mod crash;
 mod domain_props;
 mod faults;
 mod flow;

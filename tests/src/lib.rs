@@ -71,6 +71,11 @@ pub async fn dynamodb_harness() -> Harness {
     dynamodb_harness_on(client, table, "dynamodb")
 }
 
+/// A DynamoDB store on an existing table of the test server (one another process writes, say).
+pub fn dynamodb_harness_on_table(table: &str) -> Harness {
+    dynamodb_harness_on(dynamodb_client(), table.to_owned(), "dynamodb")
+}
+
 /// A DynamoDB store whose endpoint refuses connections: the store is down.
 pub fn unreachable_dynamodb_harness() -> Harness {
     dynamodb_harness_on(

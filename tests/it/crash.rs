@@ -12,7 +12,7 @@ use handover_core::SessionState;
 use handover_tests::world::caic_reply;
 use handover_tests::{dynamodb_endpoint, dynamodb_harness_on_table};
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path, query_param};
+use wiremock::matchers::{body_string_contains, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const CHILD: &str = "HANDOVER_CRASH_TEST_RUNNER";
@@ -39,11 +39,18 @@ struct Runner {
 }
 
 impl Runner {
-    fn start(table: &str, caic: &MockServer, msc: &MockServer) -> Runner {
+    /// `test` is the calling test's name: the child runs it again and finds itself a child.
+    fn start(test: &str, table: &str, caic: &MockServer, msc: &MockServer) -> Runner {
         let port_file = std::env::temp_dir().join(format!("crash-port-{}", uuid::Uuid::new_v4()));
-        let test = "crash::a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck";
+        let test = format!("crash::{test}");
         let child = Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--test-threads", "1", "--nocapture"])
+            .args([
+                test.as_str(),
+                "--exact",
+                "--test-threads",
+                "1",
+                "--nocapture",
+            ])
             .env(CHILD, "1")
             .env("HANDOVER_LOCAL_PORT_FILE", &port_file)
             .env("HANDOVER_STORE", "dynamodb")
@@ -140,12 +147,8 @@ async fn msc_accepts_after(msc: &MockServer, delay: Duration) {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck() {
-    if std::env::var_os(CHILD).is_some() {
-        return serve_until_killed().await;
-    }
-    let table = format!("handover-crash-{}", uuid::Uuid::new_v4().simple());
+/// CAIC offers a handover for "agent" and opens the intake dialog.
+async fn caic_offering_a_handover() -> MockServer {
     let caic = MockServer::start().await;
     let livechat = json!({"livechat": "true", "skill": "billing"});
     Mock::given(method("GET"))
@@ -167,34 +170,54 @@ async fn a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck() {
         )))
         .mount(&caic)
         .await;
+    caic
+}
+
+fn end_slot(runner: &Runner) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let url = format!("{}/v1/prechat/complete", runner.base);
+    tokio::spawn(async move {
+        let body = json!({"culture": "en", "sessionId": SID, "session": {}, "name": "intake",
+                          "slots": [{"name": "name", "value": "Jane"}]});
+        http()
+            .post(url)
+            .bearer_auth(WEBHOOK_KEY)
+            .json(&body)
+            .send()
+            .await
+    })
+}
+
+async fn until_msc_has(msc: &MockServer, posts: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while msc_posts(msc).await.len() < posts {
+        assert!(Instant::now() < deadline, "MSC never got {posts} messages");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn fresh_table() -> String {
+    format!("handover-crash-{}", uuid::Uuid::new_v4().simple())
+}
+
+const KILLED_BETWEEN_CLAIM_AND_LOCK: &str =
+    "a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck() {
+    if std::env::var_os(CHILD).is_some() {
+        return serve_until_killed().await;
+    }
+    let table = fresh_table();
+    let caic = caic_offering_a_handover().await;
     let msc = MockServer::start().await;
     // MSC takes the handover message and answers late: the runner dies holding the claim.
     msc_accepts_after(&msc, Duration::from_secs(30)).await;
 
-    let first = Runner::start(&table, &caic, &msc);
+    let first = Runner::start(KILLED_BETWEEN_CLAIM_AND_LOCK, &table, &caic, &msc);
     let started = say(&first, "agent").await;
     assert_eq!(started["handledBy"], "bot", "{started}");
-    let webhook = {
-        let url = format!("{}/v1/prechat/complete", first.base);
-        tokio::spawn(async move {
-            let body = json!({"culture": "en", "sessionId": SID, "session": {}, "name": "intake",
-                              "slots": [{"name": "name", "value": "Jane"}]});
-            http()
-                .post(url)
-                .bearer_auth(WEBHOOK_KEY)
-                .json(&body)
-                .send()
-                .await
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while msc_posts(&msc).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "MSC never got the handover message"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let webhook = end_slot(&first);
+    until_msc_has(&msc, 1).await;
     first.kill();
     assert!(
         webhook.await.unwrap().is_err(),
@@ -216,7 +239,7 @@ async fn a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck() {
 
     msc.reset().await;
     msc_accepts_after(&msc, Duration::ZERO).await;
-    let second = Runner::start(&table, &caic, &msc);
+    let second = Runner::start(KILLED_BETWEEN_CLAIM_AND_LOCK, &table, &caic, &msc);
     let waiting = say(&second, "are you still there?").await;
     assert_eq!(
         (waiting["handledBy"].clone(), waiting["queued"].clone()),
@@ -252,4 +275,66 @@ async fn a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck() {
         "each message once, in order"
     );
     second.kill();
+}
+
+const KILLED_WHILE_POSTING_THE_QUEUE: &str =
+    "a_runner_killed_while_posting_waiting_messages_loses_none";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_while_posting_waiting_messages_loses_none() {
+    if std::env::var_os(CHILD).is_some() {
+        return serve_until_killed().await;
+    }
+    let table = fresh_table();
+    let caic = caic_offering_a_handover().await;
+    let msc = MockServer::start().await;
+    // The handover message takes a moment (a message arrives meanwhile and waits behind the claim);
+    // the waiting message is never answered: the runner dies posting it, after the lock.
+    Mock::given(method("POST"))
+        .and(path("/api/messages"))
+        .and(body_string_contains("waiting behind"))
+        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(30)))
+        .mount(&msc)
+        .await;
+    msc_accepts_after(&msc, Duration::from_secs(1)).await;
+
+    let first = Runner::start(KILLED_WHILE_POSTING_THE_QUEUE, &table, &caic, &msc);
+    say(&first, "agent").await;
+    let webhook = end_slot(&first);
+    until_msc_has(&msc, 1).await;
+    let waiting = say(&first, "waiting behind the handover").await;
+    assert_eq!(waiting["queued"], true, "{waiting}");
+    until_msc_has(&msc, 2).await;
+    first.kill();
+    assert!(
+        webhook.await.unwrap().is_err(),
+        "the webhook was still posting the queue"
+    );
+    let queued_id = msc_posts(&msc).await[1]["MessageExternalIdentifier"].clone();
+    let store = dynamodb_harness_on_table(&table).store;
+    let left = store.get(SID).await.unwrap().unwrap();
+    assert_eq!(
+        (left.state, left.queued.len()),
+        (SessionState::HandedOver, 1),
+        "locked, the message still queued"
+    );
+
+    msc.reset().await;
+    msc_accepts_after(&msc, Duration::ZERO).await;
+    let second = Runner::start(KILLED_WHILE_POSTING_THE_QUEUE, &table, &caic, &msc);
+    let next = say(&second, "and one more").await;
+    assert_eq!(next["handledBy"], "agent", "{next}");
+
+    let posts = msc_posts(&msc).await;
+    let texts: Vec<&str> = posts
+        .iter()
+        .map(|p| p["Content"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["waiting behind the handover", "and one more"]);
+    assert_eq!(
+        posts[0]["MessageExternalIdentifier"], queued_id,
+        "posted again under its id"
+    );
+    let session = store.get(SID).await.unwrap().unwrap();
+    assert!(session.queued.is_empty(), "nothing left waiting");
 }

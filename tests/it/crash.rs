@@ -41,6 +41,16 @@ struct Runner {
 impl Runner {
     /// `test` is the calling test's name: the child runs it again and finds itself a child.
     fn start(test: &str, table: &str, caic: &MockServer, msc: &MockServer) -> Runner {
+        Self::start_with(test, table, caic, msc, &[])
+    }
+
+    fn start_with(
+        test: &str,
+        table: &str,
+        caic: &MockServer,
+        msc: &MockServer,
+        extra: &[(&str, String)],
+    ) -> Runner {
         let port_file = std::env::temp_dir().join(format!("crash-port-{}", uuid::Uuid::new_v4()));
         let test = format!("crash::{test}");
         let child = Command::new(std::env::current_exe().unwrap())
@@ -74,6 +84,7 @@ impl Runner {
             .env("CHANNEL_API_KEY", CHANNEL_KEY)
             .env("CAIC_WEBHOOK_SECRET", WEBHOOK_KEY)
             .env("CLAIM_LEASE_SECS", LEASE_SECS.to_string())
+            .envs(extra.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -337,4 +348,93 @@ async fn a_runner_killed_while_posting_waiting_messages_loses_none() {
     );
     let session = store.get(SID).await.unwrap().unwrap();
     assert!(session.queued.is_empty(), "nothing left waiting");
+}
+
+const KILLED_WHILE_PUSHING: &str = "a_runner_killed_while_pushing_an_agent_reply_keeps_it_once";
+const MSC_WEBHOOK_KEY: &str = "crash-msc-webhook-key-0123";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_while_pushing_an_agent_reply_keeps_it_once() {
+    if std::env::var_os(CHILD).is_some() {
+        return serve_until_killed().await;
+    }
+    let table = fresh_table();
+    let caic = caic_offering_a_handover().await;
+    let msc = MockServer::start().await;
+    msc_accepts_after(&msc, Duration::ZERO).await;
+    // The channel's webhook takes the push and never answers: the runner dies pushing.
+    let channel = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&channel)
+        .await;
+    let extra = [
+        ("MSC_WEBHOOK_SECRET", MSC_WEBHOOK_KEY.to_owned()),
+        ("CHANNEL_WEBHOOK_URL", format!("{}/hook", channel.uri())),
+        (
+            "CHANNEL_WEBHOOK_SECRET",
+            "crash-channel-webhook-0123".to_owned(),
+        ),
+        ("CHANNEL_WEBHOOK_TIMEOUT_MS", "60000".to_owned()),
+    ];
+
+    let first = Runner::start_with(KILLED_WHILE_PUSHING, &table, &caic, &msc, &extra);
+    say(&first, "agent").await;
+    let handed_over = end_slot(&first).await.unwrap().unwrap();
+    let handed_over: Value = handed_over.json().await.unwrap();
+    assert_eq!(handed_over["success"], true);
+    let reply = json!({"ChannelAccountExternalIdentifier": "acct-1",
+                       "ConversationGuid": "8e4f2a1c-0000-4000-8000-000000000001",
+                       "ConversationExternalIdentifier": SID, "MessageExternalIdentifier": "agent-reply-1",
+                       "RelationName": "Jane", "Content": "Hello Jane", "IsPrivate": false,
+                       "SentDateTime": "2026-12-01T10:00:00Z", "Attachments": []});
+    let post_reply = |runner: &Runner| {
+        http()
+            .post(format!("{}/v1/msc/messages", runner.base))
+            .bearer_auth(MSC_WEBHOOK_KEY)
+            .json(&reply)
+            .send()
+    };
+    let delivery = tokio::spawn(post_reply(&first));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while channel
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the push never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    assert!(
+        delivery.await.unwrap().is_err(),
+        "MSC saw its delivery fail"
+    );
+
+    let second = Runner::start_with(KILLED_WHILE_PUSHING, &table, &caic, &msc, &extra);
+    let outbox = |runner: &Runner| {
+        http()
+            .get(format!("{}/v1/sessions/{SID}/messages", runner.base))
+            .bearer_auth(CHANNEL_KEY)
+            .send()
+    };
+    let shown: Value = outbox(&second).await.unwrap().json().await.unwrap();
+    let texts: Vec<&Value> = shown["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["text"])
+        .collect();
+    assert_eq!(
+        texts,
+        [&json!("Hello Jane")],
+        "the reply survived the crash, once"
+    );
+    // MSC delivers again (its delivery failed): acknowledged, not stored twice.
+    let again: Value = post_reply(&second).await.unwrap().json().await.unwrap();
+    assert_eq!(again["status"], "duplicate");
+    let shown: Value = outbox(&second).await.unwrap().json().await.unwrap();
+    assert_eq!(shown["messages"].as_array().unwrap().len(), 1);
 }

@@ -1,7 +1,10 @@
-//! Load without loss: many concurrent conversations through the whole story against the local runner
-//! (sandbox CAIC and MSC on 127.0.0.1) backed by moto, with duplicate end-slot webhooks and injected MSC
-//! failures. Afterwards every conversation is handed over exactly once or back with the bot, none is
-//! stuck, and every relayed message reached MSC once, in order.
+//! Load without loss: many concurrent conversations through the whole loop against the local runner
+//! (sandbox CAIC and MSC on 127.0.0.1) backed by moto: bot, intake, handover (duplicate end-slot
+//! webhooks, injected MSC failures), relayed messages, agent replies (each delivered twice at once by
+//! "MSC", pushed to a channel webhook that fails some pushes), the agent closing the conversation, and
+//! the bot answering again. Afterwards every conversation was handed over exactly once or stayed with
+//! the bot, none is stuck, every relayed message reached MSC once and in order, and every agent reply is
+//! in the outbox once and in order.
 //!
 //! `HANDOVER_LOAD_SESSIONS` sets the number of conversations (default 200; `scripts/test --full` runs 1000).
 
@@ -13,16 +16,37 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use handover_core::config::Env;
 use handover_core::store::dynamodb::{ensure_table, DynamoDbStore};
-use handover_core::{SessionState, SessionStore, SystemClock};
-use handover_local::{start_with, LOCAL_CHANNEL_KEY};
+use handover_core::{EndReason, SessionState, SessionStore, SystemClock};
+use handover_local::{start_with, LOCAL_CHANNEL_KEY, LOCAL_MSC_WEBHOOK_SECRET};
 use serde_json::{json, Value};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const RELAYS: [&str; 3] = ["first", "second", "third"];
+const AGENT_REPLIES: [&str; 3] = ["Hello, I am Sam.", "Let me look.", "Done, anything else?"];
 
 struct Outcome {
     session_id: String,
     handled_by_agent: bool,
     relay_replies: Vec<String>,
+    /// What the channel's poll showed after the agent closed: `(from, text)`.
+    shown: Vec<(String, String)>,
+    /// Who answered the first message after the handover ended (or after the bot kept it).
+    afterwards: String,
+}
+
+/// The channel's webhook, refusing every fourth push: the pusher tries again, the outbox keeps all.
+#[derive(Clone, Default)]
+struct FlakyChannel {
+    pushes: Arc<AtomicUsize>,
+}
+
+impl Respond for FlakyChannel {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        match self.pushes.fetch_add(1, Ordering::SeqCst) % 4 {
+            3 => ResponseTemplate::new(500),
+            _ => ResponseTemplate::new(204),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,10 +73,20 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
     ));
     // The sandbox CAIC, like CAIC, answers the last intake turn only after its end-slot webhook returned,
     // and that webhook's DynamoDB calls wait in moto's queue: the CAIC limit is widened with the rest.
+    let channel = MockServer::start().await;
+    let flaky = FlakyChannel::default();
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(flaky.clone())
+        .mount(&channel)
+        .await;
+    let channel_url = format!("{}/hook", channel.uri());
     let env = Env::from_pairs([
         ("SANDBOX_MSC_FAILURE_PERCENT", "20"),
         ("SANDBOX_DUPLICATE_WEBHOOKS", "true"),
         ("CAIC_TIMEOUT_MS", "60000"),
+        ("CHANNEL_WEBHOOK_URL", channel_url.as_str()),
+        ("CHANNEL_WEBHOOK_SECRET", "load-channel-webhook-secret"),
+        ("RELEASE_ON_ARCHIVE", "true"),
     ]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running = start_with(listener, env, Some(store.clone()))
@@ -101,7 +135,7 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
             .push(message.clone());
     }
 
-    let (mut handed_over, mut with_bot, mut stuck) = (0, 0, 0);
+    let (mut handed_over, mut with_bot, mut stuck, mut agent_replies) = (0, 0, 0, 0);
     for outcome in &outcomes {
         let stored = store
             .get(&outcome.session_id)
@@ -117,8 +151,10 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
             .filter(|m| m["Subject"].is_null())
             .map(|m| m["Content"].as_str().unwrap())
             .collect();
-        match stored.as_ref().map(|s| s.state) {
-            Some(SessionState::HandedOver) => {
+        let ended_by = stored.as_ref().and_then(|s| s.agent.end_reason);
+        assert_eq!(outcome.afterwards, "bot", "{}", outcome.session_id);
+        match (stored.as_ref().map(|s| s.state), ended_by) {
+            (Some(SessionState::Ended), Some(EndReason::AgentClosed)) => {
                 handed_over += 1;
                 assert_eq!(handovers, 1, "{}: one MSC conversation", outcome.session_id);
                 assert!(outcome.handled_by_agent);
@@ -127,9 +163,27 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
                     "{}: every relay once, in order",
                     outcome.session_id
                 );
+                let agent_texts: Vec<&str> = outcome
+                    .shown
+                    .iter()
+                    .filter(|(from, _)| from == "agent")
+                    .map(|(_, text)| text.as_str())
+                    .collect();
+                assert_eq!(
+                    agent_texts, AGENT_REPLIES,
+                    "{}: every agent reply once, in order",
+                    outcome.session_id
+                );
+                assert_eq!(
+                    outcome.shown.last().map(|(from, _)| from.as_str()),
+                    Some("system"),
+                    "{}: the end told",
+                    outcome.session_id
+                );
+                agent_replies += agent_texts.len();
             }
             // A refused handover ends the session (its history kept): back with the bot.
-            None | Some(SessionState::Ended) => {
+            (None, _) | (Some(SessionState::Ended), Some(EndReason::HandoverFailed)) => {
                 with_bot += 1;
                 assert_eq!(
                     handovers, 0,
@@ -143,17 +197,20 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
                     outcome.session_id
                 );
             }
-            Some(state) => {
+            (state, reason) => {
                 stuck += 1;
-                eprintln!("{} stuck in {state}", outcome.session_id);
+                eprintln!("{} stuck in {state:?} ({reason:?})", outcome.session_id);
             }
         }
     }
     let summary = format!(
         "load: {sessions} conversations in {:.1} s: {handed_over} handed over once, {with_bot} back with the bot \
-         (injected MSC failures), {stuck} stuck; {} MSC messages accepted; {} retries after 409",
+         (injected MSC failures), {stuck} stuck; {} MSC messages accepted; {agent_replies} agent replies \
+         (each delivered twice) in the outboxes once and in order, {} pushes to the channel (every fourth \
+         refused); {} retries after 409",
         elapsed.as_secs_f64(),
         sink["messages"].as_array().unwrap().len(),
+        flaky.pushes.load(Ordering::SeqCst),
         retries.load(Ordering::Relaxed)
     );
     println!("{summary}");
@@ -217,9 +274,76 @@ async fn converse(
         let reply = say(Some(&session_id), text, Some(format!("{session_id}-{n}"))).await;
         relay_replies.push(reply["handledBy"].as_str().unwrap().to_owned());
     }
+    let handled_by_agent = relay_replies.iter().all(|by| by == "agent");
+    let mut shown = Vec::new();
+    if handled_by_agent {
+        agent_replies_and_close(http, base, &session_id).await;
+        let outbox: Value = http
+            .get(format!("{base}/v1/sessions/{session_id}/messages"))
+            .bearer_auth(LOCAL_CHANNEL_KEY)
+            .send()
+            .await
+            .expect("runner answers")
+            .json()
+            .await
+            .expect("JSON");
+        for message in outbox["messages"].as_array().expect("messages") {
+            shown.push((
+                message["from"].as_str().unwrap_or_default().to_owned(),
+                message["text"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    let afterwards = say(Some(&session_id), "back to the bot?", None).await;
     Outcome {
-        handled_by_agent: relay_replies.iter().all(|by| by == "agent"),
+        handled_by_agent,
         session_id,
         relay_replies,
+        shown,
+        afterwards: afterwards["handledBy"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
     }
+}
+
+/// The agent's side as MSC plays it: three replies, each delivered twice at once (a webhook retry
+/// racing the first delivery), then the conversation archived. The replies are dated in the past: the
+/// outbox is in `SentDateTime` order and the end of the handover is dated now.
+async fn agent_replies_and_close(http: &reqwest::Client, base: &str, session_id: &str) {
+    let guid = uuid::Uuid::new_v4().to_string();
+    let post = |route: &str, body: Value| {
+        let request = http
+            .post(format!("{base}/v1/msc/{route}"))
+            .bearer_auth(LOCAL_MSC_WEBHOOK_SECRET)
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("runner answers");
+            let status = response.status();
+            let body: Value = response.json().await.expect("JSON");
+            assert_eq!(status, 200, "{session_id}: {body}");
+            body
+        }
+    };
+    for (n, text) in AGENT_REPLIES.iter().enumerate() {
+        let reply = json!({"ChannelAccountExternalIdentifier": "local", "ConversationGuid": guid,
+                           "ConversationExternalIdentifier": session_id,
+                           "MessageExternalIdentifier": format!("{session_id}-agent-{n}"),
+                           "RelationName": "Visitor", "Content": text, "IsPrivate": false,
+                           "SentDateTime": format!("2026-01-01T10:00:0{n}Z"), "Attachments": []});
+        let (first, second) =
+            tokio::join!(post("messages", reply.clone()), post("messages", reply));
+        let mut statuses = [first["status"].clone(), second["status"].clone()];
+        statuses.sort_by_key(|s| s.to_string());
+        assert_eq!(
+            statuses,
+            [json!("delivered"), json!("duplicate")],
+            "{session_id}"
+        );
+    }
+    let archived = json!({"Name": "ConversationArchived",
+                          "Payload": {"ConversationId": guid, "AgentName": "Sam",
+                                      "EventUtcDateTime": "2026-01-01T10:01:00Z"}});
+    let ended = post("events", archived).await;
+    assert_eq!(ended["status"], "ended", "{session_id}");
 }

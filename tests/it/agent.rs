@@ -437,3 +437,57 @@ async fn malformed_msc_bodies_are_a_4xx_naming_the_field() {
         "nothing stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reply_before_the_lock_is_written_finishes_it_and_is_delivered() {
+    for harness in [memory_harness().await, dynamodb_harness().await] {
+        let adapter = harness.adapter;
+        let world = Arc::new(World::on(harness).await);
+        // MSC answers the handover late; its agent is quicker and replies before the 201 arrives.
+        world
+            .msc_accepts_messages(ResponseTemplate::new(201).set_delay(Duration::from_millis(800)))
+            .await;
+        world.channel_answers(ResponseTemplate::new(204)).await;
+        let start = handover_core::IntakeStart {
+            session_id: SID.into(),
+            skill: Some("billing".into()),
+            webstore: None,
+            channel: Some("WebChat".into()),
+            agent_status: handover_core::AgentStatus::Online,
+            end_user_url: None,
+            culture: None,
+            transcript: Vec::new(),
+            history: Vec::new(),
+        };
+        world.store.start_intake(&start).await.unwrap();
+        let holder = {
+            let world = world.clone();
+            tokio::spawn(async move { world.end_slot(SID, json!([])).await })
+        };
+        while world.msc_messages().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let (status, body) = world
+            .msc_posts_message(reply("early-1", "Hello Jane", "2026-12-01T10:00:00Z"))
+            .await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, json!({"status": "delivered"})),
+            "{adapter}"
+        );
+        assert_eq!(
+            world.store.get(SID).await.unwrap().unwrap().state,
+            SessionState::HandedOver,
+            "{adapter}: locked by the reply"
+        );
+        assert_eq!(
+            holder.await.unwrap(),
+            (StatusCode::OK, json!({"success": true})),
+            "{adapter}: the holder's completion is its own"
+        );
+        let (_, shown) = world.outbox(SID, "").await;
+        assert_eq!(shown["messages"][0]["text"], "Hello Jane", "{adapter}");
+        assert_eq!(shown["handledBy"], "agent", "{adapter}");
+    }
+}

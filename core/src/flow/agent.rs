@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::domain::{
     since, AgentReply, EndReason, HandoverChange, OutboxMessage, Session, SessionState,
 };
-use crate::store::{Amended, SessionStore, StoreError};
+use crate::store::{Amended, Guarded, SessionStore, StoreError};
 
 /// Everything the agent side touches.
 #[derive(Clone)]
@@ -56,11 +56,21 @@ pub async fn agent_reply(
         return Ok(ReplyOutcome::PrivateNote);
     }
     let message_id = reply.message_id.clone();
-    let session = match deps
-        .store
-        .amend_handover(session_id, &HandoverChange::AgentReply(reply))
-        .await?
-    {
+    let change = HandoverChange::AgentReply(reply);
+    let mut amended = deps.store.amend_handover(session_id, &change).await?;
+    if let Amended::NotHandedOver(Some(unfinished)) = &amended {
+        if unfinished.state == SessionState::HandingOver {
+            // An agent answering proves MSC accepted the handover: its holder crashed, or could not
+            // write the lock, after MSC's 201. Finish the lock with the claim's own token (a holder
+            // still running recognises its token) rather than drop the reply; what waited behind
+            // the claim goes with the next end-user turn.
+            tracing::warn!("agent reply for an unfinished claim; finishing the lock");
+            if let Guarded::Applied(_) = deps.store.complete(session_id, &unfinished.token).await? {
+                amended = deps.store.amend_handover(session_id, &change).await?;
+            }
+        }
+    }
+    let session = match amended {
         Amended::Applied(session) => session,
         Amended::Unchanged(_) => {
             tracing::info!("agent reply delivered before; acknowledged again");

@@ -214,6 +214,13 @@ async fn complete_with_retries<S: HandoverStore + ?Sized>(
     let mut pauses = COMPLETE_RETRIES.iter();
     loop {
         match store.complete(session_id, token).await {
+            // An agent's reply finished this very claim's lock first (see `agent::agent_reply`):
+            // the handover is made, by us.
+            Ok(Guarded::Refused {
+                current: Some(current),
+            }) if current.state == SessionState::HandedOver && current.token == *token => {
+                return Ok(Guarded::Applied(current))
+            }
             Err(err) => match pauses.next() {
                 Some(pause) => {
                     tracing::warn!(error = %err, "the lock could not be written; trying again");

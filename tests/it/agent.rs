@@ -448,17 +448,7 @@ async fn an_agent_reply_before_the_lock_is_written_finishes_it_and_is_delivered(
             .msc_accepts_messages(ResponseTemplate::new(201).set_delay(Duration::from_millis(800)))
             .await;
         world.channel_answers(ResponseTemplate::new(204)).await;
-        let start = handover_core::IntakeStart {
-            session_id: SID.into(),
-            skill: Some("billing".into()),
-            webstore: None,
-            channel: Some("WebChat".into()),
-            agent_status: handover_core::AgentStatus::Online,
-            end_user_url: None,
-            culture: None,
-            transcript: Vec::new(),
-            history: Vec::new(),
-        };
+        let start = handover_tests::online_intake(SID);
         world.store.start_intake(&start).await.unwrap();
         let holder = {
             let world = world.clone();

@@ -7,11 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use handover_core::{
-    AgentStatus, ClaimOutcome, Guarded, IntakeStart, SessionState, StartIntakeOutcome,
-};
-use handover_tests::memory_harness;
+use handover_core::{ClaimOutcome, Guarded, SessionState, StartIntakeOutcome};
 use handover_tests::world::{event, read, send, World, CHANNEL_KEY};
+use handover_tests::{memory_harness, online_intake};
 use http::StatusCode;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
@@ -76,17 +74,7 @@ impl Respond for RateLimitedMsc {
 }
 
 async fn handed_over(world: &World, session_id: &str) {
-    let start = IntakeStart {
-        session_id: session_id.into(),
-        skill: Some("billing".into()),
-        webstore: None,
-        channel: Some("WebChat".into()),
-        agent_status: AgentStatus::Online,
-        end_user_url: None,
-        culture: None,
-        transcript: Vec::new(),
-        history: Vec::new(),
-    };
+    let start = online_intake(session_id);
     assert!(matches!(
         world.store.start_intake(&start).await,
         Ok(StartIntakeOutcome::Started(_))
@@ -203,17 +191,7 @@ async fn past_the_budget_a_relay_answers_503_with_retry_after_and_the_retry_deli
 async fn a_handover_msc_is_too_busy_for_goes_back_to_the_bot() {
     let world = World::on(memory_harness().await).await;
     let msc = RateLimitedMsc::mount(&world, 0, "5").await;
-    let start = IntakeStart {
-        session_id: "busy-handover".into(),
-        skill: Some("billing".into()),
-        webstore: None,
-        channel: Some("WebChat".into()),
-        agent_status: AgentStatus::Online,
-        end_user_url: None,
-        culture: None,
-        transcript: Vec::new(),
-        history: Vec::new(),
-    };
+    let start = online_intake("busy-handover");
     assert!(matches!(
         world.store.start_intake(&start).await,
         Ok(StartIntakeOutcome::Started(_))

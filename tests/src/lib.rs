@@ -71,6 +71,21 @@ pub async fn dynamodb_harness() -> Harness {
     dynamodb_harness_on(client, table, "dynamodb")
 }
 
+/// The start of an intake for `session_id`: skill billing, WebChat, agents online, nothing else.
+pub fn online_intake(session_id: &str) -> handover_core::IntakeStart {
+    handover_core::IntakeStart {
+        session_id: session_id.into(),
+        skill: Some("billing".into()),
+        webstore: None,
+        channel: Some("WebChat".into()),
+        agent_status: handover_core::AgentStatus::Online,
+        end_user_url: None,
+        culture: None,
+        transcript: Vec::new(),
+        history: Vec::new(),
+    }
+}
+
 /// A DynamoDB store on an existing table of the test server (one another process writes, say).
 pub fn dynamodb_harness_on_table(table: &str) -> Harness {
     dynamodb_harness_on(dynamodb_client(), table.to_owned(), "dynamodb")

@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn a_request_goes_out_with_the_signed_method_uri_headers_and_body() {
-        let client = crate::clients::new_http_client().expect("client");
+        let client = crate::clients::new_http_client(None).expect("client");
         let body = r#"{"TableName":"sessions"}"#;
         let sent = to_reqwest(
             &client,
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_body_not_held_in_memory_is_refused_as_a_caller_error() {
-        let client = crate::clients::new_http_client().expect("client");
+        let client = crate::clients::new_http_client(None).expect("client");
         let error = to_reqwest(&client, request("http://127.0.0.1:1/", SdkBody::taken()))
             .expect_err("no bytes to send");
         assert!(error.is_user(), "{error:?}");
@@ -159,7 +159,7 @@ mod tests {
         let address = listener.local_addr().expect("address");
         drop(listener);
         let connector = ReqwestConnector {
-            client: crate::clients::new_http_client().expect("client"),
+            client: crate::clients::new_http_client(None).expect("client"),
         };
         let error = connector
             .call(request(&format!("http://{address}/"), SdkBody::from("{}")))

@@ -2,6 +2,7 @@
 //! the AWS SDK's configuration on top of that client. Adapters take these; nothing here knows about
 //! sessions, CAIC or MSC.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,9 +123,15 @@ impl aws_types::service_config::LoadServiceConfig for EndpointUrlsFromEnvironmen
 
 /// TLS for every outbound call, with Mozilla's root certificates compiled in. Reading and parsing the
 /// system's certificate files instead costs about 6 ms of every cold start (measured with
-/// `cargo run --release -p handover-core --example init_cost`).
-fn tls_config() -> Result<rustls::ClientConfig, HttpClientError> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+/// `cargo run --release -p handover-core --example init_cost`). `extra_roots` (the deployment's
+/// `AWS_CA_BUNDLE`, see [`crate::config::ca_bundle`]) adds the certificate authorities of a PEM file:
+/// a private CA in front of CAIC or MSC, or the benchmark's peers.
+fn tls_config(extra_roots: Option<&Path>) -> Result<rustls::ClientConfig, HttpClientError> {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_roots {
+        add_pem_roots(&mut roots, path)?;
+    }
     Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -132,6 +139,26 @@ fn tls_config() -> Result<rustls::ClientConfig, HttpClientError> {
     .map_err(|e| HttpClientError(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth())
+}
+
+fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), HttpClientError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let unusable = |reason: String| {
+        HttpClientError(format!(
+            "{} ({}): {reason}",
+            crate::config::CA_BUNDLE_VARIABLE,
+            path.display()
+        ))
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|e| unusable(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unusable(e.to_string()))?;
+    let (added, _) = roots.add_parsable_certificates(certificates);
+    if added == 0 {
+        return Err(unusable("no usable certificate in the file".into()));
+    }
+    Ok(())
 }
 
 /// Makes aws-lc-rs the process's rustls provider, for any client built without [`tls_config`]
@@ -151,15 +178,21 @@ pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
     static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
         std::sync::OnceLock::new();
     CLIENT
-        .get_or_init(|| new_http_client().map_err(|HttpClientError(message)| message))
+        .get_or_init(|| {
+            new_http_client(
+                crate::config::ca_bundle(&crate::config::Env::from_process()).as_deref(),
+            )
+            .map_err(|HttpClientError(message)| message)
+        })
         .clone()
         .map_err(HttpClientError)
 }
 
-/// A client of its own, configured as [`http_client`]'s, with a connection pool of its own.
-pub fn new_http_client() -> Result<reqwest::Client, HttpClientError> {
+/// A client of its own, configured as [`http_client`]'s, with a connection pool of its own;
+/// `extra_roots` as in [`tls_config`].
+pub fn new_http_client(extra_roots: Option<&Path>) -> Result<reqwest::Client, HttpClientError> {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_config()?)
+        .tls_backend_preconfigured(tls_config(extra_roots)?)
         .connect_timeout(Duration::from_millis(500))
         .pool_idle_timeout(Duration::from_secs(50))
         .build()
@@ -312,7 +345,7 @@ mod tests {
     #[test]
     fn one_http_client_with_the_compiled_in_roots_serves_the_whole_process() {
         assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
-        assert!(tls_config().is_ok());
+        assert!(tls_config(None).is_ok());
         assert!(http_client().is_ok());
         assert!(
             http_client().is_ok(),

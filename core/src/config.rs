@@ -8,6 +8,16 @@ use std::time::Duration;
 use crate::hours::BusinessHours;
 use crate::store::LockPolicy;
 
+/// A PEM file of certificate authorities that outbound TLS trusts besides the compiled-in roots (the AWS
+/// SDKs' name for it). Unset in a deployment: CAIC, MSC and AWS present publicly trusted certificates.
+/// Set for a private CA, and by the benchmark, whose TLS peers carry certificates of a CA made per run.
+pub const CA_BUNDLE_VARIABLE: &str = "AWS_CA_BUNDLE";
+
+/// The process-wide `AWS_CA_BUNDLE`, read before the deployment's secret (the secret is fetched over TLS).
+pub fn ca_bundle(env: &Env) -> Option<std::path::PathBuf> {
+    env.optional(CA_BUNDLE_VARIABLE).map(Into::into)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is required but not set")]

@@ -66,7 +66,9 @@ pub async fn start_with(
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Its own client rather than the process's: `start` may run on any of a caller's runtimes.
-    let client = handover_core::clients::new_http_client().map_err(StartupError::from)?;
+    let client =
+        handover_core::clients::new_http_client(handover_core::config::ca_bundle(&env).as_deref())
+            .map_err(StartupError::from)?;
     let store = match store {
         Some(store) => store,
         None => startup::session_store(&config.answer_ingest.sessions, clock.clone(), true).await?,

@@ -119,7 +119,7 @@ impl Drop for Runner {
 }
 
 fn http() -> reqwest::Client {
-    handover_core::clients::new_http_client().unwrap()
+    handover_core::clients::new_http_client(None).unwrap()
 }
 
 async fn say(runner: &Runner, text: &str) -> Value {

@@ -13,7 +13,7 @@ async fn a_handover_walks_through_the_sandbox_on_one_port() {
         .expect("runner starts");
     assert!(running.sandbox, "no CAIC_BASE_URL → sandbox");
     let base = format!("http://{}", running.addr);
-    let http = handover_core::clients::new_http_client().expect("http client");
+    let http = handover_core::clients::new_http_client(None).expect("http client");
     let say = |session: Option<String>, text: &str| {
         let mut body = json!({"text": text, "endUserUrl": "https://shop.example/"});
         if let Some(s) = session {

@@ -20,4 +20,5 @@ mod sdk_config;
 mod secrets;
 mod store_contract;
 mod store_race;
+mod tls;
 mod transcript;

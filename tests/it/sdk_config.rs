@@ -23,7 +23,7 @@ async fn the_functions_aws_configuration_reaches_dynamodb_from_a_lambda_like_env
             .map(|(_, value)| value.to_string())
     };
     let http = handover_core::aws_http::sdk_http_client(
-        handover_core::clients::new_http_client().expect("HTTP client"),
+        handover_core::clients::new_http_client(None).expect("HTTP client"),
     );
     let config = handover_core::clients::sdk_config_from_environment(&variable, Some(http));
     assert!(

@@ -43,7 +43,7 @@ impl DynamoCounter {
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let lose: Arc<Mutex<Option<String>>> = Arc::default();
         let fail: Arc<Mutex<Option<(String, String, usize)>>> = Arc::default();
-        let client = handover_core::clients::new_http_client().expect("http client");
+        let client = handover_core::clients::new_http_client(None).expect("http client");
         let counter = DynamoCounter {
             url,
             counts: counts.clone(),

@@ -4,6 +4,7 @@
 pub mod contract;
 pub mod counting;
 pub mod faulty;
+pub mod tls;
 pub mod world;
 
 use std::sync::Arc;
@@ -175,7 +176,7 @@ fn moto_config(endpoint: &str) -> aws_config::SdkConfig {
         )))
         .endpoint_url(endpoint)
         .http_client(handover_core::aws_http::sdk_http_client(
-            handover_core::clients::new_http_client().expect("HTTP client"),
+            handover_core::clients::new_http_client(None).expect("HTTP client"),
         ))
         .timeout_config(handover_core::clients::sdk_timeouts())
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3))

@@ -87,7 +87,7 @@ impl World {
         }
         let env = Env::from_pairs(vars);
         let clock: Arc<dyn Clock> = harness.clock.clone();
-        let http = clients::new_http_client().expect("http client");
+        let http = clients::new_http_client(None).expect("http client");
         let store = harness.store.clone();
         World {
             ingest: routes::serve(startup::answer_ingest_routes(

@@ -5,6 +5,8 @@
 //!
 //! Usage (scripts/bench sets the environment): bench [--invocations N]
 
+mod cold;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write;
@@ -57,35 +59,9 @@ async fn start_peers() -> String {
             tokio::spawn(async move {
                 let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                     let path = req.uri().path().to_owned();
-                    let query: HashMap<String, String> = req
-                        .uri()
-                        .query()
-                        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-                        .unwrap_or_default();
+                    let query = req.uri().query().unwrap_or_default().to_owned();
                     let _ = req.into_body().collect().await;
-                    let session = query
-                        .get("session")
-                        .cloned()
-                        .unwrap_or_else(|| SESSION.into());
-                    let reply = |answer: &str, additions: Value| {
-                        json!({"data": {"answer": answer, "outputAdditions": additions},
-                               "metadata": {"sessionId": session}})
-                        .to_string()
-                    };
-                    let (status, body) = match path.as_str() {
-                        "/ask" => match query.get("q").map(String::as_str) {
-                            Some("agent") => (
-                                200,
-                                reply("Connecting.", json!({"livechat": true, "skill": "billing"})),
-                            ),
-                            Some("done") => (200, reply("Thanks.", json!({"prechat": true}))),
-                            _ => (200, reply("Hi!", json!({}))),
-                        },
-                        "/event/prechat" => (200, reply("Your name?", json!({}))),
-                        "/presence/api/v1" => (200, "Online".to_owned()),
-                        "/api/messages" => (201, String::new()),
-                        _ => (404, String::new()),
-                    };
+                    let (status, body) = stub_answer(&path, &query);
                     Ok::<_, Infallible>(
                         hyper::Response::builder()
                             .status(status)
@@ -101,6 +77,36 @@ async fn start_peers() -> String {
         }
     });
     url
+}
+
+/// CAIC's and MSC's answers, by path: "agent" is a livechat answer, "done" completes the intake.
+pub(crate) fn stub_answer(path: &str, query: &str) -> (u16, String) {
+    let query: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let session = query
+        .get("session")
+        .cloned()
+        .unwrap_or_else(|| SESSION.into());
+    let reply = |answer: &str, additions: Value| {
+        json!({"data": {"answer": answer, "outputAdditions": additions},
+               "metadata": {"sessionId": session}})
+        .to_string()
+    };
+    match path {
+        "/ask" => match query.get("q").map(String::as_str) {
+            Some("agent") => (
+                200,
+                reply("Connecting.", json!({"livechat": true, "skill": "billing"})),
+            ),
+            Some("done") => (200, reply("Thanks.", json!({"prechat": true}))),
+            _ => (200, reply("Hi!", json!({}))),
+        },
+        "/event/prechat" => (200, reply("Your name?", json!({}))),
+        "/presence/api/v1" => (200, "Online".to_owned()),
+        "/api/messages" => (201, String::new()),
+        _ => (404, String::new()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -272,19 +278,26 @@ struct Function {
     init: Duration,
 }
 
-async fn launch(binary: &Path, env: &[(String, String)]) -> Function {
-    let api = start_runtime_api().await;
-    let started = Instant::now();
-    let child = tokio::process::Command::new(binary)
+/// `program` as Lambda starts a function: a clean environment with the Runtime API's address, the
+/// function's memory size, region and credentials, and `env`.
+fn lambda_command(
+    program: &Path,
+    runtime_api: &str,
+    memory_mb: u64,
+    env: &[(String, String)],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
         .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string())
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench")
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
         .env("AWS_REGION", "eu-west-1")
+        .env("AWS_DEFAULT_REGION", "eu-west-1")
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -292,7 +305,14 @@ async fn launch(binary: &Path, env: &[(String, String)]) -> Function {
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    command
+}
+
+async fn launch(binary: &Path, env: &[(String, String)]) -> Function {
+    let api = start_runtime_api().await;
+    let started = Instant::now();
+    let child = lambda_command(binary, &api.addr, 128, env)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
     tokio::time::timeout(Duration::from_secs(20), api.first_poll.notified())
@@ -438,8 +458,10 @@ struct Row {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let invocations: usize = std::env::args()
-        .skip_while(|a| a != "--invocations")
+    let args: Vec<String> = std::env::args().collect();
+    let invocations: usize = args
+        .iter()
+        .skip_while(|a| *a != "--invocations")
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000);
@@ -448,6 +470,17 @@ async fn main() {
     );
     let dynamodb = std::env::var("HANDOVER_TEST_DYNAMODB_ENDPOINT")
         .expect("HANDOVER_TEST_DYNAMODB_ENDPOINT: run ./scripts/bench, which starts moto");
+    if !args.iter().any(|a| a == "--cold-only") {
+        functions_at_full_speed(&release, &dynamodb, invocations).await;
+    }
+    if !args.iter().any(|a| a == "--no-cold") {
+        cold::run(&release, &dynamodb, &cold::Options::from_args(&args)).await;
+    }
+}
+
+/// Init, warm latency, memory and zip size of every function against the empty one, on a full core
+/// with peers that answer at once; DynamoDB requests per scenario; cost.
+async fn functions_at_full_speed(release: &Path, dynamodb: &str, invocations: usize) {
     let peers = start_peers().await;
     let base_env = |store: &str, endpoint: Option<&str>| -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
@@ -525,11 +558,11 @@ async fn main() {
             404,
         ),
     ];
-    let tables = handover_tests::client_at(&dynamodb);
+    let tables = handover_tests::client_at(dynamodb);
     // As deployed, the caller keys come from a Secrets Manager secret read at cold start (moto here).
     // Peak memory is measured with it; init without it, since its round trip to moto would measure
     // moto (in a deployment it is one HTTPS call inside the region, see docs/performance.md).
-    let secret_arn = handover_tests::secrets_client_at(&dynamodb)
+    let secret_arn = handover_tests::secrets_client_at(dynamodb)
         .create_secret()
         .name(format!("handover-bench-{}", uuid::Uuid::new_v4().simple()))
         .secret_string(
@@ -551,7 +584,7 @@ async fn main() {
         handover_core::store::dynamodb::ensure_table(&tables, &table)
             .await
             .expect("bench table");
-        let mut deployed_env = base_env("dynamodb", Some(&dynamodb));
+        let mut deployed_env = base_env("dynamodb", Some(dynamodb));
         deployed_env.push(("HANDOVER_TABLE".into(), table));
         // Init varies with what else the machine does: the median of many cold starts, each next to
         // one of the empty function, so that the ratio compares the two under the same conditions.
@@ -575,7 +608,10 @@ async fn main() {
         // the SDK's request path is resident too, as in a deployment.
         let mut with_secret = deployed_env.clone();
         with_secret.push(("HANDOVER_SECRET_ARN".into(), secret_arn.clone()));
-        with_secret.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), dynamodb.clone()));
+        with_secret.push((
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".into(),
+            dynamodb.to_owned(),
+        ));
         let deployed = launch(&binary, &with_secret).await;
         prepare(&deployed, name, scenario, &setup, &event).await;
         time_invocations(&deployed, &event, invocations, expect).await;
@@ -596,9 +632,9 @@ async fn main() {
     }
 
     // DynamoDB requests per scenario: the real adapter against moto, counted on the wire.
-    let counter = handover_tests::counting::DynamoCounter::start(dynamodb.clone()).await;
+    let counter = handover_tests::counting::DynamoCounter::start(dynamodb.to_owned()).await;
     let table = format!("handover-bench-{}", uuid::Uuid::new_v4().simple());
-    handover_core::store::dynamodb::ensure_table(&handover_tests::client_at(&dynamodb), &table)
+    handover_core::store::dynamodb::ensure_table(&handover_tests::client_at(dynamodb), &table)
         .await
         .expect("bench table");
     let mut dynamo_env = base_env("dynamodb", Some(&counter.url));

@@ -1,0 +1,462 @@
+//! The cold path as deployed: each function started the way Lambda starts it, at the CPU share of its
+//! memory size, talking TLS to every peer at a realistic round-trip time, its secret fetched at init.
+//! Measures the cold first turn (process start to the first response) and warm turns, and compares
+//! them with the floor: what the round trips alone take when everything that can overlap does.
+
+mod cpu_share;
+mod peers;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use cpu_share::CpuShare;
+use peers::{Peer, Peers, RoundTrips, Served};
+
+use crate::{apigw_event, lambda_command, ms, prices, start_runtime_api, status_of, KEY};
+
+pub struct Options {
+    pub samples: usize,
+    pub warm: usize,
+    pub memory_sizes: Vec<u64>,
+    pub round_trips: RoundTrips,
+    pub python: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn from_args(args: &[String]) -> Self {
+        let value = |name: &str| {
+            args.iter()
+                .skip_while(|a| *a != name)
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let millis =
+            |name: &str, default: u64| Duration::from_millis(value(name).unwrap_or(default));
+        Self {
+            samples: value("--cold-samples").unwrap_or(11) as usize,
+            warm: value("--cold-warm").unwrap_or(100) as usize,
+            memory_sizes: vec![128, 256, 512, 1024],
+            round_trips: RoundTrips {
+                aws: millis("--rtt-aws-ms", 2),
+                cm: millis("--rtt-cm-ms", 20),
+                caic_answer: millis("--caic-answer-ms", 100),
+            },
+            python: std::env::var_os("BENCH_PYTHON").map(PathBuf::from),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Bot,
+    Relayed,
+    Livechat,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 3] = [Scenario::Bot, Scenario::Relayed, Scenario::Livechat];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Bot => "bot turn",
+            Scenario::Relayed => "relayed turn",
+            Scenario::Livechat => "livechat turn",
+        }
+    }
+
+    /// The requests the turn cannot do without, in the order each needs the one before: the secret
+    /// (the caller's key is checked against it), then the turn's own.
+    fn required(self) -> &'static [Peer] {
+        use Peer::*;
+        match self {
+            Scenario::Bot => &[SecretsManager, DynamoDb, Caic],
+            Scenario::Relayed => &[SecretsManager, DynamoDb, Msc],
+            // Read the session, ask CAIC (livechat), ask MSC for an agent, claim the intake, ask CAIC
+            // for the intake's first question.
+            Scenario::Livechat => &[SecretsManager, DynamoDb, Caic, Msc, DynamoDb, Caic],
+        }
+    }
+
+    fn event(self, relayed_session: &str) -> Value {
+        let fresh = format!("cold-{}", uuid::Uuid::new_v4().simple());
+        let (session, text) = match self {
+            Scenario::Bot => (fresh.as_str(), "hello"),
+            Scenario::Relayed => (relayed_session, "to the agent"),
+            Scenario::Livechat => (fresh.as_str(), "agent"),
+        };
+        apigw_event(
+            "POST",
+            "/v1/messages",
+            "",
+            &json!({"sessionId": session, "text": text}),
+        )
+    }
+}
+
+/// The floor of a cold first turn: every peer's connection (TCP, then TLS 1.3: two round trips)
+/// opened at process start, all at once; each request after the one it depends on and after its
+/// connection, taking a round trip plus the peer's answer time as measured.
+fn cold_floor(served: &[Served], round_trips: &RoundTrips) -> Duration {
+    let mut done = Duration::ZERO;
+    for request in served {
+        let rtt = round_trips.of(request.peer);
+        done = done.max(2 * rtt) + rtt + request.answer_time;
+    }
+    done
+}
+
+/// The floor of a warm turn: connections open, one round trip plus the answer time per request.
+fn warm_floor(served: &[Served], round_trips: &RoundTrips) -> Duration {
+    served
+        .iter()
+        .map(|request| round_trips.of(request.peer) + request.answer_time)
+        .sum()
+}
+
+struct Row {
+    memory_mb: u64,
+    function: &'static str,
+    scenario: &'static str,
+    cold: Duration,
+    cold_floor: Duration,
+    /// CPU time of the cold first turn, from process start to the response.
+    cpu: Duration,
+    warm: Option<Warm>,
+}
+
+struct Warm {
+    p50: Duration,
+    p99: Duration,
+    floor_p50: Duration,
+    /// The 99th percentile of each turn's time over its own floor.
+    overhead_p99: Duration,
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn percentile(mut values: Vec<Duration>, p: usize) -> Duration {
+    values.sort();
+    values
+        .get((values.len() * p / 100).min(values.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// One cold start: `program` spawned at the share with `event` waiting, until its response.
+async fn cold_turn(
+    program: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+    share: &CpuShare,
+    event: Value,
+) -> (Duration, Value, tokio::process::Child, crate::RuntimeApi) {
+    let api = start_runtime_api().await;
+    let (reply, answer) = oneshot::channel();
+    api.events
+        .send((event, reply))
+        .await
+        .expect("runtime api alive");
+    let mut command = lambda_command(program, &api.addr, share.memory_mb, env);
+    command.args(args);
+    let joined = share.confine(&mut command).expect("a pipe");
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let started = joined.at().await;
+    let response = tokio::time::timeout(Duration::from_secs(60), answer)
+        .await
+        .unwrap_or_else(|_| panic!("{} answered within 60 s", program.display()))
+        .expect("answer");
+    (started.elapsed(), response, child, api)
+}
+
+/// CPU time a process has used so far (`/proc/<pid>/schedstat`: nanoseconds on a CPU).
+fn cpu_time(child: &tokio::process::Child) -> Duration {
+    child
+        .id()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok())
+        .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+fn check_answer(response: &Value, what: &str) {
+    assert_eq!(status_of(response), 200, "{what}: {response}");
+}
+
+fn check_requests(served: &[Served], scenario: Scenario) {
+    let made: Vec<Peer> = served.iter().map(|s| s.peer).collect();
+    assert_eq!(
+        made,
+        scenario.required(),
+        "{}: the cold first turn made other requests than the floor counts: {}",
+        scenario.name(),
+        served
+            .iter()
+            .map(|s| format!("{} {}", s.peer.name(), s.what))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+pub async fn run(release: &Path, moto: &str, options: &Options) {
+    println!("\n## The cold path as deployed: TLS peers, round trips, a Lambda's CPU share\n");
+    let shares: Vec<CpuShare> = match options
+        .memory_sizes
+        .iter()
+        .map(|&mb| CpuShare::create(mb))
+        .collect::<Result<_, _>>()
+    {
+        Ok(shares) => shares,
+        Err(reason) => {
+            println!("Not measured: {reason}. Run ./scripts/bench as root on Linux with cgroup v1 to measure it; no figures are printed rather than figures at the wrong CPU share.");
+            return;
+        }
+    };
+    let round_trips = options.round_trips;
+    let ca = handover_tests::tls::TestCa::generate();
+    let peers = peers::start(&ca, moto, round_trips).await;
+
+    let secret_arn = handover_tests::secrets_client_at(moto)
+        .create_secret()
+        .name(format!("handover-cold-{}", uuid::Uuid::new_v4().simple()))
+        .secret_string(
+            json!({"CHANNEL_API_KEY": KEY, "CAIC_API_KEY": "bench", "MSC_PRESENCE_API_KEY": "bench",
+                   "MSC_API_KEY": "bench", "MSC_API_SECRET": "bench"})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("cold path secret")
+        .arn()
+        .expect("secret ARN")
+        .to_owned();
+    let table = format!("handover-cold-{}", uuid::Uuid::new_v4().simple());
+    handover_core::store::dynamodb::ensure_table(&handover_tests::client_at(moto), &table)
+        .await
+        .expect("cold path table");
+    let env = deployed_env(&peers, &ca, &secret_arn, &table);
+
+    // The relayed turns' session: handed over once, by a function at full speed.
+    let relayed_session = format!("cold-relayed-{}", uuid::Uuid::new_v4().simple());
+    {
+        let setup = crate::launch(&release.join("answer-ingest"), &env).await;
+        for text in ["agent", "done"] {
+            let event = apigw_event(
+                "POST",
+                "/v1/messages",
+                "",
+                &json!({"sessionId": relayed_session, "text": text}),
+            );
+            check_answer(&setup.api.invoke(event).await, "relayed session setup");
+        }
+    }
+    peers.take_served();
+
+    let mut rows = Vec::new();
+    let binary = release.join("answer-ingest");
+    for share in &shares {
+        for scenario in Scenario::ALL {
+            let mut colds = Vec::new();
+            let mut floors = Vec::new();
+            let mut cpus = Vec::new();
+            let mut last = None;
+            for _ in 0..options.samples {
+                drop(last.take());
+                let (elapsed, response, child, api) =
+                    cold_turn(&binary, &[], &env, share, scenario.event(&relayed_session)).await;
+                check_answer(&response, scenario.name());
+                let served = peers.take_served();
+                if std::env::var_os("BENCH_TIMELINE").is_some() {
+                    let started = Instant::now() - elapsed;
+                    eprintln!(
+                        "{} at {} MB: answered at {:.1} ms",
+                        scenario.name(),
+                        share.memory_mb,
+                        ms(elapsed)
+                    );
+                    for s in &served {
+                        eprintln!(
+                            "  {} {}: connected {:.1}, request in {:.1}, answered in {:.1}",
+                            s.peer.name(),
+                            s.what,
+                            ms(s.connected - started),
+                            ms(s.received - started),
+                            ms(s.answer_time)
+                        );
+                    }
+                }
+                check_requests(&served, scenario);
+                colds.push(elapsed);
+                floors.push(cold_floor(&served, &round_trips));
+                cpus.push(cpu_time(&child));
+                last = Some((child, api));
+            }
+            let (_child, api) = last.expect("at least one sample");
+            let mut turns = Vec::new();
+            let mut warm_floors = Vec::new();
+            let mut overheads = Vec::new();
+            for _ in 0..options.warm {
+                let started = Instant::now();
+                let response = api.invoke(scenario.event(&relayed_session)).await;
+                let elapsed = started.elapsed();
+                check_answer(&response, scenario.name());
+                let floor = warm_floor(&peers.take_served(), &round_trips);
+                turns.push(elapsed);
+                warm_floors.push(floor);
+                overheads.push(elapsed.saturating_sub(floor));
+            }
+            rows.push(Row {
+                memory_mb: share.memory_mb,
+                function: "answer-ingest",
+                scenario: scenario.name(),
+                cold: median(colds),
+                cold_floor: median(floors),
+                cpu: median(cpus),
+                warm: (!turns.is_empty()).then(|| Warm {
+                    p50: percentile(turns.clone(), 50),
+                    p99: percentile(turns, 99),
+                    floor_p50: percentile(warm_floors, 50),
+                    overhead_p99: percentile(overheads, 99),
+                }),
+            });
+        }
+    }
+
+    if let Some(python) = &options.python {
+        let script = Path::new("bench/python/bot_turn.py")
+            .canonicalize()
+            .expect("bench/python/bot_turn.py");
+        let script = script.to_string_lossy();
+        for share in shares.iter().filter(|s| s.memory_mb == 128) {
+            let mut colds = Vec::new();
+            let mut floors = Vec::new();
+            let mut cpus = Vec::new();
+            for _ in 0..options.samples.min(5) {
+                let (elapsed, response, child, _api) =
+                    cold_turn(python, &[&script], &env, share, Scenario::Bot.event("")).await;
+                check_answer(&response, "Python bot turn");
+                let served = peers.take_served();
+                check_requests(&served, Scenario::Bot);
+                colds.push(elapsed);
+                floors.push(cold_floor(&served, &round_trips));
+                cpus.push(cpu_time(&child));
+            }
+            rows.push(Row {
+                memory_mb: share.memory_mb,
+                function: "Python/boto3",
+                scenario: "bot turn",
+                cold: median(colds),
+                cold_floor: median(floors),
+                cpu: median(cpus),
+                warm: None,
+            });
+        }
+    }
+    print_report(&rows, options);
+}
+
+fn deployed_env(
+    peers: &Peers,
+    ca: &handover_tests::tls::TestCa,
+    secret_arn: &str,
+    table: &str,
+) -> Vec<(String, String)> {
+    let msc = peers.url(Peer::Msc);
+    [
+        ("AWS_CA_BUNDLE", ca.bundle().display().to_string()),
+        ("HANDOVER_SECRET_ARN", secret_arn.to_owned()),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            peers.url(Peer::SecretsManager).to_owned(),
+        ),
+        (
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            peers.url(Peer::DynamoDb).to_owned(),
+        ),
+        ("HANDOVER_STORE", "dynamodb".to_owned()),
+        ("HANDOVER_TABLE", table.to_owned()),
+        ("CAIC_BASE_URL", peers.url(Peer::Caic).to_owned()),
+        ("CAIC_CUSTOMER_KEY", "bench".to_owned()),
+        ("CAIC_PROJECT_KEY", "bench".to_owned()),
+        ("MSC_PRESENCE_URL", format!("{msc}/presence")),
+        ("MSC_API_URL", format!("{msc}/api")),
+        ("MSC_CHANNEL_ACCOUNT", "bench".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
+fn print_report(rows: &[Row], options: &Options) {
+    let rt = &options.round_trips;
+    println!(
+        "Round trips: {} ms to Secrets Manager and DynamoDB, {} ms to CAIC and MSC; CAIC answers in {} ms. Every peer speaks TLS 1.3 with a certificate of a CA made for the run (AWS_CA_BUNDLE). Cold: median of {} cold starts, process start to the first response, secret fetched at init; the process runs in a cgroup with the CPU quota of its memory size (of {} µs per 100 ms at 128 MB). Floor: the same requests with every connection (TCP and TLS: 2 round trips) opened at once at process start and each request taking its round trip plus the peer's measured answer time. Warm: {} turns on the last cold process; overhead p99 is the 99th percentile of each turn's time over its own floor.\n",
+        ms(rt.aws),
+        ms(rt.cm),
+        ms(rt.caic_answer),
+        options.samples,
+        CpuShare::quota_us(128),
+        options.warm,
+    );
+    println!("| memory MB | function | scenario | cold first turn ms | floor ms | × floor | CPU ms | warm p50 ms | warm floor p50 ms | warm p99 ms | overhead p99 ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let warm = row.warm.as_ref().map_or_else(
+            || "| | | | ".to_owned(),
+            |w| {
+                format!(
+                    "| {:.1} | {:.1} | {:.1} | {:.1} ",
+                    ms(w.p50),
+                    ms(w.floor_p50),
+                    ms(w.p99),
+                    ms(w.overhead_p99)
+                )
+            },
+        );
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.1} {warm}|",
+            row.memory_mb,
+            row.function,
+            row.scenario,
+            ms(row.cold),
+            ms(row.cold_floor),
+            ms(row.cold) / ms(row.cold_floor).max(0.001),
+            ms(row.cpu),
+        );
+    }
+
+    println!("\nCost per million bot turns, the waiting billed (Lambda arm64, billed per 1 ms at the warm p50; HTTP API, one DynamoDB read):\n");
+    println!("| memory MB | warm bot turn p50 ms | USD per million bot turns |");
+    println!("|---|---|---|");
+    for row in rows
+        .iter()
+        .filter(|r| r.function == "answer-ingest" && r.scenario == "bot turn")
+    {
+        let Some(warm) = &row.warm else { continue };
+        let gb = row.memory_mb as f64 / 1024.0;
+        let lambda = prices::LAMBDA_REQUESTS_PER_MILLION
+            + 1e6 * ms(warm.p50).ceil() / 1_000.0 * gb * prices::LAMBDA_ARM_GB_SECOND;
+        let total = prices::HTTP_API_PER_MILLION + lambda + prices::DYNAMODB_RRU_PER_MILLION;
+        println!("| {} | {:.1} | {total:.2} |", row.memory_mb, ms(warm.p50));
+    }
+    let rust = rows
+        .iter()
+        .find(|r| r.memory_mb == 128 && r.function == "answer-ingest" && r.scenario == "bot turn");
+    let python = rows.iter().find(|r| r.function == "Python/boto3");
+    if let (Some(rust), Some(python)) = (rust, python) {
+        println!(
+            "\nCold first bot turn at 128 MB: Python/boto3 {:.0} ms, answer-ingest {:.0} ms: {:.1} × faster.",
+            ms(python.cold),
+            ms(rust.cold),
+            ms(python.cold) / ms(rust.cold).max(0.001)
+        );
+    }
+}

@@ -1,9 +1,10 @@
 //! The benchmark behind `./scripts/bench`: runs each release function binary under a local stand-in for
 //! the Lambda Runtime API, with instant local CAIC and MSC stubs, and compares it with the empty
 //! function. Measures init time, warm invocation p50/p99, peak RSS and zip size; counts DynamoDB
-//! requests per scenario against moto behind a counting proxy; turns it all into cost.
+//! requests per scenario against moto behind a counting proxy; turns it all into cost. Then the cold
+//! path as deployed (`cold`).
 //!
-//! Usage (scripts/bench sets the environment): bench [--invocations N]
+//! Usage (scripts/bench sets the environment and lists the options): bench [--invocations N] ...
 
 mod cold;
 

@@ -39,7 +39,12 @@ impl Options {
         Self {
             samples: value("--cold-samples").unwrap_or(11) as usize,
             warm: value("--cold-warm").unwrap_or(100) as usize,
-            memory_sizes: vec![128, 256, 512, 1024],
+            memory_sizes: args
+                .iter()
+                .skip_while(|a| *a != "--memory-sizes")
+                .nth(1)
+                .map(|sizes| sizes.split(',').filter_map(|mb| mb.parse().ok()).collect())
+                .unwrap_or_else(|| vec![128, 256, 512, 1024]),
             round_trips: RoundTrips {
                 aws: millis("--rtt-aws-ms", 2),
                 cm: millis("--rtt-cm-ms", 20),

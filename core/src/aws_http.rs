@@ -1,9 +1,9 @@
-//! The AWS SDK's HTTP connector, on the process's one reqwest client.
+//! The AWS SDK's HTTP connector, on the process's reqwest client.
 //!
 //! Why: the SDK otherwise brings its own HTTP client (a second hyper client with its own connection
-//! pool and its own TLS configuration, built at every cold start), beside the reqwest client that
-//! talks to CAIC and MSC. One client means one TLS setup at init and one copy of the HTTP code in
-//! memory; the benchmark measures what that saves (docs/performance.md).
+//! pool, HTTP/2 code and TLS configuration, built at every cold start), beside the reqwest clients
+//! that talk to CAIC and MSC. One HTTP stack means one copy of the HTTP code in memory and one TLS
+//! configuration to keep right (docs/performance.md).
 //!
 //! What the SDK still does itself: signing, retries with backoff, and the attempt and operation
 //! timeouts (`clients::sdk_timeouts`), which wrap every call made through this connector. The

@@ -1,6 +1,6 @@
-//! What a process builds once, at cold start, for every outbound call: TLS, the one HTTP client, and
-//! the AWS SDK's configuration on top of that client. Adapters take these; nothing here knows about
-//! sessions, CAIC or MSC.
+//! What a process builds once, at cold start, for every outbound call: TLS, the HTTP clients (the
+//! process's client under the AWS SDK, and one per peer, see [`PeerClients`]), and the AWS SDK's
+//! configuration. Adapters take these; nothing here knows about sessions, CAIC or MSC.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -167,8 +167,8 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// The process's one HTTP client, for CAIC, MSC and AWS alike: connection pools and TLS set up once,
-/// on first use (at cold start). Clones share it.
+/// The process's HTTP client under the AWS SDK (Secrets Manager, DynamoDB): connection pools and TLS
+/// set up once, on first use (at cold start). Clones share it.
 ///
 /// Only for a process with one tokio runtime, as every function is: a pooled connection is driven by
 /// a task on the runtime that opened it, so a second runtime could pick up a connection whose driver
@@ -191,12 +191,90 @@ pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
 /// A client of its own, configured as [`http_client`]'s, with a connection pool of its own;
 /// `extra_roots` as in [`tls_config`].
 pub fn new_http_client(extra_roots: Option<&Path>) -> Result<reqwest::Client, HttpClientError> {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_config(extra_roots)?)
-        .connect_timeout(Duration::from_millis(500))
-        .pool_idle_timeout(Duration::from_secs(50))
+    client_builder(extra_roots)?
         .build()
         .map_err(|e| HttpClientError(e.to_string()))
+}
+
+/// A deployed function's client for one peer (CAIC, MSC's API, MSC's presence, the channel's
+/// webhook): configured as the process's client, with a pool of its own, able to open its connection
+/// ahead of the first request ([`crate::open_ahead`]). It follows no redirects: a peer's client talks
+/// to one host, and a redirect would also carry CAIC's API key, which is in its query string, to
+/// another.
+pub fn peer_client(extra_roots: Option<&Path>) -> Result<reqwest::Client, HttpClientError> {
+    client_builder(extra_roots)?
+        .redirect(reqwest::redirect::Policy::none())
+        .connector_layer(crate::open_ahead::OpenAheadLayer::new())
+        .build()
+        .map_err(|e| HttpClientError(e.to_string()))
+}
+
+fn client_builder(extra_roots: Option<&Path>) -> Result<reqwest::ClientBuilder, HttpClientError> {
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_config(extra_roots)?)
+        .connect_timeout(Duration::from_millis(500))
+        .pool_idle_timeout(Duration::from_secs(50)))
+}
+
+/// The HTTP clients a function's peers are called with. Deployed, each peer has its own
+/// ([`PeerClients::deployed`]), so that its connection can be opened ahead; tests and the local runner
+/// hand one client to all (`From<&reqwest::Client>`).
+#[derive(Clone)]
+pub struct PeerClients {
+    pub caic: reqwest::Client,
+    pub msc: reqwest::Client,
+    pub presence: reqwest::Client,
+    pub channel: reqwest::Client,
+}
+
+impl PeerClients {
+    pub fn deployed() -> Result<Self, HttpClientError> {
+        let extra_roots = crate::config::ca_bundle(&crate::config::Env::from_process());
+        let client = || peer_client(extra_roots.as_deref());
+        Ok(Self {
+            caic: client()?,
+            msc: client()?,
+            presence: client()?,
+            channel: client()?,
+        })
+    }
+}
+
+/// One of a function's peers, by its client in [`PeerClients`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Caic,
+    Msc,
+    Presence,
+    Channel,
+}
+
+impl PeerClients {
+    /// Opens the connections to `peers` in the background ([`crate::open_ahead`]).
+    pub fn open_ahead(&self, urls: &crate::config::PeerUrls, peers: &[Peer]) {
+        for peer in peers {
+            let (client, url) = match peer {
+                Peer::Caic => (&self.caic, &urls.caic),
+                Peer::Msc => (&self.msc, &urls.msc),
+                Peer::Presence => (&self.presence, &urls.presence),
+                Peer::Channel => (&self.channel, &urls.channel),
+            };
+            if let Some(url) = url {
+                crate::open_ahead::open_ahead(client, url);
+            }
+        }
+    }
+}
+
+impl From<&reqwest::Client> for PeerClients {
+    fn from(client: &reqwest::Client) -> Self {
+        Self {
+            caic: client.clone(),
+            msc: client.clone(),
+            presence: client.clone(),
+            channel: client.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

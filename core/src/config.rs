@@ -18,6 +18,28 @@ pub fn ca_bundle(env: &Env) -> Option<std::path::PathBuf> {
     env.optional(CA_BUNDLE_VARIABLE).map(Into::into)
 }
 
+/// The base URLs of a function's peers, read before the deployment's secret so that their connections
+/// can open while it is fetched ([`crate::open_ahead`]). One that is missing or malformed is left out:
+/// the function's own configuration reports it.
+#[derive(Debug, Clone, Default)]
+pub struct PeerUrls {
+    pub caic: Option<String>,
+    pub msc: Option<String>,
+    pub presence: Option<String>,
+    pub channel: Option<String>,
+}
+
+impl PeerUrls {
+    pub fn from_env(env: &Env) -> Self {
+        Self {
+            caic: env.http_url("CAIC_BASE_URL").ok(),
+            msc: env.http_url("MSC_API_URL").ok(),
+            presence: env.http_url("MSC_PRESENCE_URL").ok(),
+            channel: env.http_url("CHANNEL_WEBHOOK_URL").ok(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is required but not set")]

@@ -18,6 +18,7 @@ pub mod hours;
 pub mod http;
 pub mod metrics;
 pub mod msc;
+pub mod open_ahead;
 pub mod secrets;
 pub mod startup;
 pub mod store;

@@ -10,11 +10,11 @@ use axum::Router;
 
 use crate::caic::CaicHttp;
 use crate::channel::{ChannelPush, ChannelWebhook, NoChannelWebhook};
-use crate::clients::{self, HttpClientError};
+use crate::clients::{self, HttpClientError, Peer, PeerClients};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
     AgentEventsConfig, AnswerIngestConfig, ChannelWebhookSettings, ConfigError, Env,
-    HandoverConfig, PresenceCheckConfig, SessionSettings, StoreSettings,
+    HandoverConfig, PeerUrls, PresenceCheckConfig, SessionSettings, StoreSettings,
 };
 use crate::flow::agent::AgentDeps;
 use crate::flow::IngestDeps;
@@ -81,14 +81,15 @@ pub fn answer_ingest_routes(
     config: &AnswerIngestConfig,
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
-    client: &reqwest::Client,
+    clients: impl Into<PeerClients>,
 ) -> Router {
+    let clients = clients.into();
     let deps = IngestDeps {
         store,
-        caic: Arc::new(CaicHttp::new(client.clone(), config.caic.clone())),
-        presence: Arc::new(PresenceHttp::new(client.clone(), config.presence.clone())),
-        msc: Arc::new(MscHttp::new(client.clone(), config.msc.clone())),
-        channel: channel_push(&config.channel_webhook, client, &clock),
+        caic: Arc::new(CaicHttp::new(clients.caic, config.caic.clone())),
+        presence: Arc::new(PresenceHttp::new(clients.presence, config.presence.clone())),
+        msc: Arc::new(MscHttp::new(clients.msc, config.msc.clone())),
+        channel: channel_push(&config.channel_webhook, &clients.channel, &clock),
         clock,
         default_channel: config.default_channel.clone(),
         default_culture: config.caic.culture.clone(),
@@ -101,10 +102,13 @@ pub fn answer_ingest_routes(
 pub fn presence_check_routes(
     config: &PresenceCheckConfig,
     clock: Arc<dyn Clock>,
-    client: &reqwest::Client,
+    clients: impl Into<PeerClients>,
 ) -> Router {
     let deps = PresenceDeps {
-        presence: Arc::new(PresenceHttp::new(client.clone(), config.presence.clone())),
+        presence: Arc::new(PresenceHttp::new(
+            clients.into().presence,
+            config.presence.clone(),
+        )),
         hours: Arc::new(config.business_hours.clone()),
         clock,
         default_channel: config.default_channel.clone(),
@@ -122,13 +126,14 @@ pub fn handover_routes(
     config: &HandoverConfig,
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
-    client: &reqwest::Client,
+    clients: impl Into<PeerClients>,
     router: HandoverRouter,
 ) -> Router {
+    let clients = clients.into();
     let deps = Arc::new(HandoverDeps {
         store,
-        msc: Arc::new(MscHttp::new(client.clone(), config.msc.clone())),
-        channel: channel_push(&config.channel_webhook, client, &clock),
+        msc: Arc::new(MscHttp::new(clients.msc, config.msc.clone())),
+        channel: channel_push(&config.channel_webhook, &clients.channel, &clock),
         clock,
     });
     router(deps, CallerKey::new(config.caller_key.all()))
@@ -140,28 +145,31 @@ pub fn agent_events_routes(
     config: &AgentEventsConfig,
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
-    client: &reqwest::Client,
+    clients: impl Into<PeerClients>,
 ) -> Router {
     let deps = AgentDeps {
         store,
-        channel: channel_push(&config.channel_webhook, client, &clock),
+        channel: channel_push(&config.channel_webhook, &clients.into().channel, &clock),
         clock,
         release_on_archive: config.release_on_archive,
     };
     http::agent_events(deps, CallerKey::new(config.webhook_key.all()))
 }
 
-/// A function's cold start: the process environment with the deployment's secret laid over it (see
-/// [`crate::secrets`]), then `build`; logs why when it fails.
-async fn start<Build, Routes>(build: Build) -> Result<Router, StartupError>
+/// A function's cold start: the connections to `peers` opening (see [`crate::open_ahead`]) while the
+/// deployment's secret is fetched and laid over the process environment (see [`crate::secrets`]), then
+/// `build` with the peers' clients; logs why when it fails.
+async fn start<Build, Routes>(peers: &[Peer], build: Build) -> Result<Router, StartupError>
 where
-    Build: FnOnce(Env) -> Routes,
+    Build: FnOnce(Env, PeerClients) -> Routes,
     Routes: Future<Output = Result<Router, StartupError>>,
 {
     let started = async {
         let mut env = Env::from_process();
+        let clients = PeerClients::deployed()?;
+        clients.open_ahead(&PeerUrls::from_env(&env), peers);
         crate::secrets::overlay_from_env(&mut env).await?;
-        build(env).await
+        build(env, clients).await
     };
     let routes = started
         .await
@@ -178,34 +186,33 @@ async fn deployed_sessions(
 }
 
 pub async fn start_answer_ingest() -> Result<Router, StartupError> {
-    start(|env| async move {
-        let config = AnswerIngestConfig::from_env(&env)?;
-        let (store, clock) = deployed_sessions(&config.sessions).await?;
-        let client = clients::http_client()?;
-        Ok(answer_ingest_routes(&config, store, clock, &client))
-    })
+    // A first turn asks CAIC (a bot or livechat turn), MSC (a relayed turn) or both, and a livechat
+    // turn asks MSC's presence.
+    start(
+        &[Peer::Caic, Peer::Msc, Peer::Presence],
+        |env, clients| async move {
+            let config = AnswerIngestConfig::from_env(&env)?;
+            let (store, clock) = deployed_sessions(&config.sessions).await?;
+            Ok(answer_ingest_routes(&config, store, clock, clients))
+        },
+    )
     .await
 }
 
 pub async fn start_agent_events() -> Result<Router, StartupError> {
-    start(|env| async move {
+    start(&[Peer::Channel], |env, clients| async move {
         let config = AgentEventsConfig::from_env(&env)?;
         let (store, clock) = deployed_sessions(&config.sessions).await?;
-        let client = clients::http_client()?;
-        Ok(agent_events_routes(&config, store, clock, &client))
+        Ok(agent_events_routes(&config, store, clock, clients))
     })
     .await
 }
 
 pub async fn start_presence_check() -> Result<Router, StartupError> {
-    start(|env| async move {
+    start(&[Peer::Presence], |env, clients| async move {
         let config = PresenceCheckConfig::from_env(&env)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        Ok(presence_check_routes(
-            &config,
-            clock,
-            &clients::http_client()?,
-        ))
+        Ok(presence_check_routes(&config, clock, clients))
     })
     .await
 }
@@ -230,11 +237,10 @@ async fn start_handover(
     read: fn(&Env) -> Result<HandoverConfig, ConfigError>,
     router: HandoverRouter,
 ) -> Result<Router, StartupError> {
-    start(|env| async move {
+    start(&[Peer::Msc], |env, clients| async move {
         let config = read(&env)?;
         let (store, clock) = deployed_sessions(&config.sessions).await?;
-        let client = clients::http_client()?;
-        Ok(handover_routes(&config, store, clock, &client, router))
+        Ok(handover_routes(&config, store, clock, clients, router))
     })
     .await
 }

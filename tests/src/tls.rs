@@ -3,6 +3,7 @@
 //! (`handover_core::config::ca_bundle`), as a deployment behind a private CA would.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -71,25 +72,51 @@ impl Drop for TestCa {
     }
 }
 
-/// A TLS server on 127.0.0.1 answering every request with 200 "ok"; its `https://` base URL.
-pub async fn serve_ok(ca: &TestCa) -> String {
+/// A TLS server on 127.0.0.1 answering every request with 200 "ok", counting what it sees.
+pub struct OkServer {
+    pub url: String,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl OkServer {
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// HTTP requests received so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn serve_ok(ca: &TestCa) -> OkServer {
     use http_body_util::Full;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("https://{}", listener.local_addr().expect("address"));
     let acceptor = ca.acceptor();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (accepted, received) = (connections.clone(), requests.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
+            let received = received.clone();
             tokio::spawn(async move {
                 let Ok(stream) = acceptor.accept(stream).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(|_request| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        bytes::Bytes::from_static(b"ok"),
-                    )))
+                let service = hyper::service::service_fn(move |_request| {
+                    received.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -97,5 +124,9 @@ pub async fn serve_ok(ca: &TestCa) -> String {
             });
         }
     });
-    url
+    OkServer {
+        url,
+        connections,
+        requests,
+    }
 }

@@ -313,7 +313,25 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                 let response = api.invoke(scenario.event(&relayed_session)).await;
                 let elapsed = started.elapsed();
                 check_answer(&response, scenario.name());
-                let floor = warm_floor(&peers.take_served(), &round_trips);
+                let served = peers.take_served();
+                if std::env::var_os("BENCH_TIMELINE").is_some() {
+                    eprintln!(
+                        "warm {} at {} MB: {:.1} ms",
+                        scenario.name(),
+                        share.memory_mb,
+                        ms(elapsed)
+                    );
+                    for s in &served {
+                        eprintln!(
+                            "  {} {}: request in {:.1}, answered in {:.1}",
+                            s.peer.name(),
+                            s.what,
+                            ms(s.received - started),
+                            ms(s.answer_time)
+                        );
+                    }
+                }
+                let floor = warm_floor(&served, &round_trips);
                 turns.push(elapsed);
                 warm_floors.push(floor);
                 overheads.push(elapsed.saturating_sub(floor));

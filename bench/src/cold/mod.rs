@@ -60,16 +60,38 @@ enum Scenario {
     Bot,
     Relayed,
     Livechat,
+    WidgetQuery,
+    EndSlot,
+    AgentReply,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::Bot, Scenario::Relayed, Scenario::Livechat];
+    const ALL: [Scenario; 6] = [
+        Scenario::Bot,
+        Scenario::Relayed,
+        Scenario::Livechat,
+        Scenario::WidgetQuery,
+        Scenario::EndSlot,
+        Scenario::AgentReply,
+    ];
+
+    fn function(self) -> &'static str {
+        match self {
+            Scenario::Bot | Scenario::Relayed | Scenario::Livechat => "answer-ingest",
+            Scenario::WidgetQuery => "presence-check",
+            Scenario::EndSlot => "prechat-complete",
+            Scenario::AgentReply => "agent-events",
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
             Scenario::Bot => "bot turn",
             Scenario::Relayed => "relayed turn",
             Scenario::Livechat => "livechat turn",
+            Scenario::WidgetQuery => "widget query",
+            Scenario::EndSlot => "end slot (handover)",
+            Scenario::AgentReply => "agent reply",
         }
     }
 
@@ -83,22 +105,82 @@ impl Scenario {
             // Read the session, ask CAIC (livechat), ask MSC for an agent, claim the intake, ask CAIC
             // for the intake's first question.
             Scenario::Livechat => &[SecretsManager, DynamoDb, Caic, Msc, DynamoDb, Caic],
+            Scenario::WidgetQuery => &[SecretsManager, Msc],
+            // Claim the handover, post the conversation to MSC, record it as handed over.
+            Scenario::EndSlot => &[SecretsManager, DynamoDb, Msc, DynamoDb],
+            // Read the session's version, store the reply in its outbox on that version, push it to
+            // the channel. (The conversation is one MSC has named before: the first reply of a
+            // conversation also records its id.)
+            Scenario::AgentReply => &[SecretsManager, DynamoDb, DynamoDb, Channel],
         }
     }
 
-    fn event(self, relayed_session: &str) -> Value {
-        let fresh = format!("cold-{}", uuid::Uuid::new_v4().simple());
-        let (session, text) = match self {
-            Scenario::Bot => (fresh.as_str(), "hello"),
-            Scenario::Relayed => (relayed_session, "to the agent"),
-            Scenario::Livechat => (fresh.as_str(), "agent"),
+    /// Requests the turn makes beside its chain, which nothing waits for: not in the floor.
+    fn beside_the_chain(self, request: &Served) -> bool {
+        // An agent reply records whose MSC conversation it is while the reply is pushed.
+        self == Scenario::AgentReply && request.peer == Peer::DynamoDb && request.what == "PutItem"
+    }
+
+    /// The scenario's event, with the session it needs put in place by `helper`.
+    async fn prepare(self, helper: &Helper, relayed_session: &str) -> Value {
+        let fresh = || format!("cold-{}", uuid::Uuid::new_v4().simple());
+        let message = |session: &str, text: &str| {
+            apigw_event(
+                "POST",
+                "/v1/messages",
+                "",
+                &json!({"sessionId": session, "text": text}),
+            )
         };
-        apigw_event(
+        match self {
+            Scenario::Bot => message(&fresh(), "hello"),
+            Scenario::Relayed => message(relayed_session, "to the agent"),
+            Scenario::Livechat => message(&fresh(), "agent"),
+            Scenario::WidgetQuery => apigw_event(
+                "GET",
+                "/v1/presence",
+                "channel=WebChat&referrer=NL-shop",
+                &Value::Null,
+            ),
+            Scenario::EndSlot => {
+                let session = fresh();
+                helper.turn(&session, "agent").await;
+                apigw_event(
+                    "POST",
+                    "/v1/prechat/complete",
+                    "",
+                    &json!({"sessionId": session, "slots": [{"name": "name", "value": "Jane"}]}),
+                )
+            }
+            Scenario::AgentReply => apigw_event(
+                "POST",
+                "/v1/msc/messages",
+                "",
+                &json!({"ChannelAccountExternalIdentifier": "bench",
+                        "ConversationGuid": "c0ffee00-0000-4000-8000-000000000001",
+                        "ConversationExternalIdentifier": relayed_session,
+                        "MessageExternalIdentifier": fresh(), "RelationName": "Sam",
+                        "Content": "Hello, how can I help?", "IsPrivate": false,
+                        "SentDateTime": "2026-12-01T10:00:00Z", "Attachments": []}),
+            ),
+        }
+    }
+}
+
+/// answer-ingest at full speed, outside the cgroup: puts sessions where a scenario starts.
+struct Helper {
+    function: crate::Function,
+}
+
+impl Helper {
+    async fn turn(&self, session: &str, text: &str) {
+        let event = apigw_event(
             "POST",
             "/v1/messages",
             "",
             &json!({"sessionId": session, "text": text}),
-        )
+        );
+        check_answer(&self.function.api.invoke(event).await, "setup turn");
     }
 }
 
@@ -233,8 +315,9 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
         .create_secret()
         .name(format!("handover-cold-{}", uuid::Uuid::new_v4().simple()))
         .secret_string(
-            json!({"CHANNEL_API_KEY": KEY, "CAIC_API_KEY": "bench", "MSC_PRESENCE_API_KEY": "bench",
-                   "MSC_API_KEY": "bench", "MSC_API_SECRET": "bench"})
+            json!({"CHANNEL_API_KEY": KEY, "CAIC_WEBHOOK_SECRET": KEY, "MSC_WEBHOOK_SECRET": KEY,
+                   "CHANNEL_WEBHOOK_SECRET": KEY, "CAIC_API_KEY": "bench",
+                   "MSC_PRESENCE_API_KEY": "bench", "MSC_API_KEY": "bench", "MSC_API_SECRET": "bench"})
             .to_string(),
         )
         .send()
@@ -249,36 +332,45 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
         .expect("cold path table");
     let env = deployed_env(&peers, &ca, &secret_arn, &table);
 
-    // The relayed turns' session: handed over once, by a function at full speed.
+    // The relayed turns' and agent replies' session: handed over once, by a function at full speed.
+    let helper = Helper {
+        function: crate::launch(&release.join("answer-ingest"), &env).await,
+    };
     let relayed_session = format!("cold-relayed-{}", uuid::Uuid::new_v4().simple());
+    for text in ["agent", "done"] {
+        helper.turn(&relayed_session, text).await;
+    }
     {
-        let setup = crate::launch(&release.join("answer-ingest"), &env).await;
-        for text in ["agent", "done"] {
-            let event = apigw_event(
-                "POST",
-                "/v1/messages",
-                "",
-                &json!({"sessionId": relayed_session, "text": text}),
-            );
-            check_answer(&setup.api.invoke(event).await, "relayed session setup");
-        }
+        let agent_events = crate::launch(&release.join("agent-events"), &env).await;
+        let first_reply = Scenario::AgentReply
+            .prepare(&helper, &relayed_session)
+            .await;
+        check_answer(
+            &agent_events.api.invoke(first_reply).await,
+            "the conversation's first reply",
+        );
     }
     peers.take_served();
 
     let mut rows = Vec::new();
-    let binary = release.join("answer-ingest");
     for share in &shares {
         for scenario in Scenario::ALL {
+            let binary = release.join(scenario.function());
             let mut colds = Vec::new();
             let mut floors = Vec::new();
             let mut cpus = Vec::new();
             let mut last = None;
             for _ in 0..options.samples {
                 drop(last.take());
+                let event = scenario.prepare(&helper, &relayed_session).await;
+                peers.take_served();
                 let (elapsed, response, child, api) =
-                    cold_turn(&binary, &[], &env, share, scenario.event(&relayed_session)).await;
+                    cold_turn(&binary, &[], &env, share, event).await;
                 check_answer(&response, scenario.name());
                 let served = peers.take_served();
+                let (beside, served): (Vec<Served>, Vec<Served>) = served
+                    .into_iter()
+                    .partition(|s| scenario.beside_the_chain(s));
                 if std::env::var_os("BENCH_TIMELINE").is_some() {
                     let started = Instant::now() - elapsed;
                     eprintln!(
@@ -287,7 +379,7 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                         share.memory_mb,
                         ms(elapsed)
                     );
-                    for s in &served {
+                    for s in served.iter().chain(&beside) {
                         eprintln!(
                             "  {} {}: connected {:.1}, request in {:.1}, answered in {:.1}",
                             s.peer.name(),
@@ -309,36 +401,24 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
             let mut warm_floors = Vec::new();
             let mut overheads = Vec::new();
             for _ in 0..options.warm {
+                let event = scenario.prepare(&helper, &relayed_session).await;
+                peers.take_served();
                 let started = Instant::now();
-                let response = api.invoke(scenario.event(&relayed_session)).await;
+                let response = api.invoke(event).await;
                 let elapsed = started.elapsed();
                 check_answer(&response, scenario.name());
-                let served = peers.take_served();
-                if std::env::var_os("BENCH_TIMELINE").is_some() {
-                    eprintln!(
-                        "warm {} at {} MB: {:.1} ms",
-                        scenario.name(),
-                        share.memory_mb,
-                        ms(elapsed)
-                    );
-                    for s in &served {
-                        eprintln!(
-                            "  {} {}: request in {:.1}, answered in {:.1}",
-                            s.peer.name(),
-                            s.what,
-                            ms(s.received - started),
-                            ms(s.answer_time)
-                        );
-                    }
-                }
-                let floor = warm_floor(&served, &round_trips);
+                let (_, chain): (Vec<Served>, Vec<Served>) = peers
+                    .take_served()
+                    .into_iter()
+                    .partition(|s| scenario.beside_the_chain(s));
+                let floor = warm_floor(&chain, &round_trips);
                 turns.push(elapsed);
                 warm_floors.push(floor);
                 overheads.push(elapsed.saturating_sub(floor));
             }
             rows.push(Row {
                 memory_mb: share.memory_mb,
-                function: "answer-ingest",
+                function: scenario.function(),
                 scenario: scenario.name(),
                 cold: median(colds),
                 cold_floor: median(floors),
@@ -363,8 +443,14 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
             let mut floors = Vec::new();
             let mut cpus = Vec::new();
             for _ in 0..options.samples.min(5) {
-                let (elapsed, response, child, _api) =
-                    cold_turn(python, &[&script], &env, share, Scenario::Bot.event("")).await;
+                let (elapsed, response, child, _api) = cold_turn(
+                    python,
+                    &[&script],
+                    &env,
+                    share,
+                    Scenario::Bot.prepare(&helper, "").await,
+                )
+                .await;
                 check_answer(&response, "Python bot turn");
                 let served = peers.take_served();
                 check_requests(&served, Scenario::Bot);
@@ -412,6 +498,7 @@ fn deployed_env(
         ("MSC_PRESENCE_URL", format!("{msc}/presence")),
         ("MSC_API_URL", format!("{msc}/api")),
         ("MSC_CHANNEL_ACCOUNT", "bench".to_owned()),
+        ("CHANNEL_WEBHOOK_URL", peers.url(Peer::Channel).to_owned()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))

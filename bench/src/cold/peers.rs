@@ -24,6 +24,8 @@ pub enum Peer {
     DynamoDb,
     Caic,
     Msc,
+    /// The channel's webhook, where agent replies are pushed.
+    Channel,
 }
 
 impl Peer {
@@ -33,6 +35,7 @@ impl Peer {
             Peer::DynamoDb => "DynamoDB",
             Peer::Caic => "CAIC",
             Peer::Msc => "MSC",
+            Peer::Channel => "channel",
         }
     }
 }
@@ -60,7 +63,7 @@ impl RoundTrips {
     pub fn of(&self, peer: Peer) -> Duration {
         match peer {
             Peer::SecretsManager | Peer::DynamoDb => self.aws,
-            Peer::Caic | Peer::Msc => self.cm,
+            Peer::Caic | Peer::Msc | Peer::Channel => self.cm,
         }
     }
 }
@@ -90,7 +93,13 @@ pub async fn start(ca: &TestCa, moto: &str, round_trips: RoundTrips) -> Peers {
     let served: Arc<Mutex<Vec<Served>>> = Arc::default();
     let upstream = handover_core::clients::new_http_client(None).expect("HTTP client to moto");
     let mut urls = Vec::new();
-    for peer in [Peer::SecretsManager, Peer::DynamoDb, Peer::Caic, Peer::Msc] {
+    for peer in [
+        Peer::SecretsManager,
+        Peer::DynamoDb,
+        Peer::Caic,
+        Peer::Msc,
+        Peer::Channel,
+    ] {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
         urls.push((
             peer,
@@ -167,11 +176,15 @@ async fn answer(
                 .to_owned();
             (forward(&upstream, &moto, parts, body).await, what)
         }
-        Peer::Caic | Peer::Msc => {
+        Peer::Caic | Peer::Msc | Peer::Channel => {
             if peer == Peer::Caic {
                 wait_until(received + caic_answer).await;
             }
-            let (status, body) = crate::stub_answer(&path, &query);
+            let (status, body) = if peer == Peer::Channel {
+                (200, String::new())
+            } else {
+                crate::stub_answer(&path, &query)
+            };
             let response = hyper::Response::builder()
                 .status(status)
                 .header("content-type", "application/json")

@@ -84,16 +84,21 @@ pub async fn agent_reply(
             return Ok(ReplyOutcome::NotHandedOver);
         }
     };
-    if let Some(guid) = &session.agent.msc_conversation {
-        // MSC's events name only its conversation: remember whose it is (once per reply is cheap
-        // enough, and keeps the link alive as long as the agent writes).
-        if let Err(err) = deps.store.link_msc_conversation(guid, session_id).await {
-            tracing::warn!(error = %err, "could not link MSC's conversation to the session");
+    // MSC's events name only its conversation: remember whose it is (once per reply is cheap enough,
+    // and keeps the link alive as long as the agent writes). The push does not wait for it.
+    let link = async {
+        if let Some(guid) = &session.agent.msc_conversation {
+            if let Err(err) = deps.store.link_msc_conversation(guid, session_id).await {
+                tracing::warn!(error = %err, "could not link MSC's conversation to the session");
+            }
         }
-    }
-    if let Some(message) = session.agent.outbox.iter().find(|m| m.id == message_id) {
-        deps.channel.push(session_id, message).await;
-    }
+    };
+    let push = async {
+        if let Some(message) = session.agent.outbox.iter().find(|m| m.id == message_id) {
+            deps.channel.push(session_id, message).await;
+        }
+    };
+    tokio::join!(link, push);
     crate::metrics::count("AgentRepliesDelivered");
     Ok(ReplyOutcome::Delivered)
 }

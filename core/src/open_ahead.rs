@@ -58,12 +58,18 @@ type SpareSlot<C> = Arc<Mutex<Option<Spare<C>>>>;
 /// connection type, which reqwest does not name; it is inferred.
 pub struct OpenAheadLayer<C> {
     spare: SpareSlot<C>,
+    lifetime: Duration,
 }
 
 impl<C> OpenAheadLayer<C> {
     pub fn new() -> Self {
+        Self::keeping_spares_for(SPARE_LIFETIME)
+    }
+
+    fn keeping_spares_for(lifetime: Duration) -> Self {
         Self {
             spare: Arc::new(Mutex::new(None)),
+            lifetime,
         }
     }
 }
@@ -78,6 +84,7 @@ impl<C> Clone for OpenAheadLayer<C> {
     fn clone(&self) -> Self {
         Self {
             spare: self.spare.clone(),
+            lifetime: self.lifetime,
         }
     }
 }
@@ -89,6 +96,7 @@ impl<S, C> tower::Layer<S> for OpenAheadLayer<C> {
         OpenAheadService {
             inner,
             spare: self.spare.clone(),
+            lifetime: self.lifetime,
         }
     }
 }
@@ -96,6 +104,7 @@ impl<S, C> tower::Layer<S> for OpenAheadLayer<C> {
 pub struct OpenAheadService<S, C> {
     inner: S,
     spare: SpareSlot<C>,
+    lifetime: Duration,
 }
 
 impl<S: Clone, C> Clone for OpenAheadService<S, C> {
@@ -103,6 +112,7 @@ impl<S: Clone, C> Clone for OpenAheadService<S, C> {
         Self {
             inner: self.inner.clone(),
             spare: self.spare.clone(),
+            lifetime: self.lifetime,
         }
     }
 }
@@ -111,7 +121,7 @@ impl<S, C> OpenAheadService<S, C> {
     /// The connection opened ahead, if there is one young enough to use.
     fn take_spare(&self) -> Option<JoinHandle<Result<C, BoxError>>> {
         let spare = self.spare.lock().ok()?.take()?;
-        if spare.opened.elapsed() < SPARE_LIFETIME {
+        if spare.opened.elapsed() < self.lifetime {
             Some(spare.connecting)
         } else {
             spare.connecting.abort();
@@ -161,5 +171,89 @@ where
             }),
             None => Box::pin(ready.call(destination)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::{Layer, ServiceExt};
+
+    /// A connector whose connections are numbered from 1; it fails while `failing` is set.
+    #[derive(Clone, Default)]
+    struct Numbered {
+        opened: Arc<AtomicUsize>,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl tower::Service<&'static str> for Numbered {
+        type Response = usize;
+        type Error = BoxError;
+        type Future = Pin<Box<dyn Future<Output = Result<usize, BoxError>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: &'static str) -> Self::Future {
+            let (opened, failing) = (self.opened.clone(), self.failing.load(Ordering::SeqCst));
+            Box::pin(async move {
+                if failing {
+                    return Err("refused".into());
+                }
+                Ok(opened.fetch_add(1, Ordering::SeqCst) + 1)
+            })
+        }
+    }
+
+    async fn open_ahead_with(service: &OpenAheadService<Numbered, usize>) {
+        let marked = OPENING_AHEAD
+            .scope((), service.clone().oneshot("peer"))
+            .await;
+        assert!(marked.is_err(), "the request that opens ahead is not sent");
+    }
+
+    #[tokio::test]
+    async fn the_next_connect_takes_the_connection_opened_ahead_and_the_one_after_opens_its_own() {
+        let connector = Numbered::default();
+        let service = OpenAheadLayer::new().layer(connector.clone());
+        open_ahead_with(&service).await;
+        assert_eq!(service.clone().oneshot("peer").await.unwrap(), 1);
+        assert_eq!(service.clone().oneshot("peer").await.unwrap(), 2);
+        assert_eq!(connector.opened.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_opened_ahead_too_long_ago_is_dropped_for_a_new_one() {
+        let connector = Numbered::default();
+        let service =
+            OpenAheadLayer::keeping_spares_for(Duration::from_millis(20)).layer(connector.clone());
+        open_ahead_with(&service).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(
+            service.clone().oneshot("peer").await.unwrap(),
+            2,
+            "a fresh connection, not the old one"
+        );
+    }
+
+    #[tokio::test]
+    async fn when_opening_ahead_failed_the_next_connect_opens_anew() {
+        let connector = Numbered::default();
+        let service = OpenAheadLayer::new().layer(connector.clone());
+        connector.failing.store(true, Ordering::SeqCst);
+        open_ahead_with(&service).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        connector.failing.store(false, Ordering::SeqCst);
+        assert_eq!(service.clone().oneshot("peer").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_opening_ahead_every_connect_is_the_connectors() {
+        let connector = Numbered::default();
+        let service = OpenAheadLayer::new().layer(connector.clone());
+        assert_eq!(service.clone().oneshot("peer").await.unwrap(), 1);
+        assert_eq!(service.clone().oneshot("peer").await.unwrap(), 2);
     }
 }

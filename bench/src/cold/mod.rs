@@ -121,8 +121,9 @@ impl Scenario {
         self == Scenario::AgentReply && request.peer == Peer::DynamoDb && request.what == "PutItem"
     }
 
-    /// The scenario's event, with the session it needs put in place by `helper`.
-    async fn prepare(self, helper: &Helper, relayed_session: &str) -> Value {
+    /// The scenario's event, with the session it needs put in place by `helper`. `cold`: an agent
+    /// reply goes to a conversation of its own.
+    async fn prepare(self, helper: &Helper, relayed_session: &str, cold: bool) -> Value {
         let fresh = || format!("cold-{}", uuid::Uuid::new_v4().simple());
         let message = |session: &str, text: &str| {
             apigw_event(
@@ -158,7 +159,7 @@ impl Scenario {
                 "",
                 &json!({"ChannelAccountExternalIdentifier": "bench",
                         "ConversationGuid": "c0ffee00-0000-4000-8000-000000000001",
-                        "ConversationExternalIdentifier": relayed_session,
+                        "ConversationExternalIdentifier": helper.agent_conversation(cold).await,
                         "MessageExternalIdentifier": fresh(), "RelationName": "Sam",
                         "Content": "Hello, how can I help?", "IsPrivate": false,
                         "SentDateTime": "2026-12-01T10:00:00Z", "Attachments": []}),
@@ -170,9 +171,41 @@ impl Scenario {
 /// answer-ingest at full speed, outside the cgroup: puts sessions where a scenario starts.
 struct Helper {
     function: crate::Function,
+    /// The session agent replies go to, and how many it has had.
+    agent_session: tokio::sync::Mutex<(String, usize)>,
 }
 
+/// Agent replies per conversation before the next: a conversation's outbox keeps its last 50, so a
+/// conversation that had hundreds would measure a full outbox on every reply.
+const REPLIES_PER_CONVERSATION: usize = 10;
+
 impl Helper {
+    fn new(function: crate::Function) -> Self {
+        Self {
+            function,
+            agent_session: tokio::sync::Mutex::new((String::new(), REPLIES_PER_CONVERSATION)),
+        }
+    }
+
+    /// A handed-over session for the next agent reply: a new one for a cold start, or every
+    /// `REPLIES_PER_CONVERSATION` replies.
+    async fn agent_conversation(&self, new: bool) -> String {
+        let mut current = self.agent_session.lock().await;
+        if new || current.1 >= REPLIES_PER_CONVERSATION {
+            let session = format!("cold-agent-{}", uuid::Uuid::new_v4().simple());
+            self.handed_over(&session).await;
+            *current = (session, 0);
+        }
+        current.1 += 1;
+        current.0.clone()
+    }
+
+    async fn handed_over(&self, session: &str) {
+        for text in ["agent", "done"] {
+            self.turn(session, text).await;
+        }
+    }
+
     async fn turn(&self, session: &str, text: &str) {
         let event = apigw_event(
             "POST",
@@ -216,12 +249,17 @@ struct Row {
 }
 
 struct Warm {
+    /// CPU time per warm turn.
+    cpu_per_turn: Duration,
     p50: Duration,
     p99: Duration,
     floor_p50: Duration,
     /// The 99th percentile of each turn's time over its own floor.
     overhead_p99: Duration,
 }
+
+/// The pause between warm turns (see where it is used).
+const WARM_GAP: Duration = Duration::from_millis(50);
 
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
@@ -332,24 +370,10 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
         .expect("cold path table");
     let env = deployed_env(&peers, &ca, &secret_arn, &table);
 
-    // The relayed turns' and agent replies' session: handed over once, by a function at full speed.
-    let helper = Helper {
-        function: crate::launch(&release.join("answer-ingest"), &env).await,
-    };
+    // The relayed turns' session: handed over once, by a function at full speed.
+    let helper = Helper::new(crate::launch(&release.join("answer-ingest"), &env).await);
     let relayed_session = format!("cold-relayed-{}", uuid::Uuid::new_v4().simple());
-    for text in ["agent", "done"] {
-        helper.turn(&relayed_session, text).await;
-    }
-    {
-        let agent_events = crate::launch(&release.join("agent-events"), &env).await;
-        let first_reply = Scenario::AgentReply
-            .prepare(&helper, &relayed_session)
-            .await;
-        check_answer(
-            &agent_events.api.invoke(first_reply).await,
-            "the conversation's first reply",
-        );
-    }
+    helper.handed_over(&relayed_session).await;
     peers.take_served();
 
     let mut rows = Vec::new();
@@ -362,7 +386,7 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
             let mut last = None;
             for _ in 0..options.samples {
                 drop(last.take());
-                let event = scenario.prepare(&helper, &relayed_session).await;
+                let event = scenario.prepare(&helper, &relayed_session, true).await;
                 peers.take_served();
                 let (elapsed, response, child, api) =
                     cold_turn(&binary, &[], &env, share, event).await;
@@ -396,12 +420,16 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                 cpus.push(cpu_time(&child));
                 last = Some((child, api));
             }
-            let (_child, api) = last.expect("at least one sample");
+            let (child, api) = last.expect("at least one sample");
             let mut turns = Vec::new();
             let mut warm_floors = Vec::new();
             let mut overheads = Vec::new();
+            let cpu_before = cpu_time(&child);
             for _ in 0..options.warm {
-                let event = scenario.prepare(&helper, &relayed_session).await;
+                let event = scenario.prepare(&helper, &relayed_session, false).await;
+                // Turns of one instance come apart, not as one burst: a back-to-back loop would
+                // spend a 128 MB share's CPU per period and measure its throttling instead.
+                tokio::time::sleep(WARM_GAP).await;
                 peers.take_served();
                 let started = Instant::now();
                 let response = api.invoke(event).await;
@@ -416,6 +444,9 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                 warm_floors.push(floor);
                 overheads.push(elapsed.saturating_sub(floor));
             }
+            let cpu_per_turn = (cpu_time(&child).saturating_sub(cpu_before))
+                .checked_div(options.warm.max(1) as u32)
+                .unwrap_or_default();
             rows.push(Row {
                 memory_mb: share.memory_mb,
                 function: scenario.function(),
@@ -424,6 +455,7 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                 cold_floor: median(floors),
                 cpu: median(cpus),
                 warm: (!turns.is_empty()).then(|| Warm {
+                    cpu_per_turn,
                     p50: percentile(turns.clone(), 50),
                     p99: percentile(turns, 99),
                     floor_p50: percentile(warm_floors, 50),
@@ -448,7 +480,7 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                     &[&script],
                     &env,
                     share,
-                    Scenario::Bot.prepare(&helper, "").await,
+                    Scenario::Bot.prepare(&helper, "", true).await,
                 )
                 .await;
                 check_answer(&response, "Python bot turn");
@@ -508,26 +540,28 @@ fn deployed_env(
 fn print_report(rows: &[Row], options: &Options) {
     let rt = &options.round_trips;
     println!(
-        "Round trips: {} ms to Secrets Manager and DynamoDB, {} ms to CAIC and MSC; CAIC answers in {} ms. Every peer speaks TLS 1.3 with a certificate of a CA made for the run (AWS_CA_BUNDLE). Cold: median of {} cold starts, process start to the first response, secret fetched at init; the process runs in a cgroup with the CPU quota of its memory size (of {} µs per 100 ms at 128 MB). Floor: the same requests with every connection (TCP and TLS: 2 round trips) opened at once at process start and each request taking its round trip plus the peer's measured answer time. Warm: {} turns on the last cold process; overhead p99 is the 99th percentile of each turn's time over its own floor.\n",
+        "Round trips: {} ms to Secrets Manager and DynamoDB, {} ms to CAIC and MSC; CAIC answers in {} ms. Every peer speaks TLS 1.3 with a certificate of a CA made for the run (AWS_CA_BUNDLE). Cold: median of {} cold starts, process start to the first response, secret fetched at init; the process runs in a cgroup with the CPU quota of its memory size (of {} µs per 100 ms at 128 MB). Floor: the same requests with every connection (TCP and TLS: 2 round trips) opened at once at process start and each request taking its round trip plus the peer's measured answer time. Warm: {} turns on the last cold process, {} ms apart; overhead p99 is the 99th percentile of each turn's time over its own floor; warm CPU is per turn.\n",
         ms(rt.aws),
         ms(rt.cm),
         ms(rt.caic_answer),
         options.samples,
         CpuShare::quota_us(128),
         options.warm,
+        WARM_GAP.as_millis(),
     );
-    println!("| memory MB | function | scenario | cold first turn ms | floor ms | × floor | CPU ms | warm p50 ms | warm floor p50 ms | warm p99 ms | overhead p99 ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| memory MB | function | scenario | cold first turn ms | floor ms | × floor | cold CPU ms | warm p50 ms | warm floor p50 ms | warm p99 ms | overhead p99 ms | warm CPU ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let warm = row.warm.as_ref().map_or_else(
-            || "| | | | ".to_owned(),
+            || "| | | | | ".to_owned(),
             |w| {
                 format!(
-                    "| {:.1} | {:.1} | {:.1} | {:.1} ",
+                    "| {:.1} | {:.1} | {:.1} | {:.1} | {:.2} ",
                     ms(w.p50),
                     ms(w.floor_p50),
                     ms(w.p99),
-                    ms(w.overhead_p99)
+                    ms(w.overhead_p99),
+                    ms(w.cpu_per_turn)
                 )
             },
         );

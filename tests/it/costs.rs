@@ -5,7 +5,6 @@
 use handover_tests::counted_dynamodb_harness;
 use handover_tests::world::{caic_reply, World};
 use serde_json::json;
-use wiremock::ResponseTemplate;
 
 const SID: &str = "cost-session-1";
 
@@ -15,23 +14,7 @@ async fn world() -> (World, handover_tests::counting::DynamoCounter) {
     world
         .caic_answers("hello", caic_reply(SID, "Hi!", json!({})))
         .await;
-    world
-        .caic_answers(
-            "agent",
-            caic_reply(
-                SID,
-                "Connecting.",
-                json!({"livechat": true, "skill": "billing"}),
-            ),
-        )
-        .await;
-    world
-        .caic_event_answers(200, caic_reply(SID, "Your name?", json!({})))
-        .await;
-    world
-        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
-        .await;
-    world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+    world.handover_goes_through(SID, json!({})).await;
     (world, counter)
 }
 

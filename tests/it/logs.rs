@@ -75,26 +75,10 @@ async fn whole_story() {
         .init();
 
     let world = World::on(dynamodb_harness().await).await;
-    world
-        .caic_answers(
-            "agent",
-            caic_reply(
-                SID,
-                "Connecting.",
-                json!({"livechat": true, "skill": "billing"}),
-            ),
-        )
-        .await;
+    world.handover_goes_through(SID, json!({})).await;
     world
         .caic_answers(NAME, caic_reply(SID, "Your e-mail?", json!({})))
         .await;
-    world
-        .caic_event_answers(200, caic_reply(SID, "Your name?", json!({})))
-        .await;
-    world
-        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
-        .await;
-    world.msc_accepts_messages(ResponseTemplate::new(201)).await;
 
     let say = |text: &str| {
         json!({"sessionId": SID, "text": text, "endUser": {"name": NAME, "email": EMAIL},

@@ -1,6 +1,6 @@
 //! The operator view: a session's state and how it got there, never personal data.
 
-use handover_tests::world::{caic_reply, World};
+use handover_tests::world::World;
 use handover_tests::{dynamodb_harness, emf_lines};
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -27,22 +27,8 @@ async fn the_view_tells_the_story_of_a_handover_without_personal_data() {
         "404 before there is one"
     );
     world
-        .caic_answers(
-            "agent",
-            caic_reply(
-                SID,
-                "Connecting.",
-                json!({"livechat": true, "skill": "billing", "mscWebstore": "NL-shop"}),
-            ),
-        )
+        .handover_goes_through(SID, json!({"mscWebstore": "NL-shop"}))
         .await;
-    world
-        .caic_event_answers(200, caic_reply(SID, "Your name?", json!({})))
-        .await;
-    world
-        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
-        .await;
-    world.msc_accepts_messages(ResponseTemplate::new(201)).await;
     world.channel_answers(ResponseTemplate::new(200)).await;
     world
         .message(json!({"sessionId": SID, "text": "agent", "endUserUrl": "https://shop.example/?email=jane@example.com"}))

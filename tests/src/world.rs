@@ -233,6 +233,23 @@ impl World {
         read(send(&self.presence, req).await)
     }
 
+    /// The peers of a handover that goes through for `session`: "agent" is a livechat answer (skill
+    /// billing, with `more` output additions), the intake asks for a name, agents are online, MSC
+    /// accepts messages.
+    pub async fn handover_goes_through(&self, session: &str, more: Value) {
+        let mut additions = json!({"livechat": true, "skill": "billing"});
+        if let (Some(base), Value::Object(more)) = (additions.as_object_mut(), more) {
+            base.extend(more);
+        }
+        self.caic_answers("agent", caic_reply(session, "Connecting.", additions))
+            .await;
+        self.caic_event_answers(200, caic_reply(session, "Your name?", json!({})))
+            .await;
+        self.presence_says(ResponseTemplate::new(200).set_body_string("Online"))
+            .await;
+        self.msc_accepts_messages(ResponseTemplate::new(201)).await;
+    }
+
     /// CAIC answers `q` (any session) with this reply.
     pub async fn caic_answers(&self, q: &str, reply: Value) {
         Mock::given(method("GET"))

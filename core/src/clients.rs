@@ -191,7 +191,7 @@ pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
 /// A client of its own, configured as [`http_client`]'s, with a connection pool of its own;
 /// `extra_roots` as in [`tls_config`].
 pub fn new_http_client(extra_roots: Option<&Path>) -> Result<reqwest::Client, HttpClientError> {
-    client_builder(extra_roots)?
+    client_builder(tls_config(extra_roots)?)
         .build()
         .map_err(|e| HttpClientError(e.to_string()))
 }
@@ -202,18 +202,22 @@ pub fn new_http_client(extra_roots: Option<&Path>) -> Result<reqwest::Client, Ht
 /// to one host, and a redirect would also carry CAIC's API key, which is in its query string, to
 /// another.
 pub fn peer_client(extra_roots: Option<&Path>) -> Result<reqwest::Client, HttpClientError> {
-    client_builder(extra_roots)?
+    peer_client_with(tls_config(extra_roots)?)
+}
+
+fn peer_client_with(tls: rustls::ClientConfig) -> Result<reqwest::Client, HttpClientError> {
+    client_builder(tls)
         .redirect(reqwest::redirect::Policy::none())
         .connector_layer(crate::open_ahead::OpenAheadLayer::new())
         .build()
         .map_err(|e| HttpClientError(e.to_string()))
 }
 
-fn client_builder(extra_roots: Option<&Path>) -> Result<reqwest::ClientBuilder, HttpClientError> {
-    Ok(reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_config(extra_roots)?)
+fn client_builder(tls: rustls::ClientConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .connect_timeout(Duration::from_millis(500))
-        .pool_idle_timeout(Duration::from_secs(50)))
+        .pool_idle_timeout(Duration::from_secs(50))
 }
 
 /// The HTTP clients a function's peers are called with. Deployed, each peer has its own
@@ -228,9 +232,10 @@ pub struct PeerClients {
 }
 
 impl PeerClients {
-    pub fn deployed() -> Result<Self, HttpClientError> {
-        let extra_roots = crate::config::ca_bundle(&crate::config::Env::from_process());
-        let client = || peer_client(extra_roots.as_deref());
+    /// One client per peer, sharing one TLS configuration (`env`'s `AWS_CA_BUNDLE`, read once).
+    pub fn deployed(env: &crate::config::Env) -> Result<Self, HttpClientError> {
+        let tls = tls_config(crate::config::ca_bundle(env).as_deref())?;
+        let client = || peer_client_with(tls.clone());
         Ok(Self {
             caic: client()?,
             msc: client()?,

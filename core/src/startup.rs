@@ -166,7 +166,7 @@ where
 {
     let started = async {
         let mut env = Env::from_process();
-        let clients = PeerClients::deployed()?;
+        let clients = PeerClients::deployed(&env)?;
         clients.open_ahead(&PeerUrls::from_env(&env), peers);
         crate::secrets::overlay_from_env(&mut env).await?;
         build(env, clients).await

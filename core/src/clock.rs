@@ -6,6 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync {
     /// Seconds since the Unix epoch: the unit of DynamoDB's TTL attribute.
     fn now(&self) -> i64;
+
+    /// Milliseconds since the Unix epoch: for what lasts less than a second (the presence cache and
+    /// its budget).
+    fn now_millis(&self) -> i64 {
+        self.now().saturating_mul(1_000)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -13,8 +19,12 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> i64 {
+        self.now_millis() / 1_000
+    }
+
+    fn now_millis(&self) -> i64 {
         match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(elapsed) => i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX),
+            Ok(elapsed) => i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
             // A clock set before 1970 is broken; treating it as the epoch keeps every lock expired
             // (the safe side: the bot answers) instead of panicking.
             Err(_) => 0,
@@ -25,28 +35,37 @@ impl Clock for SystemClock {
 /// A clock that only moves when told to.
 #[derive(Debug)]
 pub struct ManualClock {
-    now: AtomicI64,
+    millis: AtomicI64,
 }
 
 impl ManualClock {
     pub fn starting_at(epoch_secs: i64) -> Self {
         Self {
-            now: AtomicI64::new(epoch_secs),
+            millis: AtomicI64::new(epoch_secs.saturating_mul(1_000)),
         }
     }
 
     pub fn advance(&self, secs: i64) {
-        self.now.fetch_add(secs, Ordering::SeqCst);
+        self.advance_millis(secs.saturating_mul(1_000));
+    }
+
+    pub fn advance_millis(&self, millis: i64) {
+        self.millis.fetch_add(millis, Ordering::SeqCst);
     }
 
     pub fn set(&self, epoch_secs: i64) {
-        self.now.store(epoch_secs, Ordering::SeqCst);
+        self.millis
+            .store(epoch_secs.saturating_mul(1_000), Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
+        self.now_millis().div_euclid(1_000)
+    }
+
+    fn now_millis(&self) -> i64 {
+        self.millis.load(Ordering::SeqCst)
     }
 }
 
@@ -60,6 +79,10 @@ mod tests {
         assert_eq!(clock.now(), 1_000);
         clock.advance(86_400);
         assert_eq!(clock.now(), 87_400);
+        clock.advance_millis(999);
+        assert_eq!((clock.now(), clock.now_millis()), (87_400, 87_400_999));
+        clock.advance_millis(1);
+        assert_eq!(clock.now(), 87_401);
         clock.set(5);
         assert_eq!(clock.now(), 5);
     }

@@ -233,6 +233,9 @@ pub struct PresenceSettings {
     /// How long an answer is reused for the same channel and referrer, so a burst of livechat answers
     /// stays under MSC's rate limit (3/s). Zero turns the cache off.
     pub cache_for: Duration,
+    /// `PRESENCE_CALLS_PER_SECOND`: at most this many presence requests per instance in any second;
+    /// past it, the cached answer (up to a minute old) or offline.
+    pub calls_per_second: usize,
 }
 
 impl PresenceSettings {
@@ -245,6 +248,7 @@ impl PresenceSettings {
                 Some("0") => Duration::ZERO,
                 _ => env.millis("PRESENCE_CACHE_MS", 5_000)?,
             },
+            calls_per_second: env.positive("PRESENCE_CALLS_PER_SECOND", 2)?,
         })
     }
 }

@@ -4,9 +4,13 @@
 //! above all, whose field is not public) is decided in [`custom_channel_body`] alone, so another MSC
 //! API can replace it without touching the flow.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
+use crate::clock::Clock;
 use crate::config::{MscApiSettings, PresenceSettings};
 
 /// What presence said, and whether the answer was a recent one reused.
@@ -67,6 +71,15 @@ pub enum MscError {
     Busy { retry_after: u64 },
 }
 
+/// What MSC's `Retry-After` (whole seconds; an HTTP date or nothing reads as none) becomes: at least
+/// 1 s, at most [`MAX_RETRY_AFTER_SECS`]. A peer's number never reaches arithmetic unbounded.
+pub fn retry_after_secs(asked: Option<u64>) -> u64 {
+    asked.unwrap_or(1).clamp(1, MAX_RETRY_AFTER_SECS)
+}
+
+/// The longest wait MSC's `Retry-After` is taken for, and the longest one passed on to the channel.
+pub const MAX_RETRY_AFTER_SECS: u64 = 60;
+
 /// How long one post may wait in all for MSC's `Retry-After` (MSC allows 3 requests a second): a
 /// webhook and an end-user turn both have seconds, not minutes.
 const BUSY_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
@@ -82,43 +95,68 @@ type PresenceKey = (String, String);
 pub struct PresenceHttp {
     http: reqwest::Client,
     settings: PresenceSettings,
-    /// Per warm Lambda instance; answers older than `cache_for` are ignored and replaced.
-    cache: std::sync::Mutex<std::collections::HashMap<PresenceKey, (std::time::Instant, bool)>>,
+    clock: Arc<dyn Clock>,
+    /// Per warm Lambda instance: answers (epoch milliseconds, online) by (channel, referrer).
+    cache: Mutex<HashMap<PresenceKey, (i64, bool)>>,
+    /// When this instance last asked MSC, within the last second.
+    asked: Mutex<VecDeque<i64>>,
 }
 
 /// A warm instance sees few distinct (channel, referrer) pairs; the bound only guards memory.
 const PRESENCE_CACHE_ENTRIES: usize = 1_024;
 
+/// Past the budget, an answer this old is still reused rather than saying offline.
+const STALE_ANSWER_MS: i64 = 60_000;
+
 impl PresenceHttp {
-    pub fn new(http: reqwest::Client, settings: PresenceSettings) -> Self {
+    pub fn new(http: reqwest::Client, settings: PresenceSettings, clock: Arc<dyn Clock>) -> Self {
         Self {
             http,
             settings,
+            clock,
             cache: Default::default(),
+            asked: Default::default(),
         }
     }
 
-    fn cached(&self, key: &PresenceKey) -> Option<bool> {
+    fn cached(&self, key: &PresenceKey, max_age_ms: i64, now: i64) -> Option<bool> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .get(key)
-            .filter(|(at, _)| at.elapsed() < self.settings.cache_for)
+            .filter(|(at, _)| now.saturating_sub(*at) < max_age_ms)
             .map(|(_, online)| *online)
     }
 
-    fn remember(&self, key: PresenceKey, online: bool) {
+    fn remember(&self, key: PresenceKey, online: bool, now: i64) {
         if self.settings.cache_for.is_zero() {
             return;
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= PRESENCE_CACHE_ENTRIES {
-            let cache_for = self.settings.cache_for;
-            cache.retain(|_, (at, _)| at.elapsed() < cache_for);
+            cache.retain(|_, (at, _)| now.saturating_sub(*at) < STALE_ANSWER_MS);
             if cache.len() >= PRESENCE_CACHE_ENTRIES {
                 cache.clear();
             }
         }
-        cache.insert(key, (std::time::Instant::now(), online));
+        cache.insert(key, (now, online));
+    }
+
+    /// Whether this instance may ask MSC now: at most `calls_per_second` in any second. Written here
+    /// rather than with a rate-limiting crate because it must run on the `Clock` port (tests move
+    /// time) and is a window of a few timestamps.
+    fn within_budget(&self, now: i64) -> bool {
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        while asked
+            .front()
+            .is_some_and(|at| now.saturating_sub(*at) >= 1_000)
+        {
+            asked.pop_front();
+        }
+        if asked.len() >= self.settings.calls_per_second {
+            return false;
+        }
+        asked.push_back(now);
+        true
     }
 }
 
@@ -126,17 +164,35 @@ impl PresenceHttp {
 impl Presence for PresenceHttp {
     async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> PresenceAnswer {
         let key = (channel.to_owned(), referrer.unwrap_or_default().to_owned());
-        if let Some(online) = self.cached(&key) {
+        let now = self.clock.now_millis();
+        let cache_ms = i64::try_from(self.settings.cache_for.as_millis()).unwrap_or(i64::MAX);
+        let reused = |online| {
             crate::metrics::count_outcome("Presence", "Result", "cached");
-            return PresenceAnswer {
+            PresenceAnswer {
                 online,
                 cached: true,
+            }
+        };
+        if let Some(online) = self.cached(&key, cache_ms, now) {
+            return reused(online);
+        }
+        if !self.within_budget(now) {
+            // MSC allows a few requests a second for the whole account, relays included: one caller
+            // naming many referrers must not spend them. Rule 2 allows offline.
+            if let Some(online) = self.cached(&key, STALE_ANSWER_MS.max(cache_ms), now) {
+                return reused(online);
+            }
+            tracing::warn!("presence budget of this instance spent; agents offline");
+            crate::metrics::count_outcome("Presence", "Result", "over_budget");
+            return PresenceAnswer {
+                online: false,
+                cached: false,
             };
         }
         let online = self.ask_msc(channel, referrer).await;
         let result = if online { "online" } else { "offline" };
         crate::metrics::count_outcome("Presence", "Result", result);
-        self.remember(key, online);
+        self.remember(key, online, self.clock.now_millis());
         PresenceAnswer {
             online,
             cached: false,
@@ -227,8 +283,8 @@ impl MscMessages for MscHttp {
         loop {
             match self.post_once(message).await {
                 Err(MscError::Busy { retry_after }) => {
-                    let pause = std::time::Duration::from_secs(retry_after.max(1));
-                    if started.elapsed() + pause > BUSY_BUDGET {
+                    let pause = std::time::Duration::from_secs(retry_after);
+                    if started.elapsed().saturating_add(pause) > BUSY_BUDGET {
                         return Err(MscError::Busy { retry_after });
                     }
                     tracing::info!(retry_after, "MSC is busy; waiting as it asks");
@@ -263,13 +319,14 @@ impl MscHttp {
         match response.status().as_u16() {
             201 => Ok(()),
             429 | 503 => {
-                let retry_after = response
+                let asked = response
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(1);
-                Err(MscError::Busy { retry_after })
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                Err(MscError::Busy {
+                    retry_after: retry_after_secs(asked),
+                })
             }
             other => Err(MscError::Status(other)),
         }
@@ -292,6 +349,14 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_750_000_000), "2025-06-15T15:06:40Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn retry_after_is_bounded_both_ways() {
+        assert_eq!(retry_after_secs(None), 1);
+        assert_eq!(retry_after_secs(Some(0)), 1);
+        assert_eq!(retry_after_secs(Some(2)), 2);
+        assert_eq!(retry_after_secs(Some(u64::MAX)), MAX_RETRY_AFTER_SECS);
     }
 
     #[test]

@@ -87,7 +87,11 @@ pub fn answer_ingest_routes(
     let deps = IngestDeps {
         store,
         caic: Arc::new(CaicHttp::new(clients.caic, config.caic.clone())),
-        presence: Arc::new(PresenceHttp::new(clients.presence, config.presence.clone())),
+        presence: Arc::new(PresenceHttp::new(
+            clients.presence,
+            config.presence.clone(),
+            clock.clone(),
+        )),
         msc: Arc::new(MscHttp::new(clients.msc, config.msc.clone())),
         channel: channel_push(&config.channel_webhook, &clients.channel, &clock),
         clock,
@@ -108,6 +112,7 @@ pub fn presence_check_routes(
         presence: Arc::new(PresenceHttp::new(
             clients.into().presence,
             config.presence.clone(),
+            clock.clone(),
         )),
         hours: Arc::new(config.business_hours.clone()),
         clock,

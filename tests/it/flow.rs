@@ -877,13 +877,21 @@ async fn presence_answers_are_reused_briefly_per_channel_and_referrer() {
         1,
         "a burst asks MSC once"
     );
+    // The cache runs on the clock port: 4,999 ms later the answer is reused, at 5,000 ms it is not.
+    world.clock.advance_millis(4_999);
+    world.presence_get("channel=WebChat&referrer=NL-shop").await;
+    assert_eq!(world.presence_requests().await.len(), 1, "still fresh");
+    world.clock.advance_millis(1);
+    world.presence_get("channel=WebChat&referrer=NL-shop").await;
+    assert_eq!(world.presence_requests().await.len(), 2, "expired");
+    world.clock.advance_millis(1_000);
     world.presence_get("channel=WebChat&referrer=BE-shop").await;
     world
         .presence_get("channel=WhatsApp&referrer=NL-shop")
         .await;
     assert_eq!(
         world.presence_requests().await.len(),
-        3,
+        4,
         "per channel and referrer"
     );
 
@@ -895,6 +903,7 @@ async fn presence_answers_are_reused_briefly_per_channel_and_referrer() {
         uncached
             .presence_get("channel=WebChat&referrer=NL-shop")
             .await;
+        uncached.clock.advance_millis(1_000);
     }
     assert_eq!(
         uncached.presence_requests().await.len(),

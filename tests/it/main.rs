@@ -8,6 +8,7 @@ mod domain_props;
 mod faults;
 mod flow;
 mod handover_window;
+mod hostile;
 mod load;
 mod local_runner;
 mod logs;

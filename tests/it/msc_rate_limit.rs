@@ -20,14 +20,19 @@ use wiremock::{Mock, Request, Respond, ResponseTemplate};
 #[derive(Clone)]
 struct RateLimitedMsc {
     per_second: Arc<AtomicUsize>,
-    retry_after: &'static str,
+    /// `None`: the 429 carries no `Retry-After`.
+    retry_after: Option<&'static str>,
     recent: Arc<Mutex<VecDeque<Instant>>>,
     accepted: Arc<Mutex<Vec<Value>>>,
     turned_away: Arc<AtomicUsize>,
 }
 
 impl RateLimitedMsc {
-    async fn mount(world: &World, per_second: usize, retry_after: &'static str) -> RateLimitedMsc {
+    async fn mount(
+        world: &World,
+        per_second: usize,
+        retry_after: Option<&'static str>,
+    ) -> RateLimitedMsc {
         let msc = RateLimitedMsc {
             per_second: Arc::new(AtomicUsize::new(per_second)),
             retry_after,
@@ -64,7 +69,11 @@ impl Respond for RateLimitedMsc {
         }
         if recent.len() >= self.per_second.load(Ordering::SeqCst) {
             self.turned_away.fetch_add(1, Ordering::SeqCst);
-            return ResponseTemplate::new(429).insert_header("Retry-After", self.retry_after);
+            let busy = ResponseTemplate::new(429);
+            return match self.retry_after {
+                Some(seconds) => busy.insert_header("Retry-After", seconds),
+                None => busy,
+            };
         }
         recent.push_back(now);
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
@@ -110,7 +119,7 @@ async fn relay(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_past_the_limit_is_waited_out_and_every_message_reaches_msc_once() {
     let world = Arc::new(World::on(memory_harness().await).await);
-    let msc = RateLimitedMsc::mount(&world, 3, "1").await;
+    let msc = RateLimitedMsc::mount(&world, 3, Some("1")).await;
     let sessions: Vec<String> = (0..7).map(|n| format!("busy-session-{n}")).collect();
     for session in &sessions {
         handed_over(&world, session).await;
@@ -155,7 +164,7 @@ async fn a_burst_past_the_limit_is_waited_out_and_every_message_reaches_msc_once
 #[tokio::test]
 async fn past_the_budget_a_relay_answers_503_with_retry_after_and_the_retry_delivers_once() {
     let world = World::on(memory_harness().await).await;
-    let msc = RateLimitedMsc::mount(&world, 0, "5").await;
+    let msc = RateLimitedMsc::mount(&world, 0, Some("5")).await;
     handed_over(&world, "busy-relay").await;
 
     let (status, body, retry_after) =
@@ -190,7 +199,7 @@ async fn past_the_budget_a_relay_answers_503_with_retry_after_and_the_retry_deli
 #[tokio::test]
 async fn a_handover_msc_is_too_busy_for_goes_back_to_the_bot() {
     let world = World::on(memory_harness().await).await;
-    let msc = RateLimitedMsc::mount(&world, 0, "5").await;
+    let msc = RateLimitedMsc::mount(&world, 0, Some("5")).await;
     let start = online_intake("busy-handover");
     assert!(matches!(
         world.store.start_intake(&start).await,
@@ -214,4 +223,43 @@ async fn a_handover_msc_is_too_busy_for_goes_back_to_the_bot() {
         refused.map(|e| e["detail"].clone()),
         Some(json!("msc_busy"))
     );
+}
+
+/// A peer's number never reaches arithmetic unbounded: a `Retry-After` of u64::MAX once overflowed
+/// the wait (a panic, which aborts a release build). Now it is taken as 60 s, past the budget, and
+/// passed on to the channel as 60.
+#[tokio::test]
+async fn a_huge_retry_after_is_bounded_and_passed_on_bounded() {
+    let world = World::on(memory_harness().await).await;
+    let msc = RateLimitedMsc::mount(&world, 0, Some("18446744073709551615")).await;
+    handed_over(&world, "huge-retry").await;
+
+    let (status, body, retry_after) = relay(&world, "huge-retry", "hello?", "turn-0001").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "msc_busy");
+    assert_eq!(retry_after.as_deref(), Some("60"));
+    assert_eq!(msc.turned_away.load(Ordering::SeqCst), 1, "not waited for");
+    assert_eq!(
+        world
+            .store
+            .get("huge-retry")
+            .await
+            .unwrap()
+            .map(|s| s.state),
+        Some(SessionState::HandedOver)
+    );
+}
+
+/// No `Retry-After` means one second: within the 3 s budget MSC is asked at 0, 1 and 2 s (a default of
+/// 2 s would ask twice, of 0 s many times), and the channel is told 1.
+#[tokio::test]
+async fn without_retry_after_msc_is_asked_again_after_one_second() {
+    let world = World::on(memory_harness().await).await;
+    let msc = RateLimitedMsc::mount(&world, 0, None).await;
+    handed_over(&world, "no-retry-after").await;
+
+    let (status, body, retry_after) = relay(&world, "no-retry-after", "hello?", "turn-0001").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(msc.turned_away.load(Ordering::SeqCst), 3);
 }

@@ -7,9 +7,23 @@ use std::str::FromStr;
 
 use super::{with_events, HistoryEvent, Session, SessionState};
 
-/// At most this many messages are kept per session: the channel fetches them as they come, and the
-/// session item must stay well below DynamoDB's 400 KB. The oldest go first.
+/// At most this many messages are kept per session, and at most this many bytes of their texts and
+/// names: the channel fetches them as they come, and the session item must stay well below
+/// DynamoDB's 400 KB whatever MSC sends. The oldest go first.
 pub const OUTBOX_LIMIT: usize = 50;
+pub const OUTBOX_LIMIT_BYTES: usize = 96 * 1024;
+
+/// An agent's reply longer than this is shortened to it, with [`SHORTENED_MARKER`] after it.
+pub const AGENT_TEXT_LIMIT_CHARS: usize = 8_000;
+/// What follows a shortened reply, so the end user knows that something is missing.
+pub const SHORTENED_MARKER: &str =
+    " [\u{2026}] (This message was shortened: it was too long to show in the chat.)";
+/// An agent's name longer than this is cut to it.
+pub const AGENT_NAME_LIMIT_CHARS: usize = 64;
+
+/// The ids of the newest this many replies of a handover are remembered, so that MSC delivering one
+/// again is recognised long after it left the outbox.
+pub const DELIVERED_LIMIT: usize = 1_000;
 
 /// Who a message for the channel is from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +120,13 @@ pub struct OutboxMessage {
     pub ended: Option<EndReason>,
 }
 
+impl OutboxMessage {
+    /// What the message adds to the session item, roughly: its texts and names.
+    fn stored_bytes(&self) -> usize {
+        self.text.len() + self.id.len() + self.agent_name.as_ref().map_or(0, String::len) + 64
+    }
+}
+
 impl fmt::Debug for OutboxMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OutboxMessage")
@@ -134,6 +155,9 @@ pub struct AgentSide {
     pub version: u64,
     /// Agent replies delivered.
     pub replies: u64,
+    /// [`reply_digest`]s of the newest [`DELIVERED_LIMIT`] replies delivered, oldest first: "once per
+    /// `MessageExternalIdentifier`" beyond the outbox's window.
+    pub delivered: Vec<u64>,
 }
 
 /// An agent's reply, as MSC posted it.
@@ -149,19 +173,50 @@ pub struct AgentReply {
 /// A change to a handed-over session from the agent's side or an operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandoverChange {
-    /// Into the outbox (once per message id); counts as activity and slides the lock.
+    /// Into the outbox (once per message id); counts as activity and slides the lock. Its
+    /// `conversation_guid` is adopted only by a session that has none yet, and only once the flow
+    /// has linked it to this session (see `AgentStore::link_msc_conversation`).
     AgentReply(AgentReply),
-    /// `ConversationStarted`: who took the conversation, and when.
-    AgentJoined { agent_name: Option<String>, at: i64 },
+    /// `ConversationStarted` of this handover's MSC conversation: who took it, and when.
+    AgentJoined {
+        conversation: String,
+        agent_name: Option<String>,
+        at: i64,
+    },
     /// Back to the bot, with a system message saying why.
     End(EndReason),
+    /// `ConversationArchived` of this handover's MSC conversation: the end (`agent_closed`). An
+    /// event of an earlier handover's conversation changes nothing.
+    Closed { conversation: String },
 }
 
 impl HandoverChange {
-    /// Whether it applies to a live lock, or (the end by inactivity) to one that lapsed.
+    /// Whether it applies to a live lock, or (the end by inactivity) to one that lapsed; a change
+    /// that names MSC's conversation applies only to the handover that conversation is.
     pub fn applies_to(&self, session: &Session, now: i64) -> bool {
         let lapsed = matches!(self, HandoverChange::End(EndReason::Inactivity));
-        session.state == SessionState::HandedOver && session.is_live(now) != lapsed
+        let this_handover = self
+            .conversation()
+            .is_none_or(|named| session.agent.msc_conversation.as_deref() == Some(named));
+        session.state == SessionState::HandedOver && session.is_live(now) != lapsed && this_handover
+    }
+
+    /// The MSC conversation the change is about, when MSC's event named it.
+    pub fn conversation(&self) -> Option<&str> {
+        match self {
+            HandoverChange::AgentJoined { conversation, .. }
+            | HandoverChange::Closed { conversation } => Some(conversation),
+            HandoverChange::AgentReply(_) | HandoverChange::End(_) => None,
+        }
+    }
+
+    /// Why the handover ends, for the changes that end it.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        match self {
+            HandoverChange::End(reason) => Some(*reason),
+            HandoverChange::Closed { .. } => Some(EndReason::AgentClosed),
+            HandoverChange::AgentReply(_) | HandoverChange::AgentJoined { .. } => None,
+        }
     }
 }
 
@@ -180,13 +235,19 @@ pub fn apply(
     let side = &mut next.agent;
     match change {
         HandoverChange::AgentReply(reply) => {
-            if side.outbox.iter().any(|m| m.id == reply.message_id) {
+            let digest = reply_digest(&reply.message_id);
+            if side.delivered.contains(&digest)
+                || side.outbox.iter().any(|m| m.id == reply.message_id)
+            {
                 return None;
             }
             if side.replies == 0 {
                 events.push(HistoryEvent::new(now, "first_agent_reply", None));
             }
             side.replies += 1;
+            side.delivered.push(digest);
+            let overflow = side.delivered.len().saturating_sub(DELIVERED_LIMIT);
+            side.delivered.drain(..overflow);
             if side.msc_conversation.is_none() {
                 side.msc_conversation = reply.conversation_guid.clone();
             }
@@ -205,43 +266,86 @@ pub fn apply(
             });
             next.expires_at = lock_expiry;
         }
-        HandoverChange::AgentJoined { agent_name, at } => {
+        HandoverChange::AgentJoined { agent_name, at, .. } => {
             side.agent_name = agent_name.clone().or(side.agent_name.take());
             side.agent_joined_at = Some(*at);
             events.push(HistoryEvent::new(now, "agent_assigned", None));
         }
-        HandoverChange::End(reason) => {
-            if *reason == EndReason::Inactivity {
-                events.push(HistoryEvent::new(now, "expired", None));
-            }
-            events.push(HistoryEvent::new(
-                now,
-                "ended",
-                Some(reason.as_str().to_owned()),
-            ));
-            side.last_cursor += 1;
-            side.outbox.push(OutboxMessage {
-                cursor: side.last_cursor,
-                id: format!("{}-ended-{}", session.session_id, side.last_cursor),
-                from: Sender::System,
-                agent_name: None,
-                text: reason.text().to_owned(),
-                sent_at: now,
-                ended: Some(*reason),
-            });
-            side.end_reason = Some(*reason);
-            next.state = SessionState::Ended;
-            // The bot answers from now on; the outbox stays readable for as long as the lock would
-            // have kept it, unless a new handover starts first.
-            next.expires_at = lock_expiry;
-        }
+        HandoverChange::End(reason) => end(&mut next, &mut events, *reason, now, lock_expiry),
+        HandoverChange::Closed { .. } => end(
+            &mut next,
+            &mut events,
+            EndReason::AgentClosed,
+            now,
+            lock_expiry,
+        ),
     }
-    let overflow = side.outbox.len().saturating_sub(OUTBOX_LIMIT);
-    side.outbox.drain(..overflow);
+    let side = &mut next.agent;
+    trim_outbox(&mut side.outbox);
     side.version += 1;
     next.history = with_events(&next.history, &events);
     next.updated_at = now;
     Some(next)
+}
+
+fn end(
+    next: &mut Session,
+    events: &mut Vec<HistoryEvent>,
+    reason: EndReason,
+    now: i64,
+    lock_expiry: i64,
+) {
+    if reason == EndReason::Inactivity {
+        events.push(HistoryEvent::new(now, "expired", None));
+    }
+    events.push(HistoryEvent::new(
+        now,
+        "ended",
+        Some(reason.as_str().to_owned()),
+    ));
+    let side = &mut next.agent;
+    side.last_cursor += 1;
+    side.outbox.push(OutboxMessage {
+        cursor: side.last_cursor,
+        id: format!("{}-ended-{}", next.session_id, side.last_cursor),
+        from: Sender::System,
+        agent_name: None,
+        text: reason.text().to_owned(),
+        sent_at: now,
+        ended: Some(reason),
+    });
+    side.end_reason = Some(reason);
+    next.state = SessionState::Ended;
+    // The bot answers from now on; the outbox stays readable for as long as the lock would have kept
+    // it, unless a new handover starts first.
+    next.expires_at = lock_expiry;
+}
+
+/// Drops the oldest messages beyond [`OUTBOX_LIMIT`] messages or [`OUTBOX_LIMIT_BYTES`]; the newest
+/// always stays (one message is at most [`AGENT_TEXT_LIMIT_CHARS`] characters, far below the bound).
+fn trim_outbox(outbox: &mut Vec<OutboxMessage>) {
+    let mut bytes = 0;
+    let mut keep = 0;
+    for message in outbox.iter().rev() {
+        bytes += message.stored_bytes();
+        if keep > 0 && (keep == OUTBOX_LIMIT || bytes > OUTBOX_LIMIT_BYTES) {
+            break;
+        }
+        keep += 1;
+    }
+    let overflow = outbox.len() - keep;
+    outbox.drain(..overflow);
+}
+
+/// What a reply's id is remembered by once it has been delivered: 8 bytes of its SHA-256, so that a
+/// thousand of them fit in a few kilobytes of the session item. Two ids of one handover sharing a
+/// digest is a chance of about one in 10^13.
+pub fn reply_digest(message_id: &str) -> u64 {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(message_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// The messages that arrived after `after`, in the order MSC sent them (`SentDateTime`, then arrival).

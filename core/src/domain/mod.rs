@@ -1,10 +1,12 @@
 //! Domain types and rules of the handover flow. No I/O lives here.
 
 mod agent;
+pub mod text;
 
 pub use agent::{
-    apply, since, AgentReply, AgentSide, EndReason, HandoverChange, OutboxMessage, Sender,
-    OUTBOX_LIMIT,
+    apply, reply_digest, since, AgentReply, AgentSide, EndReason, HandoverChange, OutboxMessage,
+    Sender, AGENT_NAME_LIMIT_CHARS, AGENT_TEXT_LIMIT_CHARS, DELIVERED_LIMIT, OUTBOX_LIMIT,
+    OUTBOX_LIMIT_BYTES, SHORTENED_MARKER,
 };
 
 use std::fmt;
@@ -67,6 +69,17 @@ impl IdempotencyKey {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// What the key is stored under: within the session a request names, so two conversations whose
+    /// channels happen to send the same key never share a reply. A first message (no session yet)
+    /// is scoped to the channel: its retry must replay, or it would start a second CAIC session.
+    /// Session ids and keys cannot hold `#`, so no two scopes meet.
+    pub fn scoped(&self, session: Option<&SessionId>) -> String {
+        match session {
+            Some(session) => format!("{}#{}", session.as_str(), self.0),
+            None => format!("#{}", self.0),
+        }
     }
 }
 
@@ -256,8 +269,11 @@ impl fmt::Debug for Turn {
     }
 }
 
-/// The name the agent's inbox shows for the end user: the intake's name answer, if there is one. The
-/// same on every message of a conversation.
+/// The longest name the agent's inbox shows for the end user.
+pub const RELATION_NAME_LIMIT_CHARS: usize = 100;
+
+/// The name the agent's inbox shows for the end user: the intake's name answer, if there is one, on
+/// one line without controls or bidi overrides. The same on every message of a conversation.
 pub fn relation_name(intake: &[IntakeAnswer]) -> Option<String> {
     intake
         .iter()
@@ -267,8 +283,7 @@ pub fn relation_name(intake: &[IntakeAnswer]) -> Option<String> {
                 "name" | "fullname" | "full_name" | "naam"
             )
         })
-        .map(|a| a.value.trim().to_owned())
-        .filter(|name| !name.is_empty())
+        .and_then(|a| text::clean_name(&a.value, RELATION_NAME_LIMIT_CHARS))
 }
 
 /// One step of a handover, for the operator view: what happened and when. Never personal data: the

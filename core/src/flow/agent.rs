@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::domain::{
     since, AgentReply, EndReason, HandoverChange, OutboxMessage, Session, SessionState,
 };
-use crate::store::{Amended, Guarded, SessionStore, StoreError};
+use crate::store::{Amended, Guarded, Linked, SessionStore, StoreError};
 
 /// Everything the agent side touches.
 #[derive(Clone)]
@@ -56,6 +56,18 @@ pub async fn agent_reply(
         return Ok(ReplyOutcome::PrivateNote);
     }
     let message_id = reply.message_id.clone();
+    let mut reply = reply;
+    if let Some(guid) = reply.conversation_guid.take() {
+        // Linked first, adopted after: a conversation that is another session's never becomes this
+        // one's (its relays would reach the other end user's agent, its archive would end this one).
+        match deps.store.link_msc_conversation(&guid, session_id).await? {
+            Linked::Linked => reply.conversation_guid = Some(guid),
+            Linked::TakenByAnother => tracing::warn!(
+                "MSC's conversation of this reply is linked to another session; the reply is \
+                 delivered, the conversation not adopted"
+            ),
+        }
+    }
     let change = HandoverChange::AgentReply(reply);
     let mut amended = deps.store.amend_handover(session_id, &change).await?;
     if let Amended::NotHandedOver(Some(unfinished)) = &amended {
@@ -84,21 +96,12 @@ pub async fn agent_reply(
             return Ok(ReplyOutcome::NotHandedOver);
         }
     };
-    // MSC's events name only its conversation: remember whose it is (once per reply is cheap enough,
-    // and keeps the link alive as long as the agent writes). The push does not wait for it.
-    let link = async {
-        if let Some(guid) = &session.agent.msc_conversation {
-            if let Err(err) = deps.store.link_msc_conversation(guid, session_id).await {
-                tracing::warn!(error = %err, "could not link MSC's conversation to the session");
-            }
-        }
-    };
     let push = async {
         if let Some(message) = session.agent.outbox.iter().find(|m| m.id == message_id) {
             deps.channel.push(session_id, message).await;
         }
     };
-    tokio::join!(link, push);
+    push.await;
     crate::metrics::count("AgentRepliesDelivered");
     Ok(ReplyOutcome::Delivered)
 }
@@ -137,31 +140,34 @@ pub async fn conversation_event(
     };
     tracing::Span::current().record("session_id", session_id.as_str());
     crate::metrics::session(&session_id);
-    if name == "ConversationArchived" {
+    let conversation = conversation.to_owned();
+    let change = if name == "ConversationArchived" {
         if !deps.release_on_archive {
             return Ok(EventOutcome::Ignored(
                 "RELEASE_ON_ARCHIVE is off: locked until inactivity",
             ));
         }
-        let ended = end_handover(
-            deps.store.as_ref(),
-            deps.channel.as_ref(),
-            &session_id,
-            EndReason::AgentClosed,
-        )
-        .await?;
-        return Ok(match ended {
-            Some(_) => EventOutcome::Ended,
-            None => EventOutcome::Ignored("not handed over"),
-        });
-    }
-    let joined = HandoverChange::AgentJoined { agent_name, at };
-    Ok(
-        match deps.store.amend_handover(&session_id, &joined).await? {
-            Amended::Applied(_) | Amended::Unchanged(_) => EventOutcome::AgentJoined,
-            Amended::NotHandedOver(_) => EventOutcome::Ignored("not handed over"),
-        },
-    )
+        HandoverChange::Closed { conversation }
+    } else {
+        HandoverChange::AgentJoined {
+            conversation,
+            agent_name,
+            at,
+        }
+    };
+    let amended = deps.store.amend_handover(&session_id, &change).await?;
+    Ok(match amended {
+        Amended::Applied(ended) if change.end_reason().is_some() => {
+            announce_end(deps.channel.as_ref(), &session_id, &ended).await;
+            EventOutcome::Ended
+        }
+        Amended::Applied(_) | Amended::Unchanged(_) => EventOutcome::AgentJoined,
+        Amended::NotHandedOver(Some(current)) if current.state == SessionState::HandedOver => {
+            tracing::warn!("MSC's event names an earlier conversation of this session; ignored");
+            EventOutcome::Ignored("the conversation is not this handover's")
+        }
+        Amended::NotHandedOver(_) => EventOutcome::Ignored("not handed over"),
+    })
 }
 
 /// Ends a handover for `reason`: the bot answers from now on, and the channel is told. `None` when
@@ -177,14 +183,20 @@ pub async fn end_handover(
         .await?
     {
         Amended::Applied(ended) => {
-            tracing::info!(end_reason = reason.as_str(), "handover ended");
-            crate::metrics::count_outcome("HandoversEnded", "Reason", reason.as_str());
-            if let Some(message) = ended.agent.outbox.last() {
-                channel.push(session_id, message).await;
-            }
+            announce_end(channel, session_id, &ended).await;
             Ok(Some(ended))
         }
         Amended::Unchanged(_) | Amended::NotHandedOver(_) => Ok(None),
+    }
+}
+
+/// The end is logged, counted and pushed to the channel.
+async fn announce_end(channel: &dyn ChannelPush, session_id: &str, ended: &Session) {
+    let reason = ended.agent.end_reason.map_or("unknown", |r| r.as_str());
+    tracing::info!(end_reason = reason, "handover ended");
+    crate::metrics::count_outcome("HandoversEnded", "Reason", reason);
+    if let Some(message) = ended.agent.outbox.last() {
+        channel.push(session_id, message).await;
     }
 }
 

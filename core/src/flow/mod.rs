@@ -9,8 +9,8 @@ use crate::caic::{Caic, CaicError};
 use crate::channel::ChannelPush;
 use crate::clock::Clock;
 use crate::domain::{
-    relation_name, with_events, AgentStatus, EndReason, HistoryEvent, IdempotencyKey, IntakeAnswer,
-    IntakeStart, QueuedMessage, Session, SessionId, SessionState, Speaker, Turn,
+    relation_name, text, with_events, AgentStatus, EndReason, HistoryEvent, IdempotencyKey,
+    IntakeAnswer, IntakeStart, QueuedMessage, Session, SessionId, SessionState, Speaker, Turn,
 };
 use crate::hours::{BusinessHours, Hours};
 use crate::metrics;
@@ -270,8 +270,14 @@ fn relation_of(session: &Session) -> String {
 /// handover, the intake answers and the page, formatted for an agent inbox; routing from the saved
 /// additions.
 pub fn handover_message(claim: &Session, now: i64) -> OutgoingMessage {
+    // Every value from the end user, the bot or the channel goes through `text::labelled`, which
+    // quotes its later lines: no value can add a line that reads as the service's own.
     let mut content = String::from("Conversation handed over by the chatbot.");
-    if let Some(skill) = &claim.skill {
+    if let Some(skill) = claim
+        .skill
+        .as_deref()
+        .and_then(|s| text::clean_name(s, 100))
+    {
         content.push_str(&format!(" Topic: {skill}."));
     }
     if !claim.transcript.is_empty() {
@@ -281,17 +287,20 @@ pub fn handover_message(claim: &Session, now: i64) -> OutgoingMessage {
                 Speaker::User => "Customer",
                 Speaker::Bot => "Chatbot",
             };
-            content.push_str(&format!("\n{speaker}: {}", turn.text));
+            content.push('\n');
+            content.push_str(&text::labelled(speaker, &turn.text));
         }
     }
     if !claim.intake.is_empty() {
         content.push_str("\n\nIntake:");
         for answer in &claim.intake {
-            content.push_str(&format!("\n{}: {}", answer.name, answer.value));
+            content.push('\n');
+            content.push_str(&text::labelled(&answer.name, &answer.value));
         }
     }
     if let Some(page) = &claim.end_user_url {
-        content.push_str(&format!("\n\nPage: {page}"));
+        content.push_str("\n\n");
+        content.push_str(&text::labelled("Page", page));
     }
     let relation_name = relation_of(claim);
     OutgoingMessage {

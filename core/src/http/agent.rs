@@ -14,7 +14,10 @@ use super::handover::HandoverDeps;
 use super::request::{object, record_session, Body, SessionIdParam};
 use super::ApiError;
 use crate::channel;
-use crate::domain::{lenient_bool, lenient_string, AgentReply, EndReason, SessionId};
+use crate::domain::{
+    lenient_bool, lenient_string, text, AgentReply, EndReason, SessionId, AGENT_NAME_LIMIT_CHARS,
+    AGENT_TEXT_LIMIT_CHARS, SHORTENED_MARKER,
+};
 use crate::flow::agent::{
     agent_reply, conversation_event, end_handover, handled_by_agent, messages_since, AgentDeps,
     EventOutcome,
@@ -106,6 +109,13 @@ pub async fn msc_message(
         // The attachment itself is MSC's to show; the channel learns that one was sent.
         text = "(The agent sent an attachment.)".to_owned();
     }
+    let (text, cut) = text::shortened(&text, AGENT_TEXT_LIMIT_CHARS, SHORTENED_MARKER);
+    if cut {
+        tracing::warn!(
+            limit = AGENT_TEXT_LIMIT_CHARS,
+            "agent reply longer than the limit; delivered shortened"
+        );
+    }
     let now = deps.clock.now();
     let reply = AgentReply {
         message_id,
@@ -130,22 +140,27 @@ pub async fn msc_event(
     let now = deps.clock.now();
     let at = epoch_secs(payload.event_utc_date_time.as_deref(), now);
     let conversation = conversation_id(payload.conversation_id.as_ref());
-    let agent_name = payload.agent_name.as_ref().and_then(lenient_string);
-    let outcome = conversation_event(
-        &deps,
-        event.name.trim(),
-        conversation.as_deref(),
-        agent_name,
-        at,
-    )
-    .await
-    .map_err(ApiError::Store)?;
+    let agent_name = payload
+        .agent_name
+        .as_ref()
+        .and_then(lenient_string)
+        .and_then(|name| text::clean_name(&name, AGENT_NAME_LIMIT_CHARS));
+    let name = event.name.trim();
+    let outcome = conversation_event(&deps, name, conversation.as_deref(), agent_name, at)
+        .await
+        .map_err(ApiError::Store)?;
     let body = match outcome {
         EventOutcome::Ended => json!({"status": "ended"}),
         EventOutcome::AgentJoined => json!({"status": "agent_joined"}),
         EventOutcome::Ignored(reason) => json!({"status": "ignored", "reason": reason}),
     };
-    tracing::info!(event = %event.name.trim(), status = %body["status"], "conversation event handled");
+    // Only the names the service knows are logged: the name is MSC's text, and a line break in it
+    // would forge a log line.
+    let logged = match name {
+        "ConversationArchived" | "ConversationStarted" => name,
+        _ => "other",
+    };
+    tracing::info!(event = logged, status = %body["status"], "conversation event handled");
     Ok(Json(body))
 }
 

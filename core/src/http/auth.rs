@@ -20,11 +20,13 @@ impl CallerKey {
 
     /// Whether `Authorization: Bearer <key>` carries this key.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
+        // The scheme is case-insensitive (RFC 7235), the key is not.
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
             .unwrap_or_default();
         self.is(presented.as_bytes())
     }
@@ -85,6 +87,10 @@ mod tests {
         assert!(!key.admits(&bearer("Bearer secret-kez")));
         assert!(!key.admits(&bearer("Bearer secret-key-longer")));
         assert!(!key.admits(&bearer("Basic secret-key")));
+        assert!(key.admits(&bearer("bearer secret-key")));
+        assert!(key.admits(&bearer("BEARER  secret-key")));
+        assert!(!key.admits(&bearer("Bearer SECRET-KEY")));
+        assert!(!key.admits(&bearer("Bearersecret-key")));
         assert!(!key.admits(&HeaderMap::new()));
         assert!(key.admits_query(Some("a=1&key=secret-key")));
         assert!(!key.admits_query(Some("key=secret-kez")));

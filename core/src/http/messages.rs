@@ -68,7 +68,8 @@ pub async fn send_message(
         return Ok(Json(process(&deps, message).await?).into_response());
     };
     let fingerprint = fingerprint(&body.0);
-    match deps.store.begin_request(key.as_str(), &fingerprint).await {
+    let scoped = key.scoped(message.session_id.as_ref());
+    match deps.store.begin_request(&scoped, &fingerprint).await {
         Ok(IdempotencyBegin::Fresh) => {}
         Ok(IdempotencyBegin::InProgress) => return Err(ApiError::RequestInProgress),
         Ok(IdempotencyBegin::Replay {
@@ -96,18 +97,14 @@ pub async fn send_message(
     message.idempotency_key = Some(key.clone());
     match process(&deps, message).await {
         Ok(reply) => {
-            if let Err(err) = deps
-                .store
-                .finish_request(key.as_str(), &reply.to_string())
-                .await
-            {
+            if let Err(err) = deps.store.finish_request(&scoped, &reply.to_string()).await {
                 tracing::warn!(error = %err, "could not store the reply for replay");
             }
             Ok(Json(reply).into_response())
         }
         Err(err) => {
             // Free the key: the channel's retry must run again, not replay a failure.
-            if let Err(release) = deps.store.abandon_request(key.as_str()).await {
+            if let Err(release) = deps.store.abandon_request(&scoped).await {
                 tracing::warn!(error = %release, "could not free the idempotency key");
             }
             Err(err)
@@ -173,14 +170,9 @@ fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
             ));
         }
     }
-    let end_user_url = non_blank(body.end_user_url);
-    if let Some(url) = &end_user_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2_048 {
-            return Err(ApiError::InvalidBody(
-                "endUserUrl must be an http(s) URL of at most 2048 characters".into(),
-            ));
-        }
-    }
+    let end_user_url = non_blank(body.end_user_url)
+        .map(|raw| page_url("endUserUrl", &raw))
+        .transpose()?;
     Ok(IncomingMessage {
         session_id,
         text: text.to_owned(),
@@ -215,6 +207,50 @@ fn history(turns: Vec<HistoryTurn>) -> Result<Vec<Turn>, ApiError> {
             })
         })
         .collect()
+}
+
+/// The longest page URL or referrer accepted: MSC routes on it, and it travels with every message.
+pub(crate) const MAX_URL_BYTES: usize = 2_048;
+
+/// An end user's page: an absolute http(s) URL with a host name, parsed (so no line break or control
+/// character can ride along into the handover message or MSC's `Referrer`), in its serialised form.
+/// Printable ASCII only, as a browser's `location.href` always is.
+pub(crate) fn page_url(field: &str, raw: &str) -> Result<String, ApiError> {
+    let refused = || {
+        ApiError::InvalidBody(format!(
+            "{field} must be an absolute http(s) URL with a host name and no user name, at most \
+             {MAX_URL_BYTES} bytes of printable ASCII (no spaces)"
+        ))
+    };
+    let printable = raw.bytes().all(|b| b.is_ascii_graphic());
+    let http = raw.starts_with("http://") || raw.starts_with("https://");
+    if raw.len() > MAX_URL_BYTES || !printable || !http {
+        return Err(refused());
+    }
+    let url = url::Url::parse(raw).map_err(|_| refused())?;
+    let named_host = url.domain().is_some_and(|host| {
+        host.rsplit('.')
+            .find(|label| !label.is_empty())
+            .is_some_and(|last| last.starts_with(|c: char| c.is_ascii_alphabetic()))
+    });
+    if !named_host || !url.username().is_empty() || url.password().is_some() {
+        return Err(refused());
+    }
+    Ok(url.into())
+}
+
+/// A referrer for presence (a webstore name or a page URL): bounded, one line. Longer or with control
+/// characters is refused rather than cut: MSC routes on the whole value.
+pub(crate) fn referrer(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(value) = non_blank(raw) else {
+        return Ok(None);
+    };
+    if value.chars().count() > MAX_URL_BYTES || value.chars().any(char::is_control) {
+        return Err(ApiError::InvalidBody(format!(
+            "{field} must be at most {MAX_URL_BYTES} characters, without control characters"
+        )));
+    }
+    Ok(Some(value))
 }
 
 /// A trimmed value, or none when it is blank.

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::messages::non_blank;
+use super::messages::{non_blank, referrer};
 use super::request::{object, Body};
 use super::ApiError;
 use crate::clock::Clock;
@@ -43,12 +43,12 @@ struct WebhookData {
 pub async fn agent_status_query(
     State(deps): State<Arc<PresenceDeps>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
     // An unreadable query names no channel or referrer: the defaults apply.
     let mut params = query.map(|Query(params)| params).unwrap_or_default();
     let channel =
         non_blank(params.remove("channel")).unwrap_or_else(|| deps.default_channel.clone());
-    let referrer = non_blank(params.remove("referrer"));
+    let referrer = referrer("referrer", params.remove("referrer"))?;
     let skill = non_blank(params.remove("skill"));
     let now = deps.clock.now();
     let available = availability(
@@ -67,7 +67,7 @@ pub async fn agent_status_query(
             body["opensAt"] = json!(rfc3339(opens_at));
         }
     }
-    Json(body)
+    Ok(Json(body))
 }
 
 /// CAIC's presence-check webhook: the webstore comes as `data.context`.
@@ -81,7 +81,8 @@ pub async fn presence_webhook(
         .and_then(|d| d.context)
         .as_ref()
         .and_then(lenient_string);
-    let url = non_blank(body.url);
+    let webstore = referrer("data.context", webstore)?;
+    let url = referrer("url", body.url)?;
     let channel = non_blank(body.channel).unwrap_or_else(|| deps.default_channel.clone());
     let referrer = presence_referrer(webstore.as_deref(), url.as_deref());
     let available = availability(

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{
     claimed_event, completed_events, end_failed_handover, intake_session, queue_has_room, rules,
     AgentStore, Amended, ClaimOutcome, Enqueued, Guarded, HandoverStore, IdempotencyBegin,
-    IdempotencyStore, IntakeStore, LockPolicy, LockSlider, SessionReader, SlideOutcome,
+    IdempotencyStore, IntakeStore, Linked, LockPolicy, LockSlider, SessionReader, SlideOutcome,
     StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
 };
 use crate::clock::Clock;
@@ -246,13 +246,26 @@ impl AgentStore for MemoryStore {
         }
     }
 
-    async fn link_msc_conversation(&self, guid: &str, session_id: &str) -> Result<(), StoreError> {
-        let expires_at = self.clock.now().saturating_add(MSC_LINK_SECS);
-        self.msc_links
+    async fn link_msc_conversation(
+        &self,
+        guid: &str,
+        session_id: &str,
+    ) -> Result<Linked, StoreError> {
+        let now = self.clock.now();
+        let mut links = self
+            .msc_links
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(guid.to_owned(), (session_id.to_owned(), expires_at));
-        Ok(())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((linked, expires_at)) = links.get(guid) {
+            if *expires_at > now && linked != session_id {
+                return Ok(Linked::TakenByAnother);
+            }
+        }
+        links.insert(
+            guid.to_owned(),
+            (session_id.to_owned(), now.saturating_add(MSC_LINK_SECS)),
+        );
+        Ok(Linked::Linked)
     }
 
     async fn find_msc_conversation(&self, guid: &str) -> Result<Option<String>, StoreError> {

@@ -339,15 +339,30 @@ pub trait AgentStore: Send + Sync {
         change: &HandoverChange,
     ) -> Result<Amended, StoreError>;
 
-    /// Remembers which session MSC's conversation `guid` belongs to (MSC's events name only that).
-    async fn link_msc_conversation(&self, guid: &str, session_id: &str) -> Result<(), StoreError>;
+    /// Remembers which session MSC's conversation `guid` belongs to (MSC's events name only that), or
+    /// refreshes the link: one conditional write, refused while the link names another session.
+    async fn link_msc_conversation(
+        &self,
+        guid: &str,
+        session_id: &str,
+    ) -> Result<Linked, StoreError>;
 
     /// The session MSC's conversation `guid` belongs to, if it was linked.
     async fn find_msc_conversation(&self, guid: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// A link from an MSC conversation to its session is kept this long after it was made.
+/// A link from an MSC conversation to its session is kept this long after it was last written.
 pub const MSC_LINK_SECS: i64 = 7 * 86_400;
+
+/// What linking an MSC conversation to a session did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    /// The conversation is this session's (newly, or again: the link's life starts over).
+    Linked,
+    /// A live link names another session: nothing written. A conversation belongs to the first
+    /// session it was linked to, so one session's agent can never reach into another's.
+    TakenByAnother,
+}
 
 /// What an idempotency key found when a request began.
 #[derive(Debug, Clone, PartialEq, Eq)]

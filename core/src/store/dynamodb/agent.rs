@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{
-    attr, n, optional_session, s, unavailable, update_failure, DynamoDbStore, Item, WriteFailure,
+    attr, n, optional_session, put_failure, s, unavailable, update_failure, DynamoDbStore, Item,
+    WriteFailure,
 };
 use crate::domain::{apply, AgentSide, HandoverChange, OutboxMessage, SessionState};
-use crate::store::{AgentStore, Amended, StoreError, AMEND_ATTEMPTS, MSC_LINK_SECS};
+use crate::store::{AgentStore, Amended, Linked, StoreError, AMEND_ATTEMPTS, MSC_LINK_SECS};
 
 pub(super) mod name {
     pub const MSC_CONVERSATION: &str = "msc_conversation";
@@ -21,6 +23,7 @@ pub(super) mod name {
     pub const END_REASON: &str = "end_reason";
     pub const VERSION: &str = "version";
     pub const REPLIES: &str = "agent_replies";
+    pub const DELIVERED: &str = "delivered_replies";
     pub const SESSION: &str = "session";
     // Fields of an outbox entry.
     pub const CURSOR: &str = "cursor";
@@ -53,7 +56,31 @@ pub(super) fn attributes(side: &AgentSide) -> Vec<(&'static str, AttributeValue)
         attributes.push((name::VERSION, unsigned(side.version)));
         attributes.push((name::REPLIES, unsigned(side.replies)));
     }
+    if !side.delivered.is_empty() {
+        let bytes: Vec<u8> = side
+            .delivered
+            .iter()
+            .flat_map(|d| d.to_be_bytes())
+            .collect();
+        attributes.push((name::DELIVERED, AttributeValue::B(Blob::new(bytes))));
+    }
     attributes
+}
+
+/// The delivered replies' digests, stored as one binary attribute of 8 bytes each (a list of numbers
+/// would take three times the room).
+fn digests_from_bytes(bytes: &[u8]) -> Result<Vec<u64>, String> {
+    if bytes.len() % 8 != 0 {
+        return Err(format!("{} is not a list of digests", name::DELIVERED));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|chunk| {
+            let mut digest = [0u8; 8];
+            digest.copy_from_slice(chunk);
+            u64::from_be_bytes(digest)
+        })
+        .collect())
 }
 
 fn unsigned(value: u64) -> AttributeValue {
@@ -139,6 +166,11 @@ pub(super) fn read(item: &Item) -> Result<AgentSide, String> {
             .transpose()?,
         version: counter(item, name::VERSION)?,
         replies: counter(item, name::REPLIES)?,
+        delivered: match item.get(name::DELIVERED) {
+            None => Vec::new(),
+            Some(AttributeValue::B(blob)) => digests_from_bytes(blob.as_ref())?,
+            Some(_) => return Err(format!("{} is not binary", name::DELIVERED)),
+        },
     })
 }
 
@@ -224,20 +256,41 @@ impl AgentStore for DynamoDbStore {
         )))
     }
 
-    async fn link_msc_conversation(&self, guid: &str, session_id: &str) -> Result<(), StoreError> {
-        let expires_at = self.clock.now().saturating_add(MSC_LINK_SECS);
-        self.client
+    async fn link_msc_conversation(
+        &self,
+        guid: &str,
+        session_id: &str,
+    ) -> Result<Linked, StoreError> {
+        let now = self.clock.now();
+        let result = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(HashMap::from([
                 link_key(guid),
                 (name::SESSION.to_owned(), s(session_id)),
-                (attr::EXPIRES_AT.to_owned(), n(expires_at)),
+                (
+                    attr::EXPIRES_AT.to_owned(),
+                    n(now.saturating_add(MSC_LINK_SECS)),
+                ),
             ])))
+            .condition_expression(
+                "attribute_not_exists(#pk) OR #session = :session OR #exp <= :now",
+            )
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#session", name::SESSION)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":session", s(session_id))
+            .expression_attribute_values(":now", n(now))
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(Linked::Linked),
+            Err(err) => match put_failure(err) {
+                WriteFailure::ConditionFailed(_) => Ok(Linked::TakenByAnother),
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
     }
 
     async fn find_msc_conversation(&self, guid: &str) -> Result<Option<String>, StoreError> {

@@ -178,23 +178,6 @@ async fn events_for_an_unlinked_conversation_or_without_an_id_are_ignored() {
     assert_eq!(world.store.get(ALICE).await.unwrap(), before);
 }
 
-async fn keyed(world: &World, body: Value, key: &str) -> (StatusCode, Value, bool) {
-    let mut request = event(
-        "POST",
-        "/v1/messages",
-        "",
-        Some(CHANNEL_KEY),
-        &body.to_string(),
-    );
-    request
-        .headers_mut()
-        .insert("idempotency-key", key.parse().unwrap());
-    let response = send(&world.ingest, request).await;
-    let replayed = response.headers().contains_key("idempotent-replayed");
-    let (status, body) = read(response);
-    (status, body, replayed)
-}
-
 #[tokio::test]
 async fn idempotency_keys_are_scoped_to_the_session_a_message_names() {
     let world = World::on(dynamodb_harness().await).await;
@@ -202,11 +185,13 @@ async fn idempotency_keys_are_scoped_to_the_session_a_message_names() {
         .caic_answers("hello", caic_reply(ALICE, "Hi!", json!({})))
         .await;
     // Two conversations whose channels both number their messages from 1.
-    let (status, _, replayed) =
-        keyed(&world, json!({"sessionId": ALICE, "text": "hello"}), "1").await;
+    let (status, _, replayed) = world
+        .message_with_key(json!({"sessionId": ALICE, "text": "hello"}), "1")
+        .await;
     assert_eq!((status, replayed), (StatusCode::OK, false));
-    let (status, body, replayed) =
-        keyed(&world, json!({"sessionId": BOB, "text": "hello"}), "1").await;
+    let (status, body, replayed) = world
+        .message_with_key(json!({"sessionId": BOB, "text": "hello"}), "1")
+        .await;
     assert_eq!((status, replayed), (StatusCode::OK, false), "{body}");
     let asked: Vec<_> = world.caic_requests("/ask").await;
     assert_eq!(
@@ -215,13 +200,18 @@ async fn idempotency_keys_are_scoped_to_the_session_a_message_names() {
         "each conversation's message reached the bot"
     );
     // Within one conversation, a retry replays.
-    let (status, _, replayed) =
-        keyed(&world, json!({"sessionId": BOB, "text": "hello"}), "1").await;
+    let (status, _, replayed) = world
+        .message_with_key(json!({"sessionId": BOB, "text": "hello"}), "1")
+        .await;
     assert_eq!((status, replayed), (StatusCode::OK, true));
     // A first message (no session yet) is scoped to the channel: its retry replays the same session
     // rather than starting a second one.
-    let first = keyed(&world, json!({"text": "hello"}), "first-0001").await;
-    let retry = keyed(&world, json!({"text": "hello"}), "first-0001").await;
+    let first = world
+        .message_with_key(json!({"text": "hello"}), "first-0001")
+        .await;
+    let retry = world
+        .message_with_key(json!({"text": "hello"}), "first-0001")
+        .await;
     assert_eq!(
         (first.0, retry.0, retry.2),
         (StatusCode::OK, StatusCode::OK, true)

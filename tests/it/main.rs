@@ -9,6 +9,7 @@ mod faults;
 mod flow;
 mod handover_window;
 mod hostile;
+mod iam;
 mod load;
 mod local_runner;
 mod logs;

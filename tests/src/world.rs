@@ -140,6 +140,25 @@ impl World {
         read(send(&self.ingest, req).await)
     }
 
+    /// A message sent with an `Idempotency-Key`: the status, the body, and whether it was a replay.
+    pub async fn message_with_key(&self, body: Value, key: &str) -> (StatusCode, Value, bool) {
+        let mut req = event(
+            "POST",
+            "/v1/messages",
+            "",
+            Some(CHANNEL_KEY),
+            &body.to_string(),
+        );
+        req.headers_mut().insert(
+            "idempotency-key",
+            http::HeaderValue::from_str(key).expect("a header value"),
+        );
+        let response = send(&self.ingest, req).await;
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let (status, body) = read(response);
+        (status, body, replayed)
+    }
+
     pub async fn end_slot(&self, session_id: &str, slots: Value) -> (StatusCode, Value) {
         let body = json!({"culture": "en", "sessionId": session_id, "session": {}, "name": "intake",
                           "okMessage": "Thanks", "errorMessage": "Sorry", "slots": slots});

@@ -1,0 +1,236 @@
+//! Each function's role allows exactly the DynamoDB actions its code calls. The actions are not listed
+//! by hand: every route of every function is driven through its paths that reach the store (a bot
+//! turn, a handover made and refused, the window, replays, the ends, MSC's webhooks), on a proxy that
+//! sees each request on the wire, and what each function sent is compared with its role in
+//! `infra/template.yaml`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+use handover_core::{ClaimOutcome, StartIntakeOutcome};
+use handover_tests::counting::DynamoCounter;
+use handover_tests::world::{caic_reply, World};
+use handover_tests::{counted_dynamodb_harness, online_intake};
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
+const TEMPLATE: &str = include_str!("../../infra/template.yaml");
+
+/// The DynamoDB operations each function was seen sending.
+#[derive(Default)]
+struct Seen(BTreeMap<&'static str, BTreeSet<String>>);
+
+impl Seen {
+    async fn by<T>(
+        &mut self,
+        counter: &DynamoCounter,
+        function: &'static str,
+        call: impl Future<Output = T>,
+    ) -> T {
+        counter.reset();
+        let output = call.await;
+        self.0
+            .entry(function)
+            .or_default()
+            .extend(counter.snapshot().into_keys());
+        output
+    }
+}
+
+/// The `dynamodb:` actions the template grants to the role named `role`.
+fn granted(role: &str) -> BTreeSet<String> {
+    let mut lines = TEMPLATE
+        .lines()
+        .skip_while(|line| *line != format!("  {role}:"));
+    lines.next();
+    lines
+        .take_while(|line| line.trim().is_empty() || line.starts_with("   "))
+        .filter_map(|line| line.trim().strip_prefix("- dynamodb:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn set(actions: &[&str]) -> BTreeSet<String> {
+    actions.iter().map(|a| (*a).to_owned()).collect()
+}
+
+const ANSWER_INGEST: &str = "AnswerIngestRole";
+const PRECHAT: &str = "PrechatCompleteRole";
+const OPERATOR: &str = "OperatorHandoverRole";
+const AGENT: &str = "AgentEventsRole";
+const PRESENCE: &str = "PresenceCheckRole";
+
+#[tokio::test]
+async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
+    let mut seen = Seen::default();
+
+    // A world whose peers all say yes: bot turns, a handover, relays, the agent, the ends.
+    let (harness, counter) = counted_dynamodb_harness().await;
+    let world = World::with_env(harness, &[("RELEASE_ON_ARCHIVE", "true")]).await;
+    let c = &counter;
+    world
+        .caic_answers("hello", caic_reply("iam-1", "Hi!", json!({})))
+        .await;
+    world.handover_goes_through("iam-1", json!({})).await;
+    world.channel_answers(ResponseTemplate::new(204)).await;
+    seen.by(c, ANSWER_INGEST, world.message(json!({"text": "hello"})))
+        .await;
+    seen.by(
+        c,
+        ANSWER_INGEST,
+        world.message(json!({"sessionId": "iam-1", "text": "hello"})),
+    )
+    .await;
+    seen.by(c, PRESENCE, world.presence_get("channel=WebChat"))
+        .await;
+    seen.by(
+        c,
+        ANSWER_INGEST,
+        world.message(json!({"sessionId": "iam-1", "text": "agent"})),
+    )
+    .await;
+    // The end slot for a session that has no item: the refused claim comes back without one.
+    seen.by(c, PRECHAT, world.end_slot("iam-none", json!([])))
+        .await;
+    seen.by(
+        c,
+        PRECHAT,
+        world.end_slot("iam-1", json!([{"name": "name", "value": "Jane"}])),
+    )
+    .await;
+    seen.by(
+        c,
+        ANSWER_INGEST,
+        world.message(json!({"sessionId": "iam-1", "text": "hi agent"})),
+    )
+    .await;
+    world.clock.advance(400);
+    seen.by(
+        c,
+        ANSWER_INGEST,
+        world.message(json!({"sessionId": "iam-1", "text": "slide"})),
+    )
+    .await;
+    let reply = json!({"ConversationGuid": "iam-guid-1", "ConversationExternalIdentifier": "iam-1",
+                       "MessageExternalIdentifier": "iam-m-1", "Content": "Hello Jane"});
+    seen.by(c, AGENT, world.msc_posts_message(reply.clone()))
+        .await;
+    seen.by(c, AGENT, world.msc_posts_message(reply)).await;
+    let started =
+        json!({"Name": "ConversationStarted", "Payload": {"ConversationId": "iam-guid-1"}});
+    seen.by(c, AGENT, world.msc_posts_event(started)).await;
+    seen.by(c, ANSWER_INGEST, world.outbox("iam-1", "after=0"))
+        .await;
+    seen.by(c, OPERATOR, world.session_view("iam-1")).await;
+    seen.by(c, OPERATOR, world.operator_handover("iam-1")).await;
+    seen.by(c, OPERATOR, world.operator_release("iam-1")).await;
+    seen.by(c, OPERATOR, world.operator_release("iam-1")).await;
+    seen.by(c, OPERATOR, world.operator_handover("iam-none"))
+        .await;
+
+    // The window and a claim left unfinished: queued messages, a take-over, a reply finishing a lock.
+    for (session, finisher) in [("iam-2", ANSWER_INGEST), ("iam-3", AGENT)] {
+        world.store.start_intake(&online_intake(session)).await.ok();
+        let Ok(ClaimOutcome::Claimed(_)) = world.store.claim(session, &[]).await else {
+            panic!("claim")
+        };
+        seen.by(
+            c,
+            ANSWER_INGEST,
+            world.message(json!({"sessionId": session, "text": "wait"})),
+        )
+        .await;
+        world.clock.advance(31);
+        let call = async {
+            match finisher {
+                AGENT => {
+                    world
+                        .msc_posts_message(json!({"ConversationExternalIdentifier": session,
+                                                  "MessageExternalIdentifier": "iam-m-2",
+                                                  "ConversationGuid": "iam-guid-3",
+                                                  "Content": "I am here"}))
+                        .await
+                }
+                _ => {
+                    world
+                        .message(json!({"sessionId": session, "text": "still?"}))
+                        .await
+                }
+            }
+        };
+        seen.by(c, finisher, call).await;
+    }
+    let archived =
+        json!({"Name": "ConversationArchived", "Payload": {"ConversationId": "iam-guid-3"}});
+    seen.by(c, AGENT, world.msc_posts_event(archived)).await;
+    // The lock lapses: the next turn records the end.
+    seen.by(
+        c,
+        ANSWER_INGEST,
+        world.message(json!({"sessionId": "iam-2", "text": "hi"})),
+    )
+    .await;
+    world.clock.advance(86_401);
+    seen.by(
+        c,
+        ANSWER_INGEST,
+        world.message(json!({"sessionId": "iam-2", "text": "hello"})),
+    )
+    .await;
+    // Replays of a keyed message.
+    for _ in 0..2 {
+        let keyed =
+            world.message_with_key(json!({"sessionId": "iam-1", "text": "hello"}), "iam-k-1");
+        seen.by(c, ANSWER_INGEST, keyed).await;
+    }
+
+    // A world whose peers say no: MSC refuses the handover, CAIC's event and then CAIC fail.
+    let (harness, counter) = counted_dynamodb_harness().await;
+    let failing = World::on(harness).await;
+    let c = &counter;
+    failing
+        .caic_answers(
+            "agent",
+            caic_reply("iam-4", "Connecting.", json!({"livechat": true})),
+        )
+        .await;
+    failing.caic_event_answers(500, json!({})).await;
+    failing
+        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
+        .await;
+    failing
+        .msc_accepts_messages(ResponseTemplate::new(500))
+        .await;
+    // The prechat event fails: the intake just started is abandoned.
+    seen.by(
+        c,
+        ANSWER_INGEST,
+        failing.message(json!({"sessionId": "iam-4", "text": "agent"})),
+    )
+    .await;
+    let Ok(StartIntakeOutcome::Started(_)) =
+        failing.store.start_intake(&online_intake("iam-5")).await
+    else {
+        panic!("intake")
+    };
+    seen.by(c, PRECHAT, failing.end_slot("iam-5", json!([])))
+        .await;
+    // CAIC is down: the keyed request fails and frees its key.
+    let keyed = failing.message_with_key(json!({"sessionId": "iam-6", "text": "down"}), "iam-k-2");
+    seen.by(c, ANSWER_INGEST, keyed).await;
+
+    let expected: BTreeMap<&str, BTreeSet<String>> = BTreeMap::from([
+        (AGENT, set(&["GetItem", "PutItem", "UpdateItem"])),
+        (
+            ANSWER_INGEST,
+            set(&["DeleteItem", "GetItem", "PutItem", "UpdateItem"]),
+        ),
+        (OPERATOR, set(&["GetItem", "UpdateItem"])),
+        (PRECHAT, set(&["GetItem", "UpdateItem"])),
+        (PRESENCE, BTreeSet::new()),
+    ]);
+    assert_eq!(seen.0, expected, "what the code paths sent");
+    for (role, actions) in &seen.0 {
+        assert_eq!(&granted(role), actions, "{role} in infra/template.yaml");
+    }
+}

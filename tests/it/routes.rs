@@ -111,3 +111,58 @@ async fn each_function_router_serves_its_routes() {
         assert_eq!(response.status(), 401, "{method} {path}");
     }
 }
+
+/// CAIC's webhooks are served by an API of their own; with the mutual TLS domain on, its execute-api
+/// endpoint is off, so only the domain (a client certificate required) reaches them, and the domain maps
+/// no other route. MSC's webhook routes have throttles of their own.
+#[test]
+fn caic_webhooks_are_reachable_only_through_their_own_api_and_msc_webhooks_are_throttled_apart() {
+    let template: Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
+    let resources = &template["Resources"];
+    let mut caic_routes = BTreeSet::new();
+    for (_, resource) in resources.as_mapping().expect("Resources") {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        for (_, event) in resource["Properties"]["Events"]
+            .as_mapping()
+            .expect("Events")
+        {
+            let api = serde_yaml::to_string(&event["Properties"]["ApiId"]).unwrap();
+            let route = format!(
+                "{} {}",
+                event["Properties"]["Method"].as_str().unwrap(),
+                event["Properties"]["Path"].as_str().unwrap()
+            );
+            if api.contains("CaicHttpApi") {
+                caic_routes.insert(route);
+            } else {
+                assert!(api.contains("HttpApi"), "{route}: {api}");
+            }
+        }
+    }
+    assert_eq!(
+        caic_routes,
+        BTreeSet::from([
+            "POST /v1/prechat/complete".to_owned(),
+            "POST /v1/presence".to_owned()
+        ])
+    );
+    let disabled =
+        serde_yaml::to_string(&resources["CaicHttpApi"]["Properties"]["DisableExecuteApiEndpoint"])
+            .unwrap();
+    assert!(
+        disabled.contains("UseCaicMtlsDomain") && disabled.contains("- true"),
+        "{disabled}"
+    );
+    let mapped =
+        serde_yaml::to_string(&resources["CaicMtlsApiMapping"]["Properties"]["ApiId"]).unwrap();
+    assert!(mapped.contains("CaicHttpApi"), "{mapped}");
+    let settings = &resources["HttpApi"]["Properties"]["RouteSettings"];
+    for route in ["POST /v1/msc/messages", "POST /v1/msc/events"] {
+        assert!(
+            !settings[route]["ThrottlingRateLimit"].is_null(),
+            "{route} has its own throttle"
+        );
+    }
+}

@@ -69,6 +69,8 @@ pub async fn start_with(
     let client =
         handover_core::clients::new_http_client(handover_core::config::ca_bundle(&env).as_deref())
             .map_err(StartupError::from)?;
+    // The functions' peers are called with the very clients a deployment uses (no redirects followed).
+    let peers = handover_core::clients::PeerClients::deployed(&env).map_err(StartupError::from)?;
     let store = match store {
         Some(store) => store,
         None => startup::session_store(&config.answer_ingest.sessions, clock.clone(), true).await?,
@@ -78,32 +80,32 @@ pub async fn start_with(
             &config.answer_ingest,
             store.clone(),
             clock.clone(),
-            &client,
+            peers.clone(),
         ))
         .merge(startup::presence_check_routes(
             &config.presence_check,
             clock.clone(),
-            &client,
+            peers.clone(),
         ))
         .merge(startup::handover_routes(
             &config.prechat_complete,
             store.clone(),
             clock.clone(),
-            &client,
+            peers.clone(),
             routes::prechat_complete,
         ))
         .merge(startup::handover_routes(
             &config.operator_handover,
             store.clone(),
             clock.clone(),
-            &client,
+            peers.clone(),
             routes::operator_handover,
         ));
     app = app.merge(startup::agent_events_routes(
         &config.agent_events,
         store,
         clock,
-        &client,
+        peers.clone(),
     ));
     if use_sandbox {
         app = app

@@ -356,3 +356,63 @@ async fn a_lock_that_could_not_be_written_after_msc_accepted_is_finished_not_dro
             .all(|r| { query_of(r, "q").as_deref() != Some("still there?") }));
     }
 }
+
+/// The SDK retries a claim, and then a completion, whose response was lost: each retry finds the
+/// session as this very caller left it (its token), so the handover is made once: one message to MSC,
+/// the session locked, the webhook told `success`.
+#[tokio::test]
+async fn a_claim_or_a_completion_whose_response_was_lost_is_still_this_callers() {
+    for lost in ["handing_over", "handed_over"] {
+        let (harness, counter) = handover_tests::counted_dynamodb_harness().await;
+        let world = World::on(harness).await;
+        prechat_session(&world).await;
+        world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+        counter.reset();
+        counter.lose_next_response_containing("UpdateItem", lost);
+        let (_, body) = world
+            .end_slot(SID, json!([{"name": "name", "value": "Jane"}]))
+            .await;
+        assert_eq!(body, json!({"success": true}), "{lost} lost");
+        assert_eq!(counter.count("UpdateItem"), 3, "{lost}: retried once");
+        assert_eq!(world.msc_messages().await.len(), 1, "{lost}: one handover");
+        assert_eq!(
+            world.store.get(SID).await.unwrap().map(|s| s.state),
+            Some(SessionState::HandedOver),
+            "{lost}"
+        );
+    }
+}
+
+/// A holder whose lease ran out while MSC was answering still completes, as long as nobody took over:
+/// the lease decides who may take over, the token who may complete.
+#[tokio::test]
+async fn a_holder_whose_lease_lapsed_still_completes_when_nobody_took_over() {
+    let world = World::on(handover_tests::dynamodb_harness().await).await;
+    prechat_session(&world).await;
+    let Ok(ClaimOutcome::Claimed(claim)) = world.store.claim(SID, &[]).await else {
+        panic!("claim")
+    };
+    world.clock.advance(31);
+    let completed = world.store.complete(SID, &claim.token).await.unwrap();
+    assert!(completed.is_applied(), "{completed:?}");
+    assert_eq!(
+        world.store.get(SID).await.unwrap().map(|s| s.state),
+        Some(SessionState::HandedOver)
+    );
+    // Had another caller taken over, the old token would be refused.
+    let world = World::on(handover_tests::dynamodb_harness().await).await;
+    prechat_session(&world).await;
+    let Ok(ClaimOutcome::Claimed(first)) = world.store.claim(SID, &[]).await else {
+        panic!("claim")
+    };
+    world.clock.advance(31);
+    let Ok(ClaimOutcome::Claimed(_)) = world.store.claim(SID, &[]).await else {
+        panic!("take-over")
+    };
+    assert!(!world
+        .store
+        .complete(SID, &first.token)
+        .await
+        .unwrap()
+        .is_applied());
+}

@@ -478,3 +478,52 @@ async fn the_bearer_scheme_is_case_insensitive() {
         );
     }
 }
+
+/// The peer clients are the deployed ones and follow no redirect: a CAIC or MSC answering 3xx is an
+/// error status, and the redirect's target (which would get CAIC's API key, in the query string, and
+/// the conversation) receives nothing.
+#[tokio::test]
+async fn a_redirect_from_caic_or_msc_is_not_followed() {
+    let world = World::on(memory_harness().await).await;
+    let elsewhere = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({})))
+        .mount(&elsewhere)
+        .await;
+    let to = |path: &str| {
+        ResponseTemplate::new(307).insert_header("Location", format!("{}{path}", elsewhere.uri()))
+    };
+    wiremock::Mock::given(wiremock::matchers::path("/ask"))
+        .respond_with(to("/ask"))
+        .mount(&world.caic)
+        .await;
+    world.msc_accepts_messages(to("/api/messages")).await;
+
+    let (status, body) = world
+        .message(json!({"sessionId": ALICE, "text": "hello"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let start = online_intake(BOB);
+    world.store.start_intake(&start).await.unwrap();
+    assert_eq!(
+        world.end_slot(BOB, json!([])).await.1,
+        json!({"success": false})
+    );
+    let (_, view) = world.session_view(BOB).await;
+    let refused: Vec<&Value> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "msc_refused")
+        .collect();
+    assert_eq!(refused[0]["detail"], "msc_status_307");
+    assert_eq!(
+        elsewhere
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .len(),
+        0,
+        "nothing followed the redirect"
+    );
+}

@@ -114,3 +114,44 @@ async fn the_view_tells_the_story_of_a_handover_without_personal_data() {
         println!("{line}");
     }
 }
+
+/// An ended handover's history is carried into the next handover's start, and the session keeps the
+/// newest 50 events however many handovers it has seen.
+#[tokio::test]
+async fn the_history_carries_into_the_next_handover_and_keeps_the_newest_fifty_events() {
+    let world = World::on(dynamodb_harness().await).await;
+    world.handover_goes_through(SID, json!({})).await;
+    world.channel_answers(ResponseTemplate::new(200)).await;
+    let mut rounds = 0;
+    let view = loop {
+        rounds += 1;
+        world
+            .message(json!({"sessionId": SID, "text": "agent"}))
+            .await;
+        let (_, body) = world.end_slot(SID, json!([])).await;
+        assert_eq!(body, json!({"success": true}), "round {rounds}");
+        let (_, view) = world.session_view(SID).await;
+        if rounds == 2 {
+            let starts = events(&view)
+                .iter()
+                .filter(|e| *e == "flow_started")
+                .count();
+            assert_eq!(
+                starts, 2,
+                "the first handover's history carried into the second"
+            );
+        }
+        let (status, _) = world.operator_release(SID).await;
+        assert_eq!(status, StatusCode::OK);
+        if events(&view).len() >= 50 || rounds == 20 {
+            break world.session_view(SID).await.1;
+        }
+    };
+    let history = events(&view);
+    assert_eq!(history.len(), 50, "after {rounds} handovers");
+    assert_eq!(
+        history[history.len() - 2..],
+        ["locked", "ended"],
+        "the newest kept: {history:?}"
+    );
+}

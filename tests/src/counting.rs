@@ -15,8 +15,9 @@ use tokio::net::TcpListener;
 pub struct DynamoCounter {
     pub url: String,
     counts: Arc<Mutex<HashMap<String, usize>>>,
-    /// The operation whose next response is lost (see [`DynamoCounter::lose_next_response`]).
-    lose: Arc<Mutex<Option<String>>>,
+    /// The operation (and a text its body holds) whose next response is lost (see
+    /// [`DynamoCounter::lose_next_response`]).
+    lose: Arc<Mutex<Option<(String, String)>>>,
     /// Requests of an operation whose body has a text, refused with a 500 so many times.
     fail: Arc<Mutex<Option<(String, String, usize)>>>,
 }
@@ -41,7 +42,7 @@ impl DynamoCounter {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let lose: Arc<Mutex<Option<String>>> = Arc::default();
+        let lose: Arc<Mutex<Option<(String, String)>>> = Arc::default();
         let fail: Arc<Mutex<Option<(String, String, usize)>>> = Arc::default();
         let client = handover_core::clients::new_http_client(None).expect("http client");
         let counter = DynamoCounter {
@@ -80,7 +81,10 @@ impl DynamoCounter {
                                 let operation =
                                     target.rsplit('.').next().unwrap_or(target).to_owned();
                                 let mut lose = lose.lock().unwrap();
-                                if lose.as_deref() == Some(operation.as_str()) {
+                                if lose.as_ref().is_some_and(|(op, text)| {
+                                    *op == operation
+                                        && String::from_utf8_lossy(&body).contains(text.as_str())
+                                }) {
                                     *lose = None;
                                     lost = true;
                                 }
@@ -149,7 +153,13 @@ impl DynamoCounter {
 
     /// The next request of `operation` reaches the server, but its response comes too late.
     pub fn lose_next_response(&self, operation: &str) {
-        *self.lose.lock().unwrap() = Some(operation.to_owned());
+        self.lose_next_response_containing(operation, "");
+    }
+
+    /// The next request of `operation` whose body contains `text` reaches the server, but its
+    /// response comes too late.
+    pub fn lose_next_response_containing(&self, operation: &str, text: &str) {
+        *self.lose.lock().unwrap() = Some((operation.to_owned(), text.to_owned()));
     }
 
     pub fn reset(&self) {

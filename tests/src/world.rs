@@ -87,39 +87,40 @@ impl World {
         }
         let env = Env::from_pairs(vars);
         let clock: Arc<dyn Clock> = harness.clock.clone();
-        let http = clients::new_http_client(None).expect("http client");
+        // The very clients a deployment builds: one per peer, no redirects followed.
+        let http = clients::PeerClients::deployed(&env).expect("peer clients");
         let store = harness.store.clone();
         World {
             ingest: routes::serve(startup::answer_ingest_routes(
                 &AnswerIngestConfig::from_env(&env).expect("answer-ingest configuration"),
                 store.clone(),
                 clock.clone(),
-                &http,
+                http.clone(),
             )),
             presence: routes::serve(startup::presence_check_routes(
                 &PresenceCheckConfig::from_env(&env).expect("presence-check configuration"),
                 clock.clone(),
-                &http,
+                http.clone(),
             )),
             prechat: routes::serve(startup::handover_routes(
                 &HandoverConfig::prechat_complete_from_env(&env).expect("prechat configuration"),
                 store.clone(),
                 clock.clone(),
-                &http,
+                http.clone(),
                 routes::prechat_complete,
             )),
             handover: routes::serve(startup::handover_routes(
                 &HandoverConfig::operator_handover_from_env(&env).expect("operator configuration"),
                 store.clone(),
                 clock.clone(),
-                &http,
+                http.clone(),
                 routes::operator_handover,
             )),
             agent: routes::serve(startup::agent_events_routes(
                 &AgentEventsConfig::from_env(&env).expect("agent-events configuration"),
                 store.clone(),
                 clock,
-                &http,
+                http.clone(),
             )),
             caic,
             msc,

@@ -456,4 +456,33 @@ mod tests {
         assert_eq!(session.agent.outbox[0].cursor, 6);
         assert_eq!(session.agent.last_cursor, (OUTBOX_LIMIT + 5) as u64);
     }
+
+    #[test]
+    fn the_outbox_is_bounded_by_bytes_and_keeps_the_newest() {
+        let mut session = handed_over();
+        let wide = "\u{20AC}".repeat(AGENT_TEXT_LIMIT_CHARS);
+        for n in 0..20 {
+            let mut change = reply(&format!("m-{n}"), n);
+            if let HandoverChange::AgentReply(r) = &mut change {
+                r.text = wide.clone();
+            }
+            session = apply(&session, &change, NOW, LOCK_EXPIRY).unwrap();
+        }
+        let bytes: usize = session.agent.outbox.iter().map(|m| m.stored_bytes()).sum();
+        assert!(bytes <= OUTBOX_LIMIT_BYTES, "{bytes}");
+        assert_eq!(session.agent.outbox.len(), 4);
+        assert_eq!(session.agent.outbox.last().unwrap().id, "m-19");
+    }
+
+    #[test]
+    fn a_delivered_id_is_remembered_for_the_newest_thousand_replies() {
+        let mut session = handed_over();
+        for n in 0..=DELIVERED_LIMIT {
+            session = apply(&session, &reply(&format!("m-{n}"), 0), NOW, LOCK_EXPIRY).unwrap();
+        }
+        assert_eq!(session.agent.delivered.len(), DELIVERED_LIMIT);
+        assert_eq!(apply(&session, &reply("m-1", 0), NOW, LOCK_EXPIRY), None);
+        // The first left the window: the documented limit of "once".
+        assert!(apply(&session, &reply("m-0", 0), NOW, LOCK_EXPIRY).is_some());
+    }
 }

@@ -416,3 +416,33 @@ async fn a_holder_whose_lease_lapsed_still_completes_when_nobody_took_over() {
         .unwrap()
         .is_applied());
 }
+
+/// The SDK retries an agent reply's amendment whose response was lost: the retry's refusal carries
+/// this very write's mark, so the reply counts as delivered and is pushed (not taken for MSC's
+/// redelivery, which would leave the channel waiting for its next poll).
+#[tokio::test]
+async fn an_amendment_whose_response_was_lost_is_still_delivered_and_pushed() {
+    let (harness, counter) = handover_tests::counted_dynamodb_harness().await;
+    let world = World::on(harness).await;
+    prechat_session(&world).await;
+    let Ok(ClaimOutcome::Claimed(claim)) = world.store.claim(SID, &[]).await else {
+        panic!("claim")
+    };
+    assert!(world
+        .store
+        .complete(SID, &claim.token)
+        .await
+        .unwrap()
+        .is_applied());
+    world.channel_answers(ResponseTemplate::new(204)).await;
+    counter.lose_next_response_containing("UpdateItem", "m-lost");
+    let reply = json!({"ConversationExternalIdentifier": SID, "MessageExternalIdentifier": "m-lost",
+                       "ConversationGuid": "guid-lost", "Content": "Hello"});
+    let (_, body) = world.msc_posts_message(reply.clone()).await;
+    assert_eq!(body, json!({"status": "delivered"}));
+    assert_eq!(world.channel_pushes().await.len(), 1, "pushed");
+    let (_, body) = world.msc_posts_message(reply).await;
+    assert_eq!(body, json!({"status": "duplicate"}), "MSC's redelivery");
+    let session = world.store.get(SID).await.unwrap().unwrap();
+    assert_eq!(session.agent.outbox.len(), 1);
+}

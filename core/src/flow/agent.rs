@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::domain::{
     since, AgentReply, EndReason, HandoverChange, OutboxMessage, Session, SessionState,
 };
-use crate::store::{Amended, Guarded, Linked, SessionStore, StoreError};
+use crate::store::{Amended, Linked, SessionStore, StoreError};
 
 /// Everything the agent side touches.
 #[derive(Clone)]
@@ -77,9 +77,10 @@ pub async fn agent_reply(
             // still running recognises its token) rather than drop the reply; what waited behind
             // the claim goes with the next end-user turn.
             tracing::warn!("agent reply for an unfinished claim; finishing the lock");
-            if let Guarded::Applied(_) = deps.store.complete(session_id, &unfinished.token).await? {
-                amended = deps.store.amend_handover(session_id, &change).await?;
-            }
+            // Refused is as good as applied when the lock is there now (a concurrent reply, the holder
+            // itself, or this very write retried after a lost response): the amendment decides.
+            deps.store.complete(session_id, &unfinished.token).await?;
+            amended = deps.store.amend_handover(session_id, &change).await?;
         }
     }
     let session = match amended {

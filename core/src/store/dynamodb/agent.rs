@@ -24,6 +24,7 @@ pub(super) mod name {
     pub const VERSION: &str = "version";
     pub const REPLIES: &str = "agent_replies";
     pub const DELIVERED: &str = "delivered_replies";
+    pub const AMENDED_BY: &str = "amended_by";
     pub const SESSION: &str = "session";
     // Fields of an outbox entry.
     pub const CURSOR: &str = "cursor";
@@ -203,6 +204,9 @@ impl AgentStore for DynamoDbStore {
             let Some(next) = apply(&session, change, now, self.policy.lock_expiry(now)) else {
                 return Ok(Amended::Unchanged(session));
             };
+            // Written with the amendment: finding it on a refusal means this very write landed and
+            // the SDK retried it after its response was lost (under load, past the attempt timeout).
+            let written_by = uuid::Uuid::new_v4().simple().to_string();
             let mut update = self
                 .client
                 .update_item()
@@ -226,6 +230,7 @@ impl AgentStore for DynamoDbStore {
                 (attr::EXPIRES_AT, n(next.expires_at)),
                 (attr::UPDATED_AT, n(next.updated_at)),
                 (attr::HISTORY, super::history_to_attr(&next.history)),
+                (name::AMENDED_BY, s(&written_by)),
             ]
             .into_iter()
             .chain(attributes(&next.agent));
@@ -246,7 +251,14 @@ impl AgentStore for DynamoDbStore {
                     .with_item(Self::key(session_id), update_failure(err))
                     .await?
                 {
-                    WriteFailure::ConditionFailed(old) => found = optional_session(old.as_ref())?,
+                    WriteFailure::ConditionFailed(old) => {
+                        let ours = old.as_ref().and_then(|item| item.get(name::AMENDED_BY))
+                            == Some(&s(&written_by));
+                        if ours {
+                            return Ok(Amended::Applied(next));
+                        }
+                        found = optional_session(old.as_ref())?;
+                    }
                     WriteFailure::Other(err) => return Err(err),
                 },
             }

@@ -353,6 +353,11 @@ async fn presence_is_asked_within_a_budget_and_referrers_are_bounded() {
         .presence_webhook(json!({"url": long, "channel": "WebChat"}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // NEL is white space and a control character: refused, not trimmed away (found by the fuzzer).
+    let (status, _) = world
+        .presence_get("channel=WebChat&referrer=%C2%85shop")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(world.presence_requests().await.len(), 4, "MSC not asked");
 }
 
@@ -526,4 +531,28 @@ async fn a_redirect_from_caic_or_msc_is_not_followed() {
         0,
         "nothing followed the redirect"
     );
+}
+
+/// A body of JSON white space is no body; a form feed is not JSON white space (found by the fuzzer
+/// once generated session ids named a real session).
+#[tokio::test]
+async fn an_operator_body_that_is_not_json_is_refused() {
+    let world = World::on(memory_harness().await).await;
+    handed_over(&world, ALICE).await;
+    for (body, expected) in [
+        ("", StatusCode::OK),
+        (" \r\n\t", StatusCode::OK),
+        ("\u{c}", StatusCode::BAD_REQUEST),
+    ] {
+        let path = format!("/v1/sessions/{ALICE}/handover");
+        let request = event(
+            "POST",
+            &path,
+            "",
+            Some(handover_tests::world::OPERATOR_KEY),
+            body,
+        );
+        let (status, reply) = read(send(&world.handover, request).await);
+        assert_eq!(status, expected, "{body:?}: {reply}");
+    }
 }

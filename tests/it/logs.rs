@@ -102,6 +102,11 @@ async fn whole_story() {
         "delivered"
     );
     world.outbox(SID, "").await;
+    // An event name with a line break would forge a line in a text log: only known names are logged.
+    let forged = "Hello\n2026-12-01T09:00:00Z ERROR FORGED-LINE handover ended";
+    world
+        .msc_posts_event(json!({"Name": forged, "Payload": {"ConversationId": "guid-1"}}))
+        .await;
     // Bad input that carries personal data must not be echoed into a log line either.
     world
         .message(json!({"sessionId": SID, "text": "hi", "endUser": EMAIL}))
@@ -139,6 +144,7 @@ async fn whole_story() {
         PHONE,
         HISTORY,
         "Keizersgracht",
+        "FORGED-LINE",
     ] {
         if let Some(line) = logs.lines().find(|line| line.contains(forbidden)) {
             panic!("a log line carries {forbidden:?}: {line}");

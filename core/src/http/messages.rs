@@ -242,10 +242,14 @@ pub(crate) fn page_url(field: &str, raw: &str) -> Result<String, ApiError> {
 /// A referrer for presence (a webstore name or a page URL): bounded, one line. Longer or with control
 /// characters is refused rather than cut: MSC routes on the whole value.
 pub(crate) fn referrer(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
+    // Checked before trimming: NEL (U+0085) is both a control character and white space.
+    let control = raw
+        .as_deref()
+        .is_some_and(|v| v.chars().any(char::is_control));
     let Some(value) = non_blank(raw) else {
         return Ok(None);
     };
-    if value.chars().count() > MAX_URL_BYTES || value.chars().any(char::is_control) {
+    if value.chars().count() > MAX_URL_BYTES || control {
         return Err(ApiError::InvalidBody(format!(
             "{field} must be at most {MAX_URL_BYTES} characters, without control characters"
         )));

@@ -52,9 +52,14 @@ impl Body {
         serde_json::from_value(value).map_err(|e| ApiError::InvalidBody(describe_json_error(&e)))
     }
 
-    /// Like [`Body::json`], but an empty (or blank) body is `T::default()`.
+    /// Like [`Body::json`], but an empty body, or one of JSON's white space only (space, tab, CR, LF:
+    /// not a form feed), is `T::default()`.
     pub fn optional_json<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
-        if self.0.iter().all(u8::is_ascii_whitespace) {
+        if self
+            .0
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
             return Ok(T::default());
         }
         self.json()

@@ -2,7 +2,7 @@
 //! is bounded. Each test sends a request the way the finding did and asserts what was stored and what
 //! each peer received.
 
-use handover_core::{ClaimOutcome, Guarded, SessionState, StartIntakeOutcome};
+use handover_core::SessionState;
 use handover_tests::world::{caic_reply, event, read, send, World, CHANNEL_KEY};
 use handover_tests::{dynamodb_harness, memory_harness, online_intake};
 use http::StatusCode;
@@ -16,17 +16,7 @@ const GB: &str = "bbbbbbbb-0000-4000-8000-00000000000b";
 
 /// A handover made through the store: intake, claim, completion (MSC's part is not under test here).
 async fn handed_over(world: &World, session_id: &str) {
-    let start = online_intake(session_id);
-    assert!(matches!(
-        world.store.start_intake(&start).await,
-        Ok(StartIntakeOutcome::Started(_))
-    ));
-    let Ok(ClaimOutcome::Claimed(claim)) = world.store.claim(session_id, &[]).await else {
-        panic!("claim")
-    };
-    let Ok(Guarded::Applied(_)) = world.store.complete(session_id, &claim.token).await else {
-        panic!("complete")
-    };
+    handover_tests::handed_over_in(world.store.as_ref(), session_id).await;
 }
 
 fn reply(session_id: &str, guid: &str, id: &str, text: &str) -> Value {

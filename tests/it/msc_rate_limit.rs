@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use handover_core::{ClaimOutcome, Guarded, SessionState, StartIntakeOutcome};
+use handover_core::{SessionState, StartIntakeOutcome};
 use handover_tests::world::{event, read, send, World, CHANNEL_KEY};
 use handover_tests::{memory_harness, online_intake};
 use http::StatusCode;
@@ -83,17 +83,7 @@ impl Respond for RateLimitedMsc {
 }
 
 async fn handed_over(world: &World, session_id: &str) {
-    let start = online_intake(session_id);
-    assert!(matches!(
-        world.store.start_intake(&start).await,
-        Ok(StartIntakeOutcome::Started(_))
-    ));
-    let Ok(ClaimOutcome::Claimed(claim)) = world.store.claim(session_id, &[]).await else {
-        panic!("claim")
-    };
-    let Ok(Guarded::Applied(_)) = world.store.complete(session_id, &claim.token).await else {
-        panic!("complete")
-    };
+    handover_tests::handed_over_in(world.store.as_ref(), session_id).await;
 }
 
 async fn relay(

@@ -87,6 +87,22 @@ pub fn online_intake(session_id: &str) -> handover_core::IntakeStart {
     }
 }
 
+/// A handover made through the store alone (intake, claim, completion), for tests of what comes after.
+pub async fn handed_over_in(store: &dyn SessionStore, session_id: &str) {
+    use handover_core::{ClaimOutcome, Guarded, StartIntakeOutcome};
+    let start = online_intake(session_id);
+    assert!(matches!(
+        store.start_intake(&start).await,
+        Ok(StartIntakeOutcome::Started(_))
+    ));
+    let Ok(ClaimOutcome::Claimed(claim)) = store.claim(session_id, &[]).await else {
+        panic!("claim {session_id}")
+    };
+    let Ok(Guarded::Applied(_)) = store.complete(session_id, &claim.token).await else {
+        panic!("complete {session_id}")
+    };
+}
+
 /// A DynamoDB store on an existing table of the test server (one another process writes, say).
 pub fn dynamodb_harness_on_table(table: &str) -> Harness {
     dynamodb_harness_on(dynamodb_client(), table.to_owned(), "dynamodb")

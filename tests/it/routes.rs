@@ -166,3 +166,48 @@ fn caic_webhooks_are_reachable_only_through_their_own_api_and_msc_webhooks_are_t
         );
     }
 }
+
+/// Every error code the service answers with is documented in the OpenAPI document.
+#[test]
+fn every_error_code_is_in_the_openapi_document() {
+    let source = include_str!("../../core/src/http/error.rs");
+    let codes: BTreeSet<&str> = source
+        .split("(S::")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').nth(1))
+        .collect();
+    assert!(codes.len() >= 19, "{codes:?}");
+    for code in codes {
+        assert!(OPENAPI.contains(code), "{code} is not in docs/openapi.yaml");
+    }
+}
+
+/// Every variable `core/src/config.rs` reads is in `docs/configuration.md` (a `<KEY>_NEXT` by its
+/// rotation row).
+#[test]
+fn every_setting_is_in_the_configuration_document() {
+    let document = include_str!("../../docs/configuration.md");
+    let source = include_str!("../../core/src/config.rs");
+    let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+    let variables: BTreeSet<&str> = code
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|literal| {
+            literal.len() > 3
+                && literal
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .collect();
+    assert!(variables.len() >= 30, "{variables:?}");
+    for variable in variables {
+        let documented = match variable.strip_suffix("_NEXT") {
+            Some(key) => {
+                document.contains(&format!("`{key}`")) && document.contains("`<KEY>_NEXT`")
+            }
+            None => document.contains(&format!("`{variable}`")),
+        };
+        assert!(documented, "{variable} is not in docs/configuration.md");
+    }
+}

@@ -121,9 +121,8 @@ impl aws_types::service_config::LoadServiceConfig for EndpointUrlsFromEnvironmen
     }
 }
 
-/// TLS for every outbound call, with Mozilla's root certificates compiled in. Reading and parsing the
-/// system's certificate files instead costs about 6 ms of every cold start (measured with
-/// `cargo run --release -p handover-core --example init_cost`). `extra_roots` (the deployment's
+/// TLS for every outbound call, with Mozilla's root certificates compiled in: reading and parsing the
+/// system's certificate files instead would cost every cold start (`docs/performance.md`). `extra_roots` (the deployment's
 /// `AWS_CA_BUNDLE`, see [`crate::config::ca_bundle`]) adds the certificate authorities of a PEM file:
 /// a private CA in front of CAIC or MSC, or the benchmark's peers.
 fn tls_config(extra_roots: Option<&Path>) -> Result<rustls::ClientConfig, HttpClientError> {

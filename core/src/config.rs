@@ -385,12 +385,16 @@ pub struct AnswerIngestConfig {
 
 impl AnswerIngestConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let sessions = SessionSettings::from_env(env, "dynamodb")?;
+        let caic = CaicSettings::from_env(env)?;
+        let msc = MscApiSettings::from_env(env)?;
+        timeouts_nest(Some(&caic), &msc, &sessions.policy)?;
         Ok(Self {
-            sessions: SessionSettings::from_env(env, "dynamodb")?,
+            sessions,
             channel_webhook: ChannelWebhookSettings::from_env(env)?,
-            caic: CaicSettings::from_env(env)?,
+            caic,
             presence: PresenceSettings::from_env(env)?,
-            msc: MscApiSettings::from_env(env)?,
+            msc,
             default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
             channel_key: env.caller_key("CHANNEL_API_KEY")?,
             business_hours: business_hours(env)?,
@@ -407,6 +411,40 @@ impl AnswerIngestConfig {
             },
         })
     }
+}
+
+/// The timeouts must nest: MSC's within the claim's lease (or another caller takes over a handover whose
+/// post is still running), and CAIC's above MSC's (CAIC waits for the end-slot webhook, which waits for
+/// MSC, before it answers the last intake turn). Checked at start, naming both settings.
+fn timeouts_nest(
+    caic: Option<&CaicSettings>,
+    msc: &MscApiSettings,
+    policy: &LockPolicy,
+) -> Result<(), ConfigError> {
+    let lease = std::time::Duration::from_secs(u64::try_from(policy.claim_lease_secs).unwrap_or(0));
+    if msc.timeout >= lease {
+        return Err(ConfigError::Invalid {
+            name: "MSC_TIMEOUT_MS",
+            reason: format!(
+                "must be below CLAIM_LEASE_SECS ({} s), got {} ms",
+                policy.claim_lease_secs,
+                msc.timeout.as_millis()
+            ),
+        });
+    }
+    if let Some(caic) = caic {
+        if caic.timeout <= msc.timeout {
+            return Err(ConfigError::Invalid {
+                name: "CAIC_TIMEOUT_MS",
+                reason: format!(
+                    "must be above MSC_TIMEOUT_MS ({} ms), got {} ms",
+                    msc.timeout.as_millis(),
+                    caic.timeout.as_millis()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// presence-check: `POST /v1/presence` (CAIC) and `GET /v1/presence` (widgets). Keeps no sessions.
@@ -451,9 +489,12 @@ impl HandoverConfig {
     }
 
     fn from_env(env: &Env, caller_key: &'static str) -> Result<Self, ConfigError> {
+        let sessions = SessionSettings::from_env(env, "dynamodb")?;
+        let msc = MscApiSettings::from_env(env)?;
+        timeouts_nest(None, &msc, &sessions.policy)?;
         Ok(Self {
-            sessions: SessionSettings::from_env(env, "dynamodb")?,
-            msc: MscApiSettings::from_env(env)?,
+            sessions,
+            msc,
             channel_webhook: ChannelWebhookSettings::from_env(env)?,
             caller_key: env.caller_key(caller_key)?,
         })
@@ -529,6 +570,57 @@ mod tests {
         let env = Env::from_pairs([("SESSION_LOCK_SECS", "  ")]);
         assert_eq!(lock_policy(&env), Ok(LockPolicy::default()));
         assert_eq!(LockPolicy::default().lock_secs, 86_400);
+    }
+
+    #[test]
+    fn timeouts_must_nest_and_the_error_names_both_settings() {
+        let handover = |pairs: &[(&'static str, &'static str)]| {
+            let mut env = Env::from_pairs([
+                ("MSC_API_URL", "http://127.0.0.1:1/api"),
+                ("MSC_API_KEY", "k"),
+                ("MSC_API_SECRET", "s"),
+                ("MSC_CHANNEL_ACCOUNT", "a"),
+                ("CAIC_WEBHOOK_SECRET", "webhook-secret-0123456789"),
+            ]);
+            for (name, value) in pairs {
+                env.set(name, *value);
+            }
+            HandoverConfig::prechat_complete_from_env(&env)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(handover(&[]), "", "the defaults nest");
+        let err = handover(&[("MSC_TIMEOUT_MS", "30000")]);
+        assert!(
+            err.starts_with("MSC_TIMEOUT_MS is invalid") && err.contains("CLAIM_LEASE_SECS"),
+            "{err}"
+        );
+        assert_eq!(handover(&[("MSC_TIMEOUT_MS", "29999")]), "");
+        let caic = CaicSettings {
+            timeout: Duration::from_millis(4_000),
+            ..CaicSettings::from_env(&Env::from_pairs([
+                ("CAIC_BASE_URL", "http://127.0.0.1:1"),
+                ("CAIC_CUSTOMER_KEY", "c"),
+                ("CAIC_PROJECT_KEY", "p"),
+                ("CAIC_API_KEY", "k"),
+            ]))
+            .unwrap()
+        };
+        let msc = MscApiSettings::from_env(&Env::from_pairs([
+            ("MSC_API_URL", "http://127.0.0.1:1/api"),
+            ("MSC_API_KEY", "k"),
+            ("MSC_API_SECRET", "s"),
+            ("MSC_CHANNEL_ACCOUNT", "a"),
+        ]))
+        .unwrap();
+        let err = timeouts_nest(Some(&caic), &msc, &LockPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("CAIC_TIMEOUT_MS is invalid") && err.contains("MSC_TIMEOUT_MS"),
+            "{err}"
+        );
     }
 
     #[test]

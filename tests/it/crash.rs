@@ -80,7 +80,7 @@ impl Runner {
             .env("MSC_API_KEY", "msc-key")
             .env("MSC_API_SECRET", "msc-secret")
             .env("MSC_CHANNEL_ACCOUNT", "acct-1")
-            .env("MSC_TIMEOUT_MS", "8000")
+            .env("MSC_TIMEOUT_MS", "4000")
             .env("CHANNEL_API_KEY", CHANNEL_KEY)
             .env("CAIC_WEBHOOK_SECRET", WEBHOOK_KEY)
             .env("CLAIM_LEASE_SECS", LEASE_SECS.to_string())

@@ -19,7 +19,7 @@ const SID: &str = "fault-session-1";
 /// Short client limits so timeouts cost a second, not five.
 const FAST: [(&str, &str); 3] = [
     ("CAIC_TIMEOUT_MS", "1000"),
-    ("MSC_TIMEOUT_MS", "1000"),
+    ("MSC_TIMEOUT_MS", "800"),
     ("PRESENCE_TIMEOUT_MS", "500"),
 ];
 

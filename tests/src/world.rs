@@ -1,4 +1,4 @@
-//! A whole deployment in one process: the four functions' routers built from environment variables
+//! A whole deployment in one process: the five functions' routers built from environment variables
 //! exactly as the Lambda mains build them, stub CAIC and MSC servers (wiremock), a store on moto, and a
 //! manual clock. Requests are API Gateway v2 events from a fixture, turned into requests by lambda_http
 //! as in Lambda, and sent through each function's router.

@@ -1,5 +1,5 @@
 //! The use cases of the handover flow. Each one takes only the ports it needs; the HTTP handlers in
-//! [`crate::api`] are thin shells over these.
+//! [`crate::http`] are thin shells over these.
 
 pub mod agent;
 

@@ -425,13 +425,9 @@ mod tests {
     }
 
     #[test]
-    fn one_http_client_with_the_compiled_in_roots_serves_the_whole_process() {
+    fn the_process_client_builds_with_the_compiled_in_roots() {
         assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
         assert!(tls_config(None).is_ok());
         assert!(http_client().is_ok());
-        assert!(
-            http_client().is_ok(),
-            "the second call hands out the same client"
-        );
     }
 }

@@ -109,9 +109,24 @@ async fn the_view_tells_the_story_of_a_handover_without_personal_data() {
     for personal in ["Jane", "jane@example.com", "Hello", "shop.example"] {
         assert!(!shown.contains(personal), "{personal} in {shown}");
     }
-    println!("{}", serde_json::to_string_pretty(&view).unwrap());
-    for line in emf_lines(SID) {
-        println!("{line}");
+    // The same story in the metrics, each line carrying the session id as a property.
+    let counted: Vec<String> = emf_lines(SID)
+        .iter()
+        .flat_map(|line| {
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .cloned()
+        })
+        .flatten()
+        .filter_map(|metric| metric["Name"].as_str().map(str::to_owned))
+        .collect();
+    for metric in [
+        "HandoversStarted",
+        "HandoversCompleted",
+        "AgentRepliesDelivered",
+        "HandoversEnded",
+    ] {
+        assert!(counted.iter().any(|m| m == metric), "{metric}: {counted:?}");
     }
 }
 

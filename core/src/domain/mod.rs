@@ -602,6 +602,7 @@ mod tests {
             SessionState::Prechat,
             SessionState::HandingOver,
             SessionState::HandedOver,
+            SessionState::Ended,
         ] {
             assert_eq!(state.as_str().parse::<SessionState>(), Ok(state));
         }

@@ -104,3 +104,37 @@ async fn a_relayed_turn_is_one_read_and_writes_only_to_slide_the_lock() {
         "one slide per refresh interval"
     );
 }
+
+#[tokio::test]
+async fn an_agent_reply_is_one_read_and_one_write_once_its_conversation_is_linked() {
+    let (world, counter) = world().await;
+    world
+        .channel_answers(wiremock::ResponseTemplate::new(204))
+        .await;
+    world
+        .message(json!({"sessionId": SID, "text": "agent"}))
+        .await;
+    world
+        .end_slot(SID, json!([{"name": "name", "value": "Jane"}]))
+        .await;
+    let reply = |id: &str| {
+        json!({"ConversationExternalIdentifier": SID, "MessageExternalIdentifier": id,
+               "ConversationGuid": "cost-guid-1", "Content": "Hello"})
+    };
+    counter.reset();
+    world.msc_posts_message(reply("m-1")).await;
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (2, 3),
+        "the first: the reply, then the link and its record: {:?}",
+        counter.snapshot()
+    );
+    counter.reset();
+    world.msc_posts_message(reply("m-2")).await;
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (1, 1),
+        "the next: the reply alone: {:?}",
+        counter.snapshot()
+    );
+}

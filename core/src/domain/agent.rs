@@ -141,8 +141,11 @@ impl fmt::Debug for OutboxMessage {
 /// What a handed-over session knows of the agent's side.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentSide {
-    /// MSC's `ConversationGuid`, from the first agent reply: relayed messages carry it.
+    /// MSC's `ConversationGuid`, from the first agent reply once it is linked to this session:
+    /// relayed messages carry it.
     pub msc_conversation: Option<String>,
+    /// Epoch seconds when the link of `msc_conversation` to this session was last written.
+    pub msc_linked_at: Option<i64>,
     pub agent_name: Option<String>,
     /// Epoch seconds when the agent took the conversation (`ConversationStarted`).
     pub agent_joined_at: Option<i64>,
@@ -174,9 +177,12 @@ pub struct AgentReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandoverChange {
     /// Into the outbox (once per message id); counts as activity and slides the lock. Its
-    /// `conversation_guid` is adopted only by a session that has none yet, and only once the flow
-    /// has linked it to this session (see `AgentStore::link_msc_conversation`).
+    /// `conversation_guid` is not adopted here: see [`HandoverChange::Linked`].
     AgentReply(AgentReply),
+    /// MSC's conversation was linked to this session (`AgentStore::link_msc_conversation`, which
+    /// refuses a conversation that is another session's): a session without one adopts it, and the
+    /// link's last write is remembered, so it is refreshed about daily rather than on every reply.
+    Linked { conversation: String, at: i64 },
     /// `ConversationStarted` of this handover's MSC conversation: who took it, and when.
     AgentJoined {
         conversation: String,
@@ -206,7 +212,9 @@ impl HandoverChange {
         match self {
             HandoverChange::AgentJoined { conversation, .. }
             | HandoverChange::Closed { conversation } => Some(conversation),
-            HandoverChange::AgentReply(_) | HandoverChange::End(_) => None,
+            HandoverChange::AgentReply(_)
+            | HandoverChange::End(_)
+            | HandoverChange::Linked { .. } => None,
         }
     }
 
@@ -215,7 +223,9 @@ impl HandoverChange {
         match self {
             HandoverChange::End(reason) => Some(*reason),
             HandoverChange::Closed { .. } => Some(EndReason::AgentClosed),
-            HandoverChange::AgentReply(_) | HandoverChange::AgentJoined { .. } => None,
+            HandoverChange::AgentReply(_)
+            | HandoverChange::AgentJoined { .. }
+            | HandoverChange::Linked { .. } => None,
         }
     }
 }
@@ -248,9 +258,6 @@ pub fn apply(
             side.delivered.push(digest);
             let overflow = side.delivered.len().saturating_sub(DELIVERED_LIMIT);
             side.delivered.drain(..overflow);
-            if side.msc_conversation.is_none() {
-                side.msc_conversation = reply.conversation_guid.clone();
-            }
             if reply.agent_name.is_some() {
                 side.agent_name = reply.agent_name.clone();
             }
@@ -265,6 +272,18 @@ pub fn apply(
                 ended: None,
             });
             next.expires_at = lock_expiry;
+        }
+        HandoverChange::Linked { conversation, at } => {
+            // A session's conversation, once set, changes only with a new handover.
+            if side
+                .msc_conversation
+                .as_ref()
+                .is_some_and(|linked| linked != conversation)
+            {
+                return None;
+            }
+            side.msc_conversation = Some(conversation.clone());
+            side.msc_linked_at = Some(*at);
         }
         HandoverChange::AgentJoined { agent_name, at, .. } => {
             side.agent_name = agent_name.clone().or(side.agent_name.take());
@@ -398,11 +417,18 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_is_appended_once_slides_the_lock_and_keeps_the_guid() {
+    fn a_reply_is_appended_once_slides_the_lock_and_a_link_sets_the_guid_once() {
         let first = apply(&handed_over(), &reply("m-1", 10), NOW, LOCK_EXPIRY).unwrap();
         assert_eq!(first.agent.outbox.len(), 1);
         assert_eq!(first.agent.outbox[0].cursor, 1);
-        assert_eq!(first.agent.msc_conversation.as_deref(), Some("guid-1"));
+        assert_eq!(first.agent.msc_conversation, None, "not before the link");
+        let linked = |conversation: &str| HandoverChange::Linked {
+            conversation: conversation.into(),
+            at: NOW,
+        };
+        let with_guid = apply(&first, &linked("guid-1"), NOW, LOCK_EXPIRY).unwrap();
+        assert_eq!(with_guid.agent.msc_conversation.as_deref(), Some("guid-1"));
+        assert_eq!(apply(&with_guid, &linked("guid-2"), NOW, LOCK_EXPIRY), None);
         assert_eq!(first.expires_at, LOCK_EXPIRY);
         assert_eq!(first.agent.version, 1);
         assert_eq!(apply(&first, &reply("m-1", 10), 1_600, LOCK_EXPIRY), None);

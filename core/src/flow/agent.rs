@@ -56,18 +56,7 @@ pub async fn agent_reply(
         return Ok(ReplyOutcome::PrivateNote);
     }
     let message_id = reply.message_id.clone();
-    let mut reply = reply;
-    if let Some(guid) = reply.conversation_guid.take() {
-        // Linked first, adopted after: a conversation that is another session's never becomes this
-        // one's (its relays would reach the other end user's agent, its archive would end this one).
-        match deps.store.link_msc_conversation(&guid, session_id).await? {
-            Linked::Linked => reply.conversation_guid = Some(guid),
-            Linked::TakenByAnother => tracing::warn!(
-                "MSC's conversation of this reply is linked to another session; the reply is \
-                 delivered, the conversation not adopted"
-            ),
-        }
-    }
+    let guid = reply.conversation_guid.clone();
     let change = HandoverChange::AgentReply(reply);
     let mut amended = deps.store.amend_handover(session_id, &change).await?;
     if let Amended::NotHandedOver(Some(unfinished)) = &amended {
@@ -85,8 +74,10 @@ pub async fn agent_reply(
     }
     let session = match amended {
         Amended::Applied(session) => session,
-        Amended::Unchanged(_) => {
+        Amended::Unchanged(session) => {
             tracing::info!("agent reply delivered before; acknowledged again");
+            // The first delivery may have been cut short before its link: MSC's retry finishes it.
+            link_conversation(deps, session_id, &session, guid.as_deref()).await;
             return Ok(ReplyOutcome::Duplicate);
         }
         Amended::NotHandedOver(found) => {
@@ -102,9 +93,63 @@ pub async fn agent_reply(
             deps.channel.push(session_id, message).await;
         }
     };
-    push.await;
+    // The push does not wait for the link: the reply is in the outbox already.
+    tokio::join!(
+        push,
+        link_conversation(deps, session_id, &session, guid.as_deref())
+    );
     crate::metrics::count("AgentRepliesDelivered");
     Ok(ReplyOutcome::Delivered)
+}
+
+/// A link is written again when it is older than this, so that it outlives any handover that stays
+/// active (the link lasts `MSC_LINK_SECS` from its last write) without a write per reply.
+const LINK_REFRESH_SECS: i64 = 86_400;
+
+/// Makes MSC's conversation `guid` this session's: MSC's events name only it, and relayed messages
+/// carry it. Linked first (a conditional write, refused when the conversation is another session's),
+/// adopted after, so one session's agent can never reach into another's. Nothing here fails the reply:
+/// a link that could not be written is tried again by the next reply.
+async fn link_conversation(
+    deps: &AgentDeps,
+    session_id: &str,
+    session: &Session,
+    guid: Option<&str>,
+) {
+    let Some(guid) = guid else {
+        return;
+    };
+    let now = deps.clock.now();
+    match (&session.agent.msc_conversation, session.agent.msc_linked_at) {
+        (Some(linked), Some(at))
+            if linked == guid && now.saturating_sub(at) < LINK_REFRESH_SECS =>
+        {
+            return
+        }
+        (Some(linked), _) if linked != guid => {
+            tracing::warn!(
+                "agent reply names another MSC conversation than this handover's; not linked"
+            );
+            return;
+        }
+        _ => {}
+    }
+    match deps.store.link_msc_conversation(guid, session_id).await {
+        Ok(Linked::Linked) => {
+            let adopted = HandoverChange::Linked {
+                conversation: guid.to_owned(),
+                at: now,
+            };
+            if let Err(err) = deps.store.amend_handover(session_id, &adopted).await {
+                tracing::warn!(error = %err, "could not record MSC's conversation on the session");
+            }
+        }
+        Ok(Linked::TakenByAnother) => tracing::warn!(
+            "MSC's conversation of this reply is linked to another session; the reply is delivered, \
+             the conversation not adopted"
+        ),
+        Err(err) => tracing::warn!(error = %err, "could not link MSC's conversation to the session"),
+    }
 }
 
 /// What became of a conversation event.

@@ -16,6 +16,7 @@ use crate::store::{AgentStore, Amended, Linked, StoreError, AMEND_ATTEMPTS, MSC_
 
 pub(super) mod name {
     pub const MSC_CONVERSATION: &str = "msc_conversation";
+    pub const LINKED_AT: &str = "msc_linked_at";
     pub const AGENT_NAME: &str = "agent_name";
     pub const AGENT_JOINED_AT: &str = "agent_joined_at";
     pub const OUTBOX: &str = "outbox";
@@ -48,6 +49,7 @@ pub(super) fn attributes(side: &AgentSide) -> Vec<(&'static str, AttributeValue)
         name::MSC_CONVERSATION,
         side.msc_conversation.as_deref().map(s),
     );
+    optional(name::LINKED_AT, side.msc_linked_at.map(n));
     optional(name::AGENT_NAME, side.agent_name.as_deref().map(s));
     optional(name::AGENT_JOINED_AT, side.agent_joined_at.map(n));
     optional(name::END_REASON, side.end_reason.map(|r| s(r.as_str())));
@@ -158,6 +160,7 @@ pub(super) fn read(item: &Item) -> Result<AgentSide, String> {
     };
     Ok(AgentSide {
         msc_conversation: string(item, name::MSC_CONVERSATION)?,
+        msc_linked_at: number(item, name::LINKED_AT)?,
         agent_name: string(item, name::AGENT_NAME)?,
         agent_joined_at: number(item, name::AGENT_JOINED_AT)?,
         outbox,

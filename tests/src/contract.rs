@@ -554,7 +554,10 @@ pub async fn agent_replies_are_kept_once_in_order_and_slide_the_lock(h: Harness)
         other => panic!("[{}] amend: {other:?}", h.adapter),
     };
     assert_eq!(first.expires_at, h.clock_now() + h.policy.lock_secs);
-    assert_eq!(first.agent.msc_conversation.as_deref(), Some("guid-1"));
+    assert_eq!(
+        first.agent.msc_conversation, None,
+        "adopted only once linked"
+    );
     assert_eq!(
         stored(&h).await,
         Some(first.clone()),
@@ -573,6 +576,21 @@ pub async fn agent_replies_are_kept_once_in_order_and_slide_the_lock(h: Harness)
         .map(|s| s.agent.outbox.iter().map(|m| m.id.clone()).collect())
         .unwrap_or_default();
     assert_eq!(ids, ["m-1", "m-2"], "[{}]", h.adapter);
+    let linked = HandoverChange::Linked {
+        conversation: "guid-1".into(),
+        at: h.clock_now(),
+    };
+    let Ok(Amended::Applied(with_guid)) = h.store.amend_handover(SID, &linked).await else {
+        panic!("[{}] link recorded", h.adapter)
+    };
+    assert_eq!(with_guid.agent.msc_conversation.as_deref(), Some("guid-1"));
+    assert_eq!(with_guid.agent.msc_linked_at, Some(h.clock_now()));
+    assert_eq!(
+        stored(&h).await,
+        Some(with_guid),
+        "[{}] as written",
+        h.adapter
+    );
 }
 
 pub async fn an_ended_handover_answers_with_the_bot_and_may_start_again(h: Harness) {

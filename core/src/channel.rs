@@ -119,7 +119,7 @@ pub fn body(session_id: &str, message: &OutboxMessage) -> Value {
         "cursor": message.cursor,
         "from": message.from.as_str(),
         "text": message.text,
-        "sentAt": crate::msc::rfc3339(message.sent_at),
+        "sentAt": crate::clock::rfc3339(message.sent_at),
     });
     if let Some(agent_name) = &message.agent_name {
         body["agentName"] = json!(agent_name);

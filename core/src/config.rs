@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::domain::LockPolicy;
 use crate::hours::BusinessHours;
-use crate::store::LockPolicy;
 
 /// A PEM file of certificate authorities that outbound TLS trusts besides the compiled-in roots (the AWS
 /// SDKs' name for it). Unset in a deployment: CAIC, MSC and AWS present publicly trusted certificates.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::clock::Clock;
+use crate::clock::{rfc3339, Clock};
 use crate::config::{MscApiSettings, PresenceSettings};
 
 /// What presence said, and whether the answer was a recent one reused.
@@ -333,23 +333,9 @@ impl MscHttp {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for epoch seconds (UTC).
-pub fn rfc3339(epoch_secs: i64) -> String {
-    aws_smithy_types::DateTime::from_secs(epoch_secs)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_epoch_seconds_as_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_750_000_000), "2025-06-15T15:06:40Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn retry_after_is_bounded_both_ways() {

@@ -424,7 +424,7 @@ async fn agent_archive(
 /// Now as RFC 3339, as MSC writes its dates.
 fn now_rfc3339() -> String {
     use handover_core::Clock;
-    handover_core::msc::rfc3339(handover_core::SystemClock.now())
+    handover_core::clock::rfc3339(handover_core::SystemClock.now())
 }
 
 fn caic_reply(session: &str, answer: &str, additions: Value) -> Json<Value> {

@@ -1,7 +1,10 @@
 //! Domain types and rules of the handover flow. No I/O lives here.
 
 mod agent;
+mod policy;
 pub mod text;
+
+pub use policy::LockPolicy;
 
 pub use agent::{
     apply, reply_digest, since, AgentReply, AgentSide, EndReason, HandoverChange, OutboxMessage,

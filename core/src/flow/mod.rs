@@ -176,7 +176,7 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
             metrics::milliseconds("TimeToAgent", (waited * 1_000) as f64);
             if !locked.queued.is_empty() {
                 // A failure leaves them queued: the next relay posts them first.
-                let _ = flush_queue(store, msc, &locked, &message.relation_name, clock.now()).await;
+                let _ = flush_queue(store, msc, &locked, &message.relation_name).await;
             }
             Ok(HandoverOutcome::HandedOver(locked))
         }
@@ -691,7 +691,6 @@ async fn relay_to_agent(
             deps.msc.as_ref(),
             session,
             &outgoing.relation_name,
-            now,
         )
         .await?;
     }
@@ -720,7 +719,6 @@ async fn flush_queue<S: HandoverStore + ?Sized>(
     msc: &dyn MscMessages,
     session: &Session,
     relation_name: &str,
-    now: i64,
 ) -> Result<(), MscError> {
     for (index, waiting) in session.queued.iter().enumerate() {
         let message = OutgoingMessage {
@@ -741,7 +739,8 @@ async fn flush_queue<S: HandoverStore + ?Sized>(
             routing_skill: session.skill.clone(),
             subject: None,
             conversation_guid: session.agent.msc_conversation.clone(),
-            sent_at: now,
+            // When the end user wrote it, not when it could be posted: the agent reads them in order.
+            sent_at: waiting.at,
         };
         if let Err(err) = msc.post(&message).await {
             tracing::warn!(error = %ErrorChain(&err), "a queued message did not reach MSC; it stays queued");

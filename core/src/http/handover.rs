@@ -11,10 +11,11 @@ use serde_json::{json, Value};
 use super::request::{objects, record_session, Body, SessionIdParam};
 use super::ApiError;
 use crate::channel::ChannelPush;
+use crate::clock::rfc3339;
 use crate::clock::Clock;
 use crate::domain::{IntakeAnswer, SessionId};
 use crate::flow::{hand_over, HandoverOutcome};
-use crate::msc::{rfc3339, MscMessages};
+use crate::msc::MscMessages;
 use crate::store::SessionStore;
 
 pub struct HandoverDeps {
@@ -179,7 +180,7 @@ pub async fn operator_handover(
         HandoverOutcome::HandedOver(s) | HandoverOutcome::AlreadyHandedOver(s) => Ok(Json(json!({
             "sessionId": s.session_id,
             "status": status,
-            "lockedUntil": crate::msc::rfc3339(s.expires_at),
+            "lockedUntil": crate::clock::rfc3339(s.expires_at),
         }))),
         HandoverOutcome::InProgress => Err(ApiError::HandoverInProgress),
         HandoverOutcome::NoIntake => Err(ApiError::NoIntake),

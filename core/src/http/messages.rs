@@ -134,13 +134,11 @@ async fn process(deps: &IngestDeps, message: IncomingMessage) -> Result<Value, A
     Ok(shown)
 }
 
-/// FNV-1a, written here because it is four lines: stable across processes and versions (unlike std's
-/// hasher), enough to tell a retry from another request that reuses the key.
+/// What tells a retry from another request that reuses the key: the body's SHA-256 (stable across
+/// processes and versions, unlike std's hasher).
 fn fingerprint(body: &[u8]) -> String {
-    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(body))
 }
 
 fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {

@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use super::messages::{non_blank, referrer};
 use super::request::{object, Body};
 use super::ApiError;
+use crate::clock::rfc3339;
 use crate::clock::Clock;
 use crate::domain::lenient_string;
 use crate::flow::{availability, presence_referrer, Availability};
 use crate::hours::BusinessHours;
-use crate::msc::rfc3339;
 use crate::msc::Presence;
 
 pub struct PresenceDeps {

@@ -258,6 +258,14 @@ pub async fn complete_locks_the_session_and_drops_the_intake(h: Harness) {
         "personal data must not outlive the handover"
     );
     assert_eq!(locked.skill.as_deref(), Some("billing"));
+    assert_eq!(stored(&h).await, Some(locked.clone()));
+    h.clock.advance(1);
+    assert_eq!(
+        h.store.complete(SID, &claim.token).await.ok(),
+        Some(Guarded::Applied(locked.clone())),
+        "[{}] the same completion again: applied before, nothing written",
+        h.adapter
+    );
     assert_eq!(stored(&h).await, Some(locked));
 }
 

@@ -151,6 +151,13 @@ impl HandoverStore for MemoryStore {
                 session.updated_at = now;
                 Ok(Guarded::Applied(session.clone()))
             }
+            // The same completion again (DynamoDB's adapter sees this when a retried write finds
+            // its own lock): applied before, nothing to write.
+            Some(session)
+                if session.state == SessionState::HandedOver && session.token == *token =>
+            {
+                Ok(Guarded::Applied(session.clone()))
+            }
             other => Ok(Guarded::refused(other.cloned(), now)),
         }
     }

@@ -27,11 +27,11 @@ pub mod telemetry;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::{
     AgentReply, AgentStatus, EndReason, HandoverChange, HolderToken, IdempotencyKey, IntakeAnswer,
-    IntakeStart, OutboxMessage, OutputAdditions, Phase, QueuedMessage, Session, SessionId,
-    SessionState,
+    IntakeStart, LockPolicy, OutboxMessage, OutputAdditions, Phase, QueuedMessage, Session,
+    SessionId, SessionState,
 };
 pub use store::{
     AgentStore, Amended, ClaimOutcome, Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore,
-    IntakeStore, LockPolicy, LockSlider, SessionReader, SessionStore, SlideOutcome,
-    StartIntakeOutcome, StoreError,
+    IntakeStore, LockSlider, SessionReader, SessionStore, SlideOutcome, StartIntakeOutcome,
+    StoreError,
 };

@@ -246,9 +246,13 @@ async fn announce_end(channel: &dyn ChannelPush, session_id: &str, ended: &Sessi
     }
 }
 
-/// Who answers a session now, as the channel sees it.
-pub fn handled_by_agent(session: Option<&Session>, now: i64) -> bool {
-    session.is_some_and(|s| s.state == SessionState::HandedOver && s.is_live(now))
+/// Who answers a session now, as the channel and the operator see it.
+pub fn handled_by(session: Option<&Session>, now: i64) -> super::HandledBy {
+    if session.is_some_and(|s| s.state == SessionState::HandedOver && s.is_live(now)) {
+        super::HandledBy::Agent
+    } else {
+        super::HandledBy::Bot
+    }
 }
 
 /// The channel's view: the messages after `after`, in the order MSC sent them.

@@ -1,28 +1,19 @@
-//! The agent's side over HTTP: MSC's webhooks (`POST /v1/msc/messages`, `POST /v1/msc/events`), the
-//! channel's outbox (`GET /v1/sessions/{sessionId}/messages`) and the operator's release
-//! (`POST /v1/sessions/{sessionId}/release`).
+//! agent-events' routes: MSC's webhooks (`POST /v1/msc/messages`, `POST /v1/msc/events`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::handover::HandoverDeps;
-use super::request::{object, record_session, Body, SessionIdParam};
+use super::request::{object, record_session, Body};
 use super::ApiError;
-use crate::channel;
 use crate::domain::{
-    lenient_bool, lenient_string, text, AgentReply, EndReason, SessionId, AGENT_NAME_LIMIT_CHARS,
+    lenient_bool, lenient_string, text, AgentReply, SessionId, AGENT_NAME_LIMIT_CHARS,
     AGENT_TEXT_LIMIT_CHARS, SHORTENED_MARKER,
 };
-use crate::flow::agent::{
-    agent_reply, conversation_event, end_handover, handled_by_agent, messages_since, AgentDeps,
-    EventOutcome,
-};
-use crate::flow::IngestDeps;
+use crate::flow::agent::{agent_reply, conversation_event, AgentDeps, EventOutcome};
 
 const MAX_MESSAGE_ID_CHARS: usize = 256;
 /// MSC's GUIDs are 36 characters; anything much longer is not one (and could not be a DynamoDB key).
@@ -162,63 +153,4 @@ pub async fn msc_event(
     };
     tracing::info!(event = logged, status = %body["status"], "conversation event handled");
     Ok(Json(body))
-}
-
-pub async fn session_messages(
-    State(deps): State<Arc<IngestDeps>>,
-    SessionIdParam(session_id): SessionIdParam,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    record_session(&session_id);
-    let after = match query.ok().and_then(|Query(mut q)| q.remove("after")) {
-        None => 0,
-        Some(after) => cursor(&after)?,
-    };
-    let session = deps.store.get(&session_id).await.map_err(ApiError::Store)?;
-    let messages: Vec<Value> = messages_since(session.as_ref(), after)
-        .into_iter()
-        .map(|message| {
-            let mut shown = channel::body(&session_id, message);
-            if let Some(fields) = shown.as_object_mut() {
-                fields.remove("sessionId");
-            }
-            shown
-        })
-        .collect();
-    let handled_by = if handled_by_agent(session.as_ref(), deps.clock.now()) {
-        "agent"
-    } else {
-        "bot"
-    };
-    Ok(Json(json!({"messages": messages, "handledBy": handled_by})))
-}
-
-/// A whole number; one beyond every cursor there can be simply lists nothing.
-fn cursor(after: &str) -> Result<u64, ApiError> {
-    let digits = after.trim();
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::InvalidCursor);
-    }
-    Ok(digits.parse::<u64>().unwrap_or(u64::MAX))
-}
-
-pub async fn release(
-    State(deps): State<Arc<HandoverDeps>>,
-    SessionIdParam(session_id): SessionIdParam,
-) -> Result<Json<Value>, ApiError> {
-    record_session(&session_id);
-    let ended = end_handover(
-        deps.store.as_ref(),
-        deps.channel.as_ref(),
-        &session_id,
-        EndReason::OperatorReleased,
-    )
-    .await
-    .map_err(ApiError::Store)?;
-    match ended {
-        Some(_) => Ok(Json(
-            json!({"sessionId": session_id.as_str(), "status": "released"}),
-        )),
-        None => Err(ApiError::NotHandedOver),
-    }
 }

@@ -1,5 +1,7 @@
-//! The handover's two doors: `POST /v1/prechat/complete` (CAIC's end-slot webhook) and
-//! `POST /v1/sessions/{sessionId}/handover` (operators and retry tools). Both run `flow::hand_over`.
+//! The handover's two doors, `POST /v1/prechat/complete` (CAIC's end-slot webhook, prechat-complete)
+//! and `POST /v1/sessions/{sessionId}/handover` (operators and retry tools), both running
+//! `flow::hand_over`; and operator-handover's other routes: the operator view
+//! (`GET /v1/sessions/{sessionId}`) and the release (`POST /v1/sessions/{sessionId}/release`).
 
 use std::sync::Arc;
 
@@ -13,7 +15,8 @@ use super::ApiError;
 use crate::channel::ChannelPush;
 use crate::clock::rfc3339;
 use crate::clock::Clock;
-use crate::domain::{IntakeAnswer, SessionId};
+use crate::domain::{EndReason, IntakeAnswer, SessionId};
+use crate::flow::agent::end_handover;
 use crate::flow::{hand_over, HandoverOutcome};
 use crate::msc::MscMessages;
 use crate::store::SessionStore;
@@ -117,10 +120,7 @@ pub async fn session_view(
     let Some(session) = deps.store.get(&session_id).await.map_err(ApiError::Store)? else {
         return Err(ApiError::NoSession);
     };
-    let handled_by = match session.state {
-        crate::domain::SessionState::HandedOver if session.is_live(now) => "agent",
-        _ => "bot",
-    };
+    let handled_by = crate::flow::agent::handled_by(Some(&session), now).as_str();
     let agent = &session.agent;
     let history: Vec<Value> = session
         .history
@@ -185,5 +185,26 @@ pub async fn operator_handover(
         HandoverOutcome::InProgress => Err(ApiError::HandoverInProgress),
         HandoverOutcome::NoIntake => Err(ApiError::NoIntake),
         HandoverOutcome::Refused(refusal) => Err(ApiError::Msc(refusal)),
+    }
+}
+
+pub async fn release(
+    State(deps): State<Arc<HandoverDeps>>,
+    SessionIdParam(session_id): SessionIdParam,
+) -> Result<Json<Value>, ApiError> {
+    record_session(&session_id);
+    let ended = end_handover(
+        deps.store.as_ref(),
+        deps.channel.as_ref(),
+        &session_id,
+        EndReason::OperatorReleased,
+    )
+    .await
+    .map_err(ApiError::Store)?;
+    match ended {
+        Some(_) => Ok(Json(
+            json!({"sessionId": session_id.as_str(), "status": "released"}),
+        )),
+        None => Err(ApiError::NotHandedOver),
     }
 }

@@ -1,17 +1,21 @@
-//! `POST /v1/messages`: one end-user turn.
+//! answer-ingest's routes: `POST /v1/messages` (one end-user turn) and the channel's outbox
+//! (`GET /v1/sessions/{sessionId}/messages`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::request::{object, objects_or_null, record_session, Body};
+use super::request::{object, objects_or_null, record_session, Body, SessionIdParam};
 use super::ApiError;
+use crate::channel;
 use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn};
+use crate::flow::agent::{handled_by, messages_since};
 use crate::flow::{ingest, IncomingMessage, IngestDeps};
 use crate::store::IdempotencyBegin;
 
@@ -258,4 +262,40 @@ pub(crate) fn referrer(field: &str, raw: Option<String>) -> Result<Option<String
 /// A trimmed value, or none when it is blank.
 pub(crate) fn non_blank(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+pub async fn session_messages(
+    State(deps): State<Arc<IngestDeps>>,
+    SessionIdParam(session_id): SessionIdParam,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    record_session(&session_id);
+    let after = match query.ok().and_then(|Query(mut q)| q.remove("after")) {
+        None => 0,
+        Some(after) => cursor(&after)?,
+    };
+    let session = deps.store.get(&session_id).await.map_err(ApiError::Store)?;
+    let messages: Vec<Value> = messages_since(session.as_ref(), after)
+        .into_iter()
+        .map(|message| {
+            let mut shown = channel::body(&session_id, message);
+            if let Some(fields) = shown.as_object_mut() {
+                fields.remove("sessionId");
+            }
+            shown
+        })
+        .collect();
+    let who = handled_by(session.as_ref(), deps.clock.now());
+    Ok(Json(
+        json!({"messages": messages, "handledBy": who.as_str()}),
+    ))
+}
+
+/// A whole number; one beyond every cursor there can be simply lists nothing.
+fn cursor(after: &str) -> Result<u64, ApiError> {
+    let digits = after.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::InvalidCursor);
+    }
+    Ok(digits.parse::<u64>().unwrap_or(u64::MAX))
 }

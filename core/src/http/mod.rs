@@ -91,7 +91,7 @@ pub fn answer_ingest(deps: IngestDeps, channel_key: CallerKey) -> Router {
         )
         .route(
             "/v1/sessions/{sessionId}/messages",
-            get(agent::session_messages).route_layer(channel_only),
+            get(messages::session_messages).route_layer(channel_only),
         )
         .with_state(Arc::new(deps))
         .layer(from_fn_with_state(
@@ -146,7 +146,7 @@ pub fn operator_handover(deps: Arc<HandoverDeps>, operator_key: CallerKey) -> Ro
         )
         .route(
             "/v1/sessions/{sessionId}/release",
-            post(agent::release).route_layer(operator_only.clone()),
+            post(handover::release).route_layer(operator_only.clone()),
         )
         .route(
             "/v1/sessions/{sessionId}",

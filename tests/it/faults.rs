@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use handover_core::{
-    AgentStatus, ClaimOutcome, Guarded, IntakeStart, SessionState, StartIntakeOutcome,
+    AgentStatus, ClaimOutcome, EndReason, Guarded, IntakeStart, SessionState, StartIntakeOutcome,
 };
 use handover_tests::faulty::{faulty_base_url, Behaviour, Fault, FaultyPeer, ALL_FAULTS};
 use handover_tests::world::{caic_reply, query_of, World};
@@ -355,6 +355,111 @@ async fn a_lock_that_could_not_be_written_after_msc_accepted_is_finished_not_dro
             .iter()
             .all(|r| { query_of(r, "q").as_deref() != Some("still there?") }));
     }
+}
+
+/// MSC accepted the handover, the lock was never written, and the end user wrote behind the claim
+/// ("hello?", queued).
+async fn lock_left_unwritten_with_a_queued_message() -> World {
+    let (harness, counter) = handover_tests::counted_dynamodb_harness().await;
+    let world = World::on(harness).await;
+    prechat_session(&world).await;
+    world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+    counter.fail_next("UpdateItem", "handed_over", 9);
+    let (_, body) = world
+        .end_slot(SID, json!([{"name": "name", "value": "Jane"}]))
+        .await;
+    assert_eq!(body, json!({"success": false}), "the lock was not written");
+    let (_, queued) = message(&world, "hello?").await;
+    assert_eq!(queued["queued"], true);
+    world
+}
+
+async fn agent_says(world: &World, text: &str) -> Value {
+    let (status, reply) = world
+        .msc_posts_message(json!({"ConversationExternalIdentifier": SID,
+                                  "MessageExternalIdentifier": format!("agent-{text}"),
+                                  "ConversationGuid": "guid-unwritten",
+                                  "Content": text}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply
+}
+
+/// The agent answers before the end user writes again, within the claim's lease or after it: the
+/// reply proves MSC has the conversation, so it finishes the lock and is delivered, never acknowledged
+/// and dropped. What waited behind the claim reaches MSC before the end user's next message.
+#[tokio::test]
+async fn an_agent_reply_finishes_a_lock_left_unwritten_within_the_lease_or_after_it() {
+    for after_lease in [false, true] {
+        let world = lock_left_unwritten_with_a_queued_message().await;
+        if after_lease {
+            world.clock.advance(31);
+        }
+        let reply = agent_says(&world, "Hi, I am Sam.").await;
+        assert_eq!(
+            reply["status"], "delivered",
+            "after the lease: {after_lease}"
+        );
+        let session = world.store.get(SID).await.unwrap().expect("session");
+        assert_eq!(session.state, SessionState::HandedOver);
+        let texts: Vec<&str> = session
+            .agent
+            .outbox
+            .iter()
+            .map(|m| m.text.as_str())
+            .collect();
+        assert_eq!(texts, ["Hi, I am Sam."]);
+        let (_, relayed) = message(&world, "thanks").await;
+        assert_eq!(relayed["handledBy"], "agent", "{relayed}");
+        let sent = world.msc_messages().await;
+        let contents: Vec<&str> = sent[1..]
+            .iter()
+            .map(|m| m["Content"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            contents,
+            ["hello?", "thanks"],
+            "after the lease: {after_lease}"
+        );
+    }
+}
+
+/// The same, but the handover ends before the end user writes again: what waited never reached the
+/// agent, so the bot answers it with the next turn, led by why the handover ended.
+#[tokio::test]
+async fn a_queue_left_when_the_handover_ends_first_is_answered_by_the_bot() {
+    let world = lock_left_unwritten_with_a_queued_message().await;
+    agent_says(&world, "Hi, I am Sam.").await;
+    let (status, _) = world.operator_release(SID).await;
+    assert_eq!(status, StatusCode::OK);
+    world
+        .caic_answers(
+            "hello?\nanyone?",
+            caic_reply(SID, "How can I help?", json!({})),
+        )
+        .await;
+    let (status, answered) = message(&world, "anyone?").await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    assert_eq!(
+        (answered["handledBy"].clone(), answered["answers"].clone()),
+        (
+            json!("bot"),
+            json!([EndReason::OperatorReleased.text(), "How can I help?"])
+        )
+    );
+    assert_eq!(
+        world.msc_messages().await.len(),
+        1,
+        "only the handover reached MSC"
+    );
+    assert!(world
+        .store
+        .get(SID)
+        .await
+        .unwrap()
+        .unwrap()
+        .queued
+        .is_empty());
 }
 
 /// The SDK retries a claim, and then a completion, whose response was lost: each retry finds the

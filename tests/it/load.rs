@@ -7,7 +7,8 @@
 //! in the outbox once and in order.
 //!
 //! `HANDOVER_LOAD_SESSIONS` sets the number of conversations (default 200; `scripts/test --full` runs 1000),
-//! at most 200 at once.
+//! at most 200 at once. `HANDOVER_LOAD_LOG=<file>` writes the runner's logs there as JSON lines (each
+//! with its session id), to follow a conversation that failed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +19,7 @@ use futures::stream::{self, StreamExt};
 use handover_core::config::Env;
 use handover_core::store::dynamodb::{ensure_table, DynamoDbStore};
 use handover_core::{EndReason, SessionState, SessionStore, SystemClock};
-use handover_local::{start_with, LOCAL_CHANNEL_KEY, LOCAL_MSC_WEBHOOK_SECRET};
+use handover_local::{start_with, LOCAL_CHANNEL_KEY, LOCAL_MSC_WEBHOOK_SECRET, LOCAL_OPERATOR_KEY};
 use serde_json::{json, Value};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -28,7 +29,10 @@ const AGENT_REPLIES: [&str; 3] = ["Hello, I am Sam.", "Let me look.", "Done, any
 
 struct Outcome {
     session_id: String,
-    handled_by_agent: bool,
+    /// The session was handed over once the relays had been answered: MSC has the conversation, so
+    /// its agent answers.
+    handed_over: bool,
+    /// Who answered each relay: `bot`, `agent`, or `agent (queued)` behind a handover being made.
     relay_replies: Vec<String>,
     /// What the channel's poll showed after the agent closed: `(from, text)`.
     shown: Vec<(String, String)>,
@@ -57,6 +61,22 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(200);
+    if let Ok(path) = std::env::var("HANDOVER_LOAD_LOG") {
+        let file = std::sync::Arc::new(std::fs::File::create(path).unwrap());
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        let _ = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .with_writer(move || file.clone())
+                    .with_filter(handover_core::telemetry::filter("info")),
+            )
+            .try_init();
+    }
     // moto handles one request at a time (scripts/moto_dynamodb.py), so a burst of conversations queues
     // DynamoDB calls for seconds: far beyond the 1 s attempt limit meant for DynamoDB itself, which
     // would turn moto's queue into write timeouts. The fault tests cover those; here the limits are wide.
@@ -163,7 +183,16 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
             (Some(SessionState::Ended), Some(EndReason::AgentClosed)) => {
                 handed_over += 1;
                 assert_eq!(handovers, 1, "{}: one MSC conversation", outcome.session_id);
-                assert!(outcome.handled_by_agent);
+                assert!(outcome.handed_over, "{}", outcome.session_id);
+                assert!(
+                    outcome
+                        .relay_replies
+                        .iter()
+                        .all(|by| by.starts_with("agent")),
+                    "{}: {:?}",
+                    outcome.session_id,
+                    outcome.relay_replies
+                );
                 assert_eq!(
                     relayed, RELAYS,
                     "{}: every relay once, in order",
@@ -198,9 +227,14 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
                 );
                 assert!(relayed.is_empty(), "{}", outcome.session_id);
                 assert!(
-                    outcome.relay_replies.iter().all(|by| by == "bot"),
-                    "{}",
-                    outcome.session_id
+                    // A message queued behind a handover that then failed waits for the bot.
+                    outcome
+                        .relay_replies
+                        .iter()
+                        .all(|by| by == "bot" || by == "agent (queued)"),
+                    "{}: {:?}",
+                    outcome.session_id,
+                    outcome.relay_replies
                 );
             }
             (state, reason) => {
@@ -278,11 +312,25 @@ async fn converse(
     let mut relay_replies = Vec::new();
     for (n, text) in RELAYS.iter().enumerate() {
         let reply = say(Some(&session_id), text, Some(format!("{session_id}-{n}"))).await;
-        relay_replies.push(reply["handledBy"].as_str().unwrap().to_owned());
+        let by = reply["handledBy"].as_str().unwrap().to_owned();
+        relay_replies.push(if reply["queued"] == true {
+            format!("{by} (queued)")
+        } else {
+            by
+        });
     }
-    let handled_by_agent = relay_replies.iter().all(|by| by == "agent");
+    let view: Value = http
+        .get(format!("{base}/v1/sessions/{session_id}"))
+        .bearer_auth(LOCAL_OPERATOR_KEY)
+        .send()
+        .await
+        .expect("runner answers")
+        .json()
+        .await
+        .expect("JSON");
+    let handed_over = view["state"] == "handed_over";
     let mut shown = Vec::new();
-    if handled_by_agent {
+    if handed_over {
         agent_replies_and_close(http, base, &session_id).await;
         let outbox: Value = http
             .get(format!("{base}/v1/sessions/{session_id}/messages"))
@@ -302,7 +350,7 @@ async fn converse(
     }
     let afterwards = say(Some(&session_id), "back to the bot?", None).await;
     Outcome {
-        handled_by_agent,
+        handed_over,
         session_id,
         relay_replies,
         shown,

@@ -555,7 +555,18 @@ pub async fn agent_replies_are_kept_once_in_order_and_slide_the_lock(h: Harness)
         "[{}] nothing to amend yet",
         h.adapter
     );
-    handed_over(&h).await;
+    started(&h).await;
+    let claim = claimed(&h).await;
+    h.clock.set(claim.expires_at);
+    assert_eq!(
+        h.store.amend_handover(SID, &agent_reply("m-1")).await.ok(),
+        Some(Amended::NotHandedOver(Some(claim.clone()))),
+        "[{}] a claim, its lease run out, comes back as found: a reply may finish its lock",
+        h.adapter
+    );
+    let Ok(Guarded::Applied(_)) = h.store.complete(SID, &claim.token).await else {
+        panic!("[{}] complete", h.adapter)
+    };
     h.clock.advance(60);
     let first = match h.store.amend_handover(SID, &agent_reply("m-1")).await {
         Ok(Amended::Applied(session)) => session,

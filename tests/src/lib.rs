@@ -156,7 +156,9 @@ pub fn dynamodb_client() -> Client {
     client_at(&dynamodb_endpoint())
 }
 
-/// A client with its own attempt and operation timeouts.
+/// A client with its own attempt and operation timeouts, and no stalled-stream protection: that
+/// protection fails a request whose answer has not begun within seconds, which is DynamoDB failing but
+/// only moto's queue (one request at a time) under a load test.
 pub fn client_with_timeouts(
     endpoint: &str,
     attempt: std::time::Duration,
@@ -171,6 +173,9 @@ pub fn client_with_timeouts(
         .config()
         .to_builder()
         .timeout_config(timeouts)
+        .stalled_stream_protection(
+            aws_sdk_dynamodb::config::StalledStreamProtectionConfig::disabled(),
+        )
         .build();
     Client::from_conf(config)
 }

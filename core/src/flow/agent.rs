@@ -63,8 +63,9 @@ pub async fn agent_reply(
         if unfinished.state == SessionState::HandingOver {
             // An agent answering proves MSC accepted the handover: its holder crashed, or could not
             // write the lock, after MSC's 201. Finish the lock with the claim's own token (a holder
-            // still running recognises its token) rather than drop the reply; what waited behind
-            // the claim goes with the next end-user turn.
+            // still running recognises its token) rather than drop the reply, whether or not the
+            // claim's lease ran out meanwhile (a take-over would have changed the token); what waited
+            // behind the claim goes with the next end-user turn.
             tracing::warn!("agent reply for an unfinished claim; finishing the lock");
             // Refused is as good as applied when the lock is there now (a concurrent reply, the holder
             // itself, or this very write retried after a lost response): the amendment decides.
@@ -208,7 +209,9 @@ pub async fn conversation_event(
             EventOutcome::Ended
         }
         Amended::Applied(_) | Amended::Unchanged(_) => EventOutcome::AgentJoined,
-        Amended::NotHandedOver(Some(current)) if current.state == SessionState::HandedOver => {
+        Amended::NotHandedOver(Some(current))
+            if current.state == SessionState::HandedOver && current.is_live(deps.clock.now()) =>
+        {
             tracing::warn!("MSC's event names an earlier conversation of this session; ignored");
             EventOutcome::Ignored("the conversation is not this handover's")
         }

@@ -420,8 +420,8 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         }
     }
 
-    // What the end user wrote while a handover was being made that then failed: the bot answers it
-    // now, with this turn, after saying that no agent could take over.
+    // What the end user wrote while a handover was being made that then failed (or, rarer, that ended
+    // before a relay took the queue to MSC): the bot answers it now, with this turn, after saying why.
     let unanswered: Vec<&str> = session
         .as_ref()
         .filter(|s| s.state == SessionState::Ended)
@@ -445,7 +445,9 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
     let session_id = reply.session_id.clone();
     let mut answers = reply.answers.clone();
     if !unanswered.is_empty() {
-        answers.insert(0, EndReason::HandoverFailed.text().to_owned());
+        let ended_by = session.as_ref().and_then(|s| s.agent.end_reason);
+        let why = ended_by.unwrap_or(EndReason::HandoverFailed).text();
+        answers.insert(0, why.to_owned());
         if let Err(err) = deps.store.clear_queue(&session_id).await {
             tracing::warn!(error = %err, "could not clear the answered queue; it is answered again next turn");
         }

@@ -239,10 +239,7 @@ impl AgentStore for MemoryStore {
         let mut items = self.items();
         let current = match items.get_mut(session_id) {
             Some(session) if change.applies_to(session, now) => session,
-            other => {
-                let live = other.filter(|s| s.is_live(now)).map(|s| s.clone());
-                return Ok(Amended::NotHandedOver(live));
-            }
+            other => return Ok(Amended::NotHandedOver(other.cloned())),
         };
         match apply(current, change, now, self.policy.lock_expiry(now)) {
             Some(next) => {

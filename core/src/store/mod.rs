@@ -269,7 +269,8 @@ pub enum Amended {
     Applied(Session),
     /// Nothing to write (the agent's message is in the outbox already): the session as it is.
     Unchanged(Session),
-    /// No live `handed_over` session: nothing written. The session as found, if any.
+    /// No live `handed_over` session (for the end by inactivity, no lapsed one): nothing written. The
+    /// session as found, live or not, if there is one.
     NotHandedOver(Option<Session>),
 }
 

@@ -195,7 +195,7 @@ impl AgentStore for DynamoDbStore {
             let now = self.clock.now();
             let session = match found.take() {
                 Some(session) if change.applies_to(&session, now) => session,
-                other => return Ok(Amended::NotHandedOver(other.filter(|s| s.is_live(now)))),
+                other => return Ok(Amended::NotHandedOver(other)),
             };
             // A live lock, or for the end by inactivity a lapsed one; and only the version this
             // change was computed from.

@@ -111,7 +111,7 @@ fn pick(tokens: &[HolderToken], n: usize) -> HolderToken {
         .rev()
         .nth(n)
         .cloned()
-        .unwrap_or_else(|| HolderToken::from_stored("foreign-token".to_owned()))
+        .unwrap_or_else(HolderToken::generate)
 }
 
 const POLICY: LockPolicy = LockPolicy {

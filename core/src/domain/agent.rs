@@ -3,7 +3,8 @@
 //! inside one conditional write (see `store::AgentStore::amend_handover`).
 
 use std::fmt;
-use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 
 use super::{with_events, HistoryEvent, Session, SessionState};
 
@@ -26,7 +27,10 @@ pub const AGENT_NAME_LIMIT_CHARS: usize = 64;
 pub const DELIVERED_LIMIT: usize = 1_000;
 
 /// Who a message for the channel is from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Sender {
     Agent,
     /// The service itself: the handover ended.
@@ -34,28 +38,16 @@ pub enum Sender {
 }
 
 impl Sender {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Sender::Agent => "agent",
-            Sender::System => "system",
-        }
-    }
-}
-
-impl FromStr for Sender {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "agent" => Ok(Sender::Agent),
-            "system" => Ok(Sender::System),
-            other => Err(format!("unknown sender {other:?}")),
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
 /// Why a handover ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// 24 hours without activity: the lock expired.
     Inactivity,
@@ -68,13 +60,8 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Inactivity => "inactivity",
-            EndReason::AgentClosed => "agent_closed",
-            EndReason::OperatorReleased => "operator_released",
-            EndReason::HandoverFailed => "handover_failed",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     /// What the channel shows the end user.
@@ -88,35 +75,22 @@ impl EndReason {
     }
 }
 
-impl FromStr for EndReason {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        [
-            EndReason::Inactivity,
-            EndReason::AgentClosed,
-            EndReason::OperatorReleased,
-            EndReason::HandoverFailed,
-        ]
-        .into_iter()
-        .find(|reason| reason.as_str() == s)
-        .ok_or_else(|| format!("unknown end reason {s:?}"))
-    }
-}
-
 /// One message for the channel. Texts are personal data: `Debug` leaves them out.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxMessage {
     /// Arrival order in this session, from 1: what `?after=` counts.
     pub cursor: u64,
     /// MSC's `MessageExternalIdentifier` for an agent reply; `<sessionId>-ended-<cursor>` for the end.
     pub id: String,
     pub from: Sender,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
     pub text: String,
     /// Epoch seconds: MSC's `SentDateTime`, or when the handover ended.
+    #[serde(default)]
     pub sent_at: i64,
     /// Set on the system message that ends a handover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<EndReason>,
 }
 
@@ -139,28 +113,71 @@ impl fmt::Debug for OutboxMessage {
 }
 
 /// What a handed-over session knows of the agent's side.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Stored on the session item, each field left out while it is empty, so sessions that never reach an
+/// agent stay as small as before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSide {
     /// MSC's `ConversationGuid`, from the first agent reply once it is linked to this session:
     /// relayed messages carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msc_conversation: Option<String>,
     /// Epoch seconds when the link of `msc_conversation` to this session was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msc_linked_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
     /// Epoch seconds when the agent took the conversation (`ConversationStarted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_joined_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<OutboxMessage>,
     /// The last cursor handed out.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub last_cursor: u64,
     /// Why the handover ended (state `ended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,
     /// Bumped by every amendment: the condition that makes concurrent amendments take turns.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub version: u64,
     /// Agent replies delivered.
+    #[serde(rename = "agent_replies", default, skip_serializing_if = "is_zero")]
     pub replies: u64,
     /// [`reply_digest`]s of the newest [`DELIVERED_LIMIT`] replies delivered, oldest first: "once per
     /// `MessageExternalIdentifier`" beyond the outbox's window.
+    #[serde(
+        rename = "delivered_replies",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[serde(with = "digests")]
     pub delivered: Vec<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The delivered replies' digests, stored as one binary value of 8 bytes each (a list of numbers
+/// would take three times the room on an item that is read and written with every reply).
+mod digests {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(digests: &[u64], serializer: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = digests.iter().flat_map(|d| d.to_be_bytes()).collect();
+        serializer.serialize_bytes(&bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        if bytes.len() % 8 != 0 {
+            return Err(D::Error::custom("not a list of 8-byte digests"));
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|chunk| u64::from_be_bytes(chunk.try_into().unwrap_or_default()))
+            .collect())
+    }
 }
 
 /// An agent's reply, as MSC posted it.

@@ -13,8 +13,8 @@ pub use agent::{
 };
 
 use std::fmt;
-use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A conversation's id: the CAIC session id, also the key of its stored state. 1-128 characters of
@@ -89,17 +89,13 @@ impl IdempotencyKey {
 /// Who holds a session: written by every start of intake and every claim, and required by the
 /// transitions that follow (abandon, complete, release), so a holder that lost its lease cannot
 /// complete or release someone else's work. Random, never shown to callers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct HolderToken(String);
 
 impl HolderToken {
     pub fn generate() -> Self {
         Self(uuid::Uuid::new_v4().simple().to_string())
-    }
-
-    /// A token as it was stored.
-    pub fn from_stored(token: String) -> Self {
-        Self(token)
     }
 
     pub fn as_str(&self) -> &str {
@@ -116,7 +112,12 @@ impl std::ops::Deref for HolderToken {
 }
 
 /// Where a conversation stands. "No session" (no item, or an expired one) means the bot answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// The `livechat` answer arrived; CAIC runs the intake dialog.
     Prechat,
@@ -130,53 +131,26 @@ pub enum SessionState {
 }
 
 impl SessionState {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Prechat => "prechat",
-            SessionState::HandingOver => "handing_over",
-            SessionState::HandedOver => "handed_over",
-            SessionState::Ended => "ended",
-        }
-    }
-}
-
-impl fmt::Display for SessionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown session state {0:?}")]
-pub struct UnknownState(pub String);
-
-impl FromStr for SessionState {
-    type Err = UnknownState;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "prechat" => Ok(SessionState::Prechat),
-            "handing_over" => Ok(SessionState::HandingOver),
-            "handed_over" => Ok(SessionState::HandedOver),
-            "ended" => Ok(SessionState::Ended),
-            other => Err(UnknownState(other.to_owned())),
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
 /// The CAIC context variable `agentStatus` set before the intake dialog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     Online,
     Offline,
 }
 
 impl AgentStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            AgentStatus::Online => "online",
-            AgentStatus::Offline => "offline",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub const fn from_available(available: bool) -> Self {
@@ -188,32 +162,10 @@ impl AgentStatus {
     }
 }
 
-impl fmt::Display for AgentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown agent status {0:?}")]
-pub struct UnknownAgentStatus(pub String);
-
-impl FromStr for AgentStatus {
-    type Err = UnknownAgentStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "online" => Ok(AgentStatus::Online),
-            "offline" => Ok(AgentStatus::Offline),
-            other => Err(UnknownAgentStatus(other.to_owned())),
-        }
-    }
-}
-
 /// An end user's message that arrived while the handover was being made: kept in order with the
 /// session, and posted to MSC right after the handover message (or, if the handover fails, answered by
 /// the bot). The text is personal data: `Debug` leaves it out.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedMessage {
     pub text: String,
     /// Epoch seconds of its arrival.
@@ -229,36 +181,24 @@ impl fmt::Debug for QueuedMessage {
 }
 
 /// Who said something before the handover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Speaker {
     User,
     Bot,
 }
 
 impl Speaker {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Speaker::User => "user",
-            Speaker::Bot => "bot",
-        }
-    }
-}
-
-impl FromStr for Speaker {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "user" => Ok(Speaker::User),
-            "bot" => Ok(Speaker::Bot),
-            other => Err(format!("unknown speaker {other:?}")),
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
 /// One turn of the conversation with the bot, for the agent to read. Personal data: `Debug` leaves the
 /// text out.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Turn {
     pub from: Speaker,
     pub text: String,
@@ -291,11 +231,12 @@ pub fn relation_name(intake: &[IntakeAnswer]) -> Option<String> {
 
 /// One step of a handover, for the operator view: what happened and when. Never personal data: the
 /// detail is a status, a count, a reason or a time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEvent {
     /// Epoch seconds.
     pub at: i64,
     pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -325,7 +266,7 @@ pub const QUEUE_LIMIT_BYTES: usize = 16 * 1024;
 
 /// One answered intake question. Values are personal data (names, e-mail addresses), so `Debug`
 /// shows the slot name only: a stray `?answer` in a log line must not leak them.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IntakeAnswer {
     pub name: String,
     pub value: String,
@@ -340,9 +281,11 @@ impl fmt::Debug for IntakeAnswer {
     }
 }
 
-/// What the flow knows about one conversation, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the flow knows about one conversation, as stored: one item in DynamoDB, whose attribute names
+/// are these fields' names; what is empty is left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    #[serde(rename = "pk")]
     pub session_id: String,
     pub state: SessionState,
     /// Changes on every start of intake and every claim; the transitions after those are guarded by it.
@@ -350,13 +293,19 @@ pub struct Session {
     /// Set when the intake starts and kept by every claim of it: the handover message's id derives from
     /// it, so retries and take-overs of one handover post the same `MessageExternalIdentifier`.
     pub intake_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skill: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webstore: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     pub agent_status: AgentStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub culture: Option<String>,
     /// Present only while `handing_over`: removed when the handover completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intake: Vec<IntakeAnswer>,
     /// Epoch seconds. Prechat window, claim lease or session lock, depending on the state.
     pub expires_at: i64,
@@ -365,16 +314,21 @@ pub struct Session {
     /// Epoch seconds of the `livechat` answer that started this handover's intake.
     pub started_at: i64,
     /// The agent's side, once handed over: MSC's conversation, the agent, the channel's outbox.
+    #[serde(flatten)]
     pub agent: AgentSide,
     /// Messages that arrived while `handing_over`, in arrival order; emptied once posted to MSC (or
     /// answered by the bot after a failed handover).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queued: Vec<QueuedMessage>,
     /// The conversation with the bot before the handover, for the handover message: kept from the
     /// `livechat` answer until the handover completes, like the intake answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transcript: Vec<Turn>,
     /// The end user's name from the intake, set by the claim: every message to MSC carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation_name: Option<String>,
     /// What happened, oldest first (see [`HistoryEvent`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEvent>,
 }
 

@@ -21,7 +21,8 @@ pub struct AgentDeps {
 }
 
 /// What became of an agent's reply. Every outcome is acknowledged to MSC, so it stops retrying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ReplyOutcome {
     /// Into the outbox, and pushed to the channel when it has a webhook.
     Delivered,
@@ -34,13 +35,8 @@ pub enum ReplyOutcome {
 }
 
 impl ReplyOutcome {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ReplyOutcome::Delivered => "delivered",
-            ReplyOutcome::Duplicate => "duplicate",
-            ReplyOutcome::PrivateNote => "private_note",
-            ReplyOutcome::NotHandedOver => "not_handed_over",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 

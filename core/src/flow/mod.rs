@@ -302,23 +302,39 @@ pub fn handover_message(claim: &Session, now: i64) -> OutgoingMessage {
         content.push_str("\n\n");
         content.push_str(&text::labelled("Page", page));
     }
-    let relation_name = relation_of(claim);
+    // Same intake → same id, whichever claim posts it: MSC can drop a duplicate of this handover
+    // (a retry after a timeout whose post did arrive, a take-over after a crash).
+    let id = format!("{}-handover-{}", claim.session_id, claim.intake_id);
     OutgoingMessage {
-        conversation_id: claim.session_id.clone(),
-        // Same intake → same id, whichever claim posts it: MSC can drop a duplicate of this handover
-        // (a retry after a timeout whose post did arrive, a take-over after a crash).
-        message_id: format!("{}-handover-{}", claim.session_id, claim.intake_id),
-        relation_name,
-        content,
-        referrer: presence_referrer(claim.webstore.as_deref(), claim.end_user_url.as_deref())
-            .map(str::to_owned),
-        routing_skill: claim.skill.clone(),
         subject: Some(match &claim.skill {
             Some(skill) => format!("Chatbot handover: {skill}"),
             None => "Chatbot handover".to_owned(),
         }),
+        // A new MSC conversation: not threaded into an earlier handover's.
         conversation_guid: None,
-        sent_at: now,
+        ..for_msc(claim, id, relation_of(claim), content, now)
+    }
+}
+
+/// A message of this session's conversation for MSC, routed and threaded as the session is.
+fn for_msc(
+    session: &Session,
+    message_id: String,
+    relation_name: String,
+    content: String,
+    sent_at: i64,
+) -> OutgoingMessage {
+    OutgoingMessage {
+        conversation_id: session.session_id.clone(),
+        message_id,
+        relation_name,
+        content,
+        referrer: presence_referrer(session.webstore.as_deref(), session.end_user_url.as_deref())
+            .map(str::to_owned),
+        routing_skill: session.skill.clone(),
+        subject: None,
+        conversation_guid: session.agent.msc_conversation.clone(),
+        sent_at,
     }
 }
 
@@ -336,18 +352,16 @@ pub struct IncomingMessage {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum HandledBy {
     Bot,
     Agent,
 }
 
 impl HandledBy {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            HandledBy::Bot => "bot",
-            HandledBy::Agent => "agent",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -671,21 +685,11 @@ async fn relay_to_agent(
     message: &IncomingMessage,
 ) -> Result<IngestReply, FlowError> {
     let now = deps.clock.now();
-    let outgoing = OutgoingMessage {
-        conversation_id: session.session_id.clone(),
-        message_id: match &message.idempotency_key {
-            Some(key) => format!("{}-message-{}", session.session_id, key.as_str()),
-            None => uuid::Uuid::new_v4().to_string(),
-        },
-        relation_name: relation_of(session),
-        content: message.text.clone(),
-        referrer: presence_referrer(session.webstore.as_deref(), session.end_user_url.as_deref())
-            .map(str::to_owned),
-        routing_skill: session.skill.clone(),
-        subject: None,
-        conversation_guid: session.agent.msc_conversation.clone(),
-        sent_at: now,
+    let id = match &message.idempotency_key {
+        Some(key) => format!("{}-message-{}", session.session_id, key.as_str()),
+        None => uuid::Uuid::new_v4().to_string(),
     };
+    let outgoing = for_msc(session, id, relation_of(session), message.text.clone(), now);
     if !session.queued.is_empty() {
         // Left over from the handover (a post failed then): they go first, under the same ids.
         flush_queue(
@@ -723,27 +727,20 @@ async fn flush_queue<S: HandoverStore + ?Sized>(
     relation_name: &str,
 ) -> Result<(), MscError> {
     for (index, waiting) in session.queued.iter().enumerate() {
-        let message = OutgoingMessage {
-            conversation_id: session.session_id.clone(),
-            message_id: format!(
-                "{}-queued-{}-{}",
-                session.session_id,
-                session.intake_id,
-                index + 1
-            ),
-            relation_name: relation_name.to_owned(),
-            content: waiting.text.clone(),
-            referrer: presence_referrer(
-                session.webstore.as_deref(),
-                session.end_user_url.as_deref(),
-            )
-            .map(str::to_owned),
-            routing_skill: session.skill.clone(),
-            subject: None,
-            conversation_guid: session.agent.msc_conversation.clone(),
-            // When the end user wrote it, not when it could be posted: the agent reads them in order.
-            sent_at: waiting.at,
-        };
+        let id = format!(
+            "{}-queued-{}-{}",
+            session.session_id,
+            session.intake_id,
+            index + 1
+        );
+        // Dated when the end user wrote it, not when it could be posted: the agent reads them in order.
+        let message = for_msc(
+            session,
+            id,
+            relation_name.to_owned(),
+            waiting.text.clone(),
+            waiting.at,
+        );
         if let Err(err) = msc.post(&message).await {
             tracing::warn!(error = %ErrorChain(&err), "a queued message did not reach MSC; it stays queued");
             return Err(err);

@@ -30,39 +30,26 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::domain::{
-    relation_name, AgentStatus, EndReason, HistoryEvent, HolderToken, IntakeAnswer, IntakeStart,
-    QueuedMessage, Session, SessionState, Turn,
+    relation_name, EndReason, HolderToken, IntakeAnswer, IntakeStart, QueuedMessage, Session,
+    SessionState,
 };
 
 type Item = HashMap<String, AttributeValue>;
 
+/// The attributes conditions and updates name: the domain's field names, as serde writes them.
 mod attr {
     pub const PK: &str = "pk";
     pub const STATE: &str = "state";
     pub const TOKEN: &str = "token";
-    pub const INTAKE_ID: &str = "intake_id";
-    pub const SKILL: &str = "skill";
-    pub const WEBSTORE: &str = "webstore";
-    pub const CHANNEL: &str = "channel";
-    pub const AGENT_STATUS: &str = "agent_status";
-    pub const END_USER_URL: &str = "end_user_url";
-    pub const CULTURE: &str = "culture";
     pub const INTAKE: &str = "intake";
     pub const EXPIRES_AT: &str = "expires_at";
     pub const UPDATED_AT: &str = "updated_at";
-    pub const STARTED_AT: &str = "started_at";
     pub const FINGERPRINT: &str = "fingerprint";
     pub const REPLY: &str = "reply";
-    pub const SLOT_NAME: &str = "name";
-    pub const SLOT_VALUE: &str = "value";
     pub const TRANSCRIPT: &str = "transcript";
-    pub const TURN_FROM: &str = "from";
-    pub const TURN_TEXT: &str = "text";
     pub const RELATION_NAME: &str = "relation_name";
     pub const HISTORY: &str = "history";
-    pub const EVENT_AT: &str = "at";
-    pub const EVENT: &str = "event";
-    pub const EVENT_DETAIL: &str = "detail";
+    pub const END_REASON: &str = "end_reason";
 }
 
 pub struct DynamoDbStore {
@@ -167,238 +154,37 @@ impl DynamoDbStore {
             other => Ok(other),
         }
     }
-}
 
-fn session_to_item(session: &Session) -> Item {
-    let mut item = Item::new();
-    item.insert(attr::PK.into(), s(&session.session_id));
-    item.insert(attr::STATE.into(), s(session.state.as_str()));
-    item.insert(attr::TOKEN.into(), s(&session.token));
-    item.insert(attr::INTAKE_ID.into(), s(&session.intake_id));
-    item.insert(attr::AGENT_STATUS.into(), s(session.agent_status.as_str()));
-    item.insert(attr::EXPIRES_AT.into(), n(session.expires_at));
-    item.insert(attr::UPDATED_AT.into(), n(session.updated_at));
-    item.insert(attr::STARTED_AT.into(), n(session.started_at));
-    let optional = [
-        (attr::SKILL, &session.skill),
-        (attr::WEBSTORE, &session.webstore),
-        (attr::CHANNEL, &session.channel),
-        (attr::END_USER_URL, &session.end_user_url),
-        (attr::CULTURE, &session.culture),
-    ];
-    for (name, value) in optional {
-        if let Some(value) = value {
-            item.insert(name.into(), s(value));
+    /// The session a refused write found in its way (`None` when there was none), or the failure
+    /// that was not a refusal.
+    async fn refused_by(
+        &self,
+        session_id: &str,
+        failure: WriteFailure,
+    ) -> Result<Option<Session>, StoreError> {
+        match self.with_item(Self::key(session_id), failure).await? {
+            WriteFailure::ConditionFailed(old) => optional_session(old.as_ref()),
+            WriteFailure::Other(err) => Err(err),
         }
     }
-    if !session.intake.is_empty() {
-        item.insert(attr::INTAKE.into(), intake_to_attr(&session.intake));
-    }
-    if !session.queued.is_empty() {
-        item.insert(queue::QUEUED.into(), queue::to_attr(&session.queued));
-    }
-    if !session.transcript.is_empty() {
-        item.insert(
-            attr::TRANSCRIPT.into(),
-            transcript_to_attr(&session.transcript),
-        );
-    }
-    if let Some(name) = &session.relation_name {
-        item.insert(attr::RELATION_NAME.into(), s(name));
-    }
-    if !session.history.is_empty() {
-        item.insert(attr::HISTORY.into(), history_to_attr(&session.history));
-    }
-    for (name, value) in agent::attributes(&session.agent) {
-        item.insert(name.into(), value);
-    }
-    item
 }
 
-fn intake_to_attr(intake: &[IntakeAnswer]) -> AttributeValue {
-    AttributeValue::L(
-        intake
-            .iter()
-            .map(|answer| {
-                AttributeValue::M(HashMap::from([
-                    (attr::SLOT_NAME.to_owned(), s(&answer.name)),
-                    (attr::SLOT_VALUE.to_owned(), s(&answer.value)),
-                ]))
-            })
-            .collect(),
-    )
+/// The stored form of a domain value (a session, its parts): serde with the domain's field names.
+fn value<T: serde::Serialize + ?Sized>(of: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(of).map_err(|err| StoreError::Unavailable(err.to_string()))
 }
 
-fn transcript_to_attr(transcript: &[Turn]) -> AttributeValue {
-    AttributeValue::L(
-        transcript
-            .iter()
-            .map(|turn| {
-                AttributeValue::M(HashMap::from([
-                    (attr::TURN_FROM.to_owned(), s(turn.from.as_str())),
-                    (attr::TURN_TEXT.to_owned(), s(&turn.text)),
-                ]))
-            })
-            .collect(),
-    )
-}
-
-fn history_to_attr(history: &[HistoryEvent]) -> AttributeValue {
-    AttributeValue::L(
-        history
-            .iter()
-            .map(|event| {
-                let mut entry = HashMap::from([
-                    (attr::EVENT_AT.to_owned(), n(event.at)),
-                    (attr::EVENT.to_owned(), s(&event.event)),
-                ]);
-                if let Some(detail) = &event.detail {
-                    entry.insert(attr::EVENT_DETAIL.to_owned(), s(detail));
-                }
-                AttributeValue::M(entry)
-            })
-            .collect(),
-    )
-}
-
-fn read_history(item: &Item) -> Result<Vec<HistoryEvent>, String> {
-    let Some(attribute) = item.get(attr::HISTORY) else {
-        return Ok(Vec::new());
-    };
-    let AttributeValue::L(events) = attribute else {
-        return Err("history is not a list".to_owned());
-    };
-    events
-        .iter()
-        .map(|event| {
-            let AttributeValue::M(map) = event else {
-                return Err("a history event is not a map".to_owned());
-            };
-            let (Some(AttributeValue::N(at)), Some(AttributeValue::S(name))) =
-                (map.get(attr::EVENT_AT), map.get(attr::EVENT))
-            else {
-                return Err("a history event lacks its time or name".to_owned());
-            };
-            Ok(HistoryEvent {
-                at: at
-                    .parse()
-                    .map_err(|_| "a history event's time is not a number")?,
-                event: name.clone(),
-                detail: match map.get(attr::EVENT_DETAIL) {
-                    Some(AttributeValue::S(detail)) => Some(detail.clone()),
-                    _ => None,
-                },
-            })
-        })
-        .collect()
-}
-
-fn read_transcript(item: &Item) -> Result<Vec<Turn>, String> {
-    let Some(attribute) = item.get(attr::TRANSCRIPT) else {
-        return Ok(Vec::new());
-    };
-    let AttributeValue::L(turns) = attribute else {
-        return Err("transcript is not a list".to_owned());
-    };
-    turns
-        .iter()
-        .map(|turn| {
-            let AttributeValue::M(map) = turn else {
-                return Err("a transcript turn is not a map".to_owned());
-            };
-            match (map.get(attr::TURN_FROM), map.get(attr::TURN_TEXT)) {
-                (Some(AttributeValue::S(from)), Some(AttributeValue::S(text))) => Ok(Turn {
-                    from: from.parse()?,
-                    text: text.clone(),
-                }),
-                _ => Err("a transcript turn lacks its speaker or text".to_owned()),
-            }
-        })
-        .collect()
+fn session_to_item(session: &Session) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(session).map_err(|err| StoreError::Unavailable(err.to_string()))
 }
 
 fn item_to_session(item: &Item) -> Result<Session, StoreError> {
-    let session_id = match item.get(attr::PK) {
-        Some(AttributeValue::S(id)) => id.clone(),
-        _ => {
-            return Err(StoreError::Corrupt {
-                session_id: String::new(),
-                reason: "no string partition key".into(),
-            })
-        }
-    };
-    let corrupt = |reason: String| StoreError::Corrupt {
-        session_id: session_id.clone(),
-        reason,
-    };
-    let string = |name: &str| -> Result<Option<String>, StoreError> {
-        match item.get(name) {
-            None => Ok(None),
-            Some(AttributeValue::S(value)) => Ok(Some(value.clone())),
-            Some(_) => Err(corrupt(format!("{name} is not a string"))),
-        }
-    };
-    let required = |name: &str| string(name)?.ok_or_else(|| corrupt(format!("{name} is missing")));
-    let number = |name: &str| -> Result<i64, StoreError> {
-        match item.get(name) {
-            Some(AttributeValue::N(value)) => value
-                .parse::<i64>()
-                .map_err(|_| corrupt(format!("{name} is not a whole number"))),
-            _ => Err(corrupt(format!("{name} is missing or not a number"))),
-        }
-    };
-    let state = required(attr::STATE)?
-        .parse::<SessionState>()
-        .map_err(|e| corrupt(e.to_string()))?;
-    let agent_status = required(attr::AGENT_STATUS)?
-        .parse::<AgentStatus>()
-        .map_err(|e| corrupt(e.to_string()))?;
-    let intake = match item.get(attr::INTAKE) {
-        None => Vec::new(),
-        Some(AttributeValue::L(slots)) => slots
-            .iter()
-            .map(|slot| {
-                let field = |map: &Item, name: &str| match map.get(name) {
-                    Some(AttributeValue::S(value)) => Some(value.clone()),
-                    _ => None,
-                };
-                match slot {
-                    AttributeValue::M(map) => {
-                        match (field(map, attr::SLOT_NAME), field(map, attr::SLOT_VALUE)) {
-                            (Some(name), Some(value)) => Ok(IntakeAnswer { name, value }),
-                            _ => Err(corrupt("an intake answer lacks its name or value".into())),
-                        }
-                    }
-                    _ => Err(corrupt("an intake answer is not a map".into())),
-                }
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(corrupt("intake is not a list".into())),
-    };
-    Ok(Session {
-        state,
-        token: HolderToken::from_stored(required(attr::TOKEN)?),
-        intake_id: required(attr::INTAKE_ID)?,
-        skill: string(attr::SKILL)?,
-        webstore: string(attr::WEBSTORE)?,
-        channel: string(attr::CHANNEL)?,
-        agent_status,
-        end_user_url: string(attr::END_USER_URL)?,
-        culture: string(attr::CULTURE)?,
-        intake,
-        expires_at: number(attr::EXPIRES_AT)?,
-        updated_at: number(attr::UPDATED_AT)?,
-        // Items written before it existed count from their last write.
-        started_at: match item.get(attr::STARTED_AT) {
-            Some(_) => number(attr::STARTED_AT)?,
-            None => number(attr::UPDATED_AT)?,
+    serde_dynamo::from_item(item.clone()).map_err(|err| StoreError::Corrupt {
+        session_id: match item.get(attr::PK) {
+            Some(AttributeValue::S(id)) => id.clone(),
+            _ => String::new(),
         },
-        agent: agent::read(item).map_err(corrupt)?,
-        queued: queue::read(item).map_err(corrupt)?,
-        transcript: read_transcript(item).map_err(corrupt)?,
-        relation_name: string(attr::RELATION_NAME)?,
-        history: read_history(item).map_err(corrupt)?,
-        session_id,
+        reason: err.to_string(),
     })
 }
 
@@ -406,6 +192,15 @@ fn optional_session(item: Option<&Item>) -> Result<Option<Session>, StoreError> 
     item.filter(|item| !item.is_empty())
         .map(item_to_session)
         .transpose()
+}
+
+/// The session a write returned (`ReturnValues=ALL_NEW`).
+fn written(item: Option<&Item>, session_id: &str) -> Result<Session, StoreError> {
+    optional_session(item)?.ok_or_else(|| {
+        StoreError::Unavailable(format!(
+            "a write to session {session_id:?} returned no attributes"
+        ))
+    })
 }
 
 #[async_trait]
@@ -441,7 +236,7 @@ impl IntakeStore for DynamoDbStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(session_to_item(&session)))
+            .set_item(Some(session_to_item(&session)?))
             // rules::may_start_intake
             .condition_expression(
                 "attribute_not_exists(#pk) OR #exp <= :now OR #st = :prechat OR #st = :ended",
@@ -457,18 +252,12 @@ impl IntakeStore for DynamoDbStore {
             .await;
         match result {
             Ok(_) => Ok(StartIntakeOutcome::Started(session)),
-            Err(err) => match self
-                .with_item(Self::key(&start.session_id), put_failure(err))
-                .await?
-            {
-                WriteFailure::ConditionFailed(old) => match optional_session(old.as_ref())? {
-                    Some(in_the_way) => Ok(StartIntakeOutcome::Busy(in_the_way)),
-                    None => Err(StoreError::Unavailable(format!(
-                        "start of intake for session {:?} was refused without an item in the way",
-                        start.session_id
-                    ))),
-                },
-                WriteFailure::Other(err) => Err(err),
+            Err(err) => match self.refused_by(&start.session_id, put_failure(err)).await? {
+                Some(in_the_way) => Ok(StartIntakeOutcome::Busy(in_the_way)),
+                None => Err(StoreError::Unavailable(format!(
+                    "start of intake for session {:?} was refused without an item in the way",
+                    start.session_id
+                ))),
             },
         }
     }
@@ -498,15 +287,10 @@ impl IntakeStore for DynamoDbStore {
             .await;
         match result {
             Ok(_) => Ok(Guarded::Applied(())),
-            Err(err) => match self
-                .with_item(Self::key(session_id), delete_failure(err))
-                .await?
-            {
-                WriteFailure::ConditionFailed(old) => {
-                    Ok(Guarded::refused(optional_session(old.as_ref())?, now))
-                }
-                WriteFailure::Other(err) => Err(err),
-            },
+            Err(err) => Ok(Guarded::refused(
+                self.refused_by(session_id, delete_failure(err)).await?,
+                now,
+            )),
         }
     }
 }
@@ -539,7 +323,7 @@ impl HandoverStore for DynamoDbStore {
             .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
             .expression_attribute_values(
                 ":events",
-                history_to_attr(&[claimed_event(intake, now)]),
+                value(&[claimed_event(intake, now)])?,
             );
         if relation.starts_with(',') {
             update = update.expression_attribute_values(":rel", relation_value);
@@ -559,29 +343,21 @@ impl HandoverStore for DynamoDbStore {
             .expression_attribute_values(":token", s(&token))
             .expression_attribute_values(":lease", n(self.policy.lease_expiry(now)))
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":intake", intake_to_attr(intake))
+            .expression_attribute_values(":intake", value(intake)?)
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(output) => match optional_session(output.attributes())? {
-                Some(claimed) => Ok(ClaimOutcome::Claimed(claimed)),
-                None => Err(StoreError::Unavailable(format!(
-                    "claim of session {session_id:?} returned no attributes"
-                ))),
-            },
-            Err(err) => match self
-                .with_item(Self::key(session_id), update_failure(err))
-                .await?
-            {
-                WriteFailure::ConditionFailed(old) => Ok(ClaimOutcome::refused(
-                    optional_session(old.as_ref())?,
-                    Some(&token),
-                    now,
-                )),
-                WriteFailure::Other(err) => Err(err),
-            },
+            Ok(output) => Ok(ClaimOutcome::Claimed(written(
+                output.attributes(),
+                session_id,
+            )?)),
+            Err(err) => Ok(ClaimOutcome::refused(
+                self.refused_by(session_id, update_failure(err)).await?,
+                Some(&token),
+                now,
+            )),
         }
     }
 
@@ -605,7 +381,7 @@ impl HandoverStore for DynamoDbStore {
             .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
             .expression_attribute_values(
                 ":events",
-                history_to_attr(&completed_events(now, self.policy.lock_expiry(now))),
+                value(&completed_events(now, self.policy.lock_expiry(now)))?,
             )
             // rules::holds_claim
             .condition_expression("#st = :handing_over AND #tok = :token")
@@ -624,26 +400,15 @@ impl HandoverStore for DynamoDbStore {
             .send()
             .await;
         match result {
-            Ok(output) => match optional_session(output.attributes())? {
-                Some(locked) => Ok(Guarded::Applied(locked)),
-                None => Err(StoreError::Unavailable(format!(
-                    "completion of session {session_id:?} returned no attributes"
-                ))),
-            },
-            Err(err) => match self
-                .with_item(Self::key(session_id), update_failure(err))
-                .await?
-            {
-                WriteFailure::ConditionFailed(old) => match optional_session(old.as_ref())? {
-                    // An earlier attempt of this call wrote the lock and its response was lost.
-                    Some(locked)
-                        if locked.state == SessionState::HandedOver && locked.token == *token =>
-                    {
-                        Ok(Guarded::Applied(locked))
-                    }
-                    other => Ok(Guarded::refused(other, now)),
-                },
-                WriteFailure::Other(err) => Err(err),
+            Ok(output) => Ok(Guarded::Applied(written(output.attributes(), session_id)?)),
+            Err(err) => match self.refused_by(session_id, update_failure(err)).await? {
+                // An earlier attempt of this call wrote the lock and its response was lost.
+                Some(locked)
+                    if locked.state == SessionState::HandedOver && locked.token == *token =>
+                {
+                    Ok(Guarded::Applied(locked))
+                }
+                other => Ok(Guarded::refused(other, now)),
             },
         }
     }
@@ -668,7 +433,7 @@ impl HandoverStore for DynamoDbStore {
             .condition_expression("#st = :handing_over AND #tok = :token")
             .expression_attribute_names("#st", attr::STATE)
             .expression_attribute_names("#tok", attr::TOKEN)
-            .expression_attribute_names("#er", agent::name::END_REASON)
+            .expression_attribute_names("#er", attr::END_REASON)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_names("#upd", attr::UPDATED_AT)
             .expression_attribute_names("#h", attr::HISTORY)
@@ -681,21 +446,16 @@ impl HandoverStore for DynamoDbStore {
             .expression_attribute_values(":keep", n(self.policy.lock_expiry(now)))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
-            .expression_attribute_values(":events", history_to_attr(&released_events(refusal, now)))
+            .expression_attribute_values(":events", value(&released_events(refusal, now))?)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(Guarded::Applied(())),
-            Err(err) => match self
-                .with_item(Self::key(session_id), update_failure(err))
-                .await?
-            {
-                WriteFailure::ConditionFailed(old) => {
-                    Ok(Guarded::refused(optional_session(old.as_ref())?, now))
-                }
-                WriteFailure::Other(err) => Err(err),
-            },
+            Err(err) => Ok(Guarded::refused(
+                self.refused_by(session_id, update_failure(err)).await?,
+                now,
+            )),
         }
     }
 
@@ -740,23 +500,16 @@ impl LockSlider for DynamoDbStore {
             .send()
             .await;
         match result {
-            Ok(output) => match optional_session(output.attributes())? {
-                Some(slid) => Ok(SlideOutcome::Slid(slid)),
-                None => Err(StoreError::Unavailable(format!(
-                    "slide of the lock of session {:?} returned no attributes",
-                    session.session_id
-                ))),
-            },
-            Err(err) => match self
-                .with_item(Self::key(&session.session_id), update_failure(err))
-                .await?
-            {
-                WriteFailure::ConditionFailed(old) => Ok(SlideOutcome::refused(
-                    optional_session(old.as_ref())?.as_ref(),
-                    now,
-                )),
-                WriteFailure::Other(err) => Err(err),
-            },
+            Ok(output) => Ok(SlideOutcome::Slid(written(
+                output.attributes(),
+                &session.session_id,
+            )?)),
+            Err(err) => Ok(SlideOutcome::refused(
+                self.refused_by(&session.session_id, update_failure(err))
+                    .await?
+                    .as_ref(),
+                now,
+            )),
         }
     }
 }

@@ -5,49 +5,12 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{attr, n, optional_session, s, update_failure, DynamoDbStore, Item, WriteFailure};
+use super::{attr, n, s, update_failure, value, DynamoDbStore, WriteFailure};
 use crate::domain::{QueuedMessage, SessionState, QUEUE_LIMIT, QUEUE_LIMIT_BYTES};
 use crate::store::{Enqueued, StoreError};
 
 pub(super) const QUEUED: &str = "queued";
 const QUEUED_BYTES: &str = "queued_bytes";
-const TEXT: &str = "text";
-const AT: &str = "at";
-
-pub(super) fn to_attr(queued: &[QueuedMessage]) -> AttributeValue {
-    AttributeValue::L(queued.iter().map(message_to_attr).collect())
-}
-
-fn message_to_attr(message: &QueuedMessage) -> AttributeValue {
-    AttributeValue::M(Item::from([
-        (TEXT.to_owned(), s(&message.text)),
-        (AT.to_owned(), n(message.at)),
-    ]))
-}
-
-pub(super) fn read(item: &Item) -> Result<Vec<QueuedMessage>, String> {
-    match item.get(QUEUED) {
-        None => Ok(Vec::new()),
-        Some(AttributeValue::L(entries)) => entries
-            .iter()
-            .map(|entry| match entry {
-                AttributeValue::M(map) => match (map.get(TEXT), map.get(AT)) {
-                    (Some(AttributeValue::S(text)), Some(AttributeValue::N(at))) => {
-                        Ok(QueuedMessage {
-                            text: text.clone(),
-                            at: at
-                                .parse()
-                                .map_err(|_| "a queued message's time is not a number")?,
-                        })
-                    }
-                    _ => Err("a queued message lacks its text or time".to_owned()),
-                },
-                _ => Err("a queued message is not a map".to_owned()),
-            })
-            .collect(),
-        Some(_) => Err("queued is not a list".to_owned()),
-    }
-}
 
 pub(super) async fn enqueue(
     store: &DynamoDbStore,
@@ -75,7 +38,7 @@ pub(super) async fn enqueue(
         .expression_attribute_names("#st", attr::STATE)
         .expression_attribute_names("#exp", attr::EXPIRES_AT)
         .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
-        .expression_attribute_values(":message", AttributeValue::L(vec![message_to_attr(message)]))
+        .expression_attribute_values(":message", value(&[message])?)
         .expression_attribute_values(":zero", n(0))
         .expression_attribute_values(":bytes", n(bytes as i64))
         .expression_attribute_values(":handing_over", s(SessionState::HandingOver.as_str()))
@@ -94,17 +57,11 @@ pub(super) async fn enqueue(
             };
             Ok(Enqueued::Queued { position })
         }
-        Err(err) => match store
-            .with_item(DynamoDbStore::key(session_id), update_failure(err))
-            .await?
-        {
-            WriteFailure::ConditionFailed(old) => {
-                // A missing item comes back as no item: nothing to queue behind.
-                let current = optional_session(old.as_ref())?;
-                Ok(Enqueued::refused(current, now))
-            }
-            WriteFailure::Other(err) => Err(err),
-        },
+        // A missing item comes back as no item: nothing to queue behind.
+        Err(err) => Ok(Enqueued::refused(
+            store.refused_by(session_id, update_failure(err)).await?,
+            now,
+        )),
     }
 }
 

@@ -486,3 +486,38 @@ async fn an_agent_reply_before_the_lock_is_written_finishes_it_and_is_delivered(
         assert_eq!(shown["handledBy"], "agent", "{adapter}");
     }
 }
+
+/// A second handover of the same conversation: the channel that read up to the first one's last
+/// cursor gets the second one's replies (its cursors go on counting), and the first one's stay
+/// readable.
+#[tokio::test]
+async fn a_second_handover_goes_on_counting_where_the_first_one_ended() {
+    let world = World::on(dynamodb_harness().await).await;
+    handed_over(&world, ResponseTemplate::new(200)).await;
+    world
+        .msc_posts_message(reply("first-1", "First agent.", "2026-12-01T09:00:00Z"))
+        .await;
+    assert_eq!(world.operator_release(SID).await.0, StatusCode::OK);
+    let first = world.outbox(SID, "").await.1;
+    let last_seen = first["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["cursor"].as_u64())
+        .max()
+        .unwrap();
+
+    world
+        .message(json!({"sessionId": SID, "text": "agent"}))
+        .await;
+    let slots = json!([{"name": "name", "value": "Jane"}]);
+    assert_eq!(world.end_slot(SID, slots).await.1, json!({"success": true}));
+    let mut second = reply("second-1", "Second agent.", "2026-12-01T11:00:00Z");
+    second["ConversationGuid"] = json!("second-conversation");
+    world.msc_posts_message(second).await;
+
+    let news = world.outbox(SID, &format!("after={last_seen}")).await.1;
+    assert_eq!(texts(&news), ["Second agent."]);
+    let all = texts(&world.outbox(SID, "").await.1);
+    assert!(all.contains(&"First agent.".to_owned()), "{all:?}");
+}

@@ -146,6 +146,8 @@ async fn check_transitions(
                     culture: None,
                     transcript: Vec::new(),
                     history: Vec::new(),
+                    outbox: Vec::new(),
+                    last_cursor: 0,
                 };
                 match store.start_intake(&start).await.unwrap() {
                     StartIntakeOutcome::Started(s) => intake_tokens.push(s.token),

@@ -152,6 +152,8 @@ async fn prechat_session(world: &World) {
         culture: None,
         transcript: Vec::new(),
         history: Vec::new(),
+        outbox: Vec::new(),
+        last_cursor: 0,
     };
     assert!(matches!(
         world.store.start_intake(&start).await,

@@ -24,6 +24,8 @@ async fn start(h: &Harness) {
         culture: None,
         transcript: Vec::new(),
         history: Vec::new(),
+        outbox: Vec::new(),
+        last_cursor: 0,
     };
     assert!(matches!(
         h.store.start_intake(&start).await,

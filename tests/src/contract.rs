@@ -23,6 +23,8 @@ fn intake_start(session_id: &str) -> IntakeStart {
         culture: Some("nl".into()),
         transcript: Vec::new(),
         history: Vec::new(),
+        outbox: Vec::new(),
+        last_cursor: 0,
     }
 }
 

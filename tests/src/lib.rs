@@ -84,6 +84,8 @@ pub fn online_intake(session_id: &str) -> handover_core::IntakeStart {
         culture: None,
         transcript: Vec::new(),
         history: Vec::new(),
+        outbox: Vec::new(),
+        last_cursor: 0,
     }
 }
 

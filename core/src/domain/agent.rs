@@ -353,7 +353,7 @@ fn end(
     side.end_reason = Some(reason);
     next.state = SessionState::Ended;
     // The bot answers from now on; the outbox stays readable for as long as the lock would have kept
-    // it, unless a new handover starts first.
+    // it (a new handover carries it on).
     next.expires_at = lock_expiry;
 }
 

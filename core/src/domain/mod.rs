@@ -359,6 +359,11 @@ pub struct IntakeStart {
     pub transcript: Vec<Turn>,
     /// The session's history so far (of an earlier, ended handover) and the start of this one.
     pub history: Vec<HistoryEvent>,
+    /// What the channel was shown of an earlier handover, and its last cursor: kept, and the cursors
+    /// go on counting, so a channel reading `?after=` with the last one it saw misses nothing of the
+    /// next handover.
+    pub outbox: Vec<OutboxMessage>,
+    pub last_cursor: u64,
 }
 
 /// A session as the flow sees it at one instant, expiry folded in. Used to state which

@@ -506,7 +506,7 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
                 &reply.additions,
                 &message,
                 transcript,
-                session.as_ref().map_or(&[][..], |s| &s.history[..]),
+                session.as_ref(),
             )
             .await,
         );
@@ -611,7 +611,7 @@ async fn start_flow(
     additions: &crate::domain::OutputAdditions,
     message: &IncomingMessage,
     transcript: Vec<Turn>,
-    earlier: &[HistoryEvent],
+    earlier: Option<&Session>,
 ) -> Vec<String> {
     let channel = additions
         .msc_channel
@@ -649,7 +649,9 @@ async fn start_flow(
         end_user_url: message.end_user_url.clone(),
         culture: Some(culture.to_owned()),
         transcript,
-        history: with_events(earlier, &[started]),
+        history: with_events(earlier.map_or(&[][..], |s| &s.history[..]), &[started]),
+        outbox: earlier.map(|s| s.agent.outbox.clone()).unwrap_or_default(),
+        last_cursor: earlier.map_or(0, |s| s.agent.last_cursor),
     };
     let intake = match deps.store.start_intake(&start).await {
         Ok(StartIntakeOutcome::Started(intake)) => intake,

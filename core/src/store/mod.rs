@@ -420,7 +420,11 @@ pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64)
         expires_at: policy.prechat_expiry(now),
         updated_at: now,
         started_at: now,
-        agent: Default::default(),
+        agent: crate::domain::AgentSide {
+            outbox: start.outbox.clone(),
+            last_cursor: start.last_cursor,
+            ..Default::default()
+        },
         queued: Vec::new(),
         transcript: start.transcript.clone(),
         relation_name: None,

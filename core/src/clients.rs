@@ -162,6 +162,7 @@ fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), H
 
 /// Makes aws-lc-rs the process's rustls provider, for any client built without [`tls_config`]
 /// (reqwest is compiled without a provider of its own). Idempotent.
+#[cfg(any(test, feature = "test-util"))]
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
@@ -200,6 +201,7 @@ pub fn new_http_client(extra_roots: Option<&Path>) -> Result<reqwest::Client, Ht
 /// ahead of the first request ([`crate::open_ahead`]). It follows no redirects: a peer's client talks
 /// to one host, and a redirect would also carry CAIC's API key, which is in its query string, to
 /// another.
+#[cfg(any(test, feature = "test-util"))]
 pub fn peer_client(extra_roots: Option<&Path>) -> Result<reqwest::Client, HttpClientError> {
     peer_client_with(tls_config(extra_roots)?)
 }

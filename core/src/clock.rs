@@ -1,5 +1,6 @@
 //! Time as a port, so tests can move it (expiry, lease take-over, the sliding lock) without sleeping.
 
+#[cfg(any(test, feature = "test-util"))]
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,11 +34,13 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug)]
 pub struct ManualClock {
     millis: AtomicI64,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl ManualClock {
     pub fn starting_at(epoch_secs: i64) -> Self {
         Self {
@@ -59,6 +62,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
         self.now_millis().div_euclid(1_000)

@@ -24,7 +24,9 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(any(test, feature = "test-util"))]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
 pub use domain::{
     AgentReply, AgentStatus, EndReason, HandoverChange, HolderToken, IdempotencyKey, IntakeAnswer,
     IntakeStart, LockPolicy, OutboxMessage, OutputAdditions, Phase, QueuedMessage, Session,

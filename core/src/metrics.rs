@@ -82,6 +82,7 @@ type Sink = Box<dyn Fn(&str) + Send + Sync>;
 static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// Sends every line to `sink` instead of stdout (once per process; later calls change nothing).
+#[cfg(any(test, feature = "test-util"))]
 pub fn set_sink(sink: Sink) {
     let _ = SINK.set(sink);
 }

@@ -365,13 +365,29 @@ impl HandledBy {
     }
 }
 
+/// Where an end user's message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    Bot,
+    Agent,
+    /// It waits behind a handover being made, and goes to the agent with it.
+    Queued,
+}
+
+impl Routed {
+    pub fn handled_by(self) -> HandledBy {
+        match self {
+            Routed::Bot => HandledBy::Bot,
+            Routed::Agent | Routed::Queued => HandledBy::Agent,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestReply {
     pub session_id: SessionId,
-    pub handled_by: HandledBy,
+    pub routed: Routed,
     pub answers: Vec<String>,
-    /// The message waits behind a handover being made.
-    pub queued: bool,
 }
 
 /// Everything answer ingestion touches.
@@ -417,9 +433,8 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
                     tracing::info!(position, "message queued behind the handover");
                     return Ok(IngestReply {
                         session_id: session_id.clone(),
-                        handled_by: HandledBy::Agent,
+                        routed: Routed::Queued,
                         answers: Vec::new(),
-                        queued: true,
                     });
                 }
                 Enqueued::Full => return Err(FlowError::QueueFull),
@@ -480,16 +495,15 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
             &[],
         )
         .await?;
-        let handled_by = if outcome.handed_over() {
-            HandledBy::Agent
+        let routed = if outcome.handed_over() {
+            Routed::Agent
         } else {
-            HandledBy::Bot
+            Routed::Bot
         };
         return Ok(IngestReply {
             session_id,
-            handled_by,
+            routed,
             answers,
-            queued: false,
         });
     }
 
@@ -513,9 +527,8 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
     }
     Ok(IngestReply {
         session_id,
-        handled_by: HandledBy::Bot,
+        routed: Routed::Bot,
         answers,
-        queued: false,
     })
 }
 
@@ -580,9 +593,8 @@ async fn ask_bot_only(
         .await?;
     Ok(IngestReply {
         session_id: reply.session_id,
-        handled_by: HandledBy::Bot,
+        routed: Routed::Bot,
         answers: reply.answers,
-        queued: false,
     })
 }
 
@@ -712,9 +724,8 @@ async fn relay_to_agent(
     }
     Ok(IngestReply {
         session_id: session_id.clone(),
-        handled_by: HandledBy::Agent,
+        routed: Routed::Agent,
         answers: Vec::new(),
-        queued: false,
     })
 }
 

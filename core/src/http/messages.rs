@@ -16,7 +16,7 @@ use super::ApiError;
 use crate::channel;
 use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn};
 use crate::flow::agent::{handled_by, messages_since};
-use crate::flow::{ingest, IncomingMessage, IngestDeps};
+use crate::flow::{ingest, IncomingMessage, IngestDeps, Routed};
 use crate::store::IdempotencyBegin;
 
 const MAX_TEXT_CHARS: usize = 4_096;
@@ -122,17 +122,14 @@ async fn process(deps: &IngestDeps, message: IncomingMessage) -> Result<Value, A
     if new_conversation {
         record_session(&reply.session_id);
     }
-    tracing::info!(
-        handled_by = reply.handled_by.as_str(),
-        answers = reply.answers.len(),
-        "message handled"
-    );
+    let handled_by = reply.routed.handled_by().as_str();
+    tracing::info!(handled_by, answers = reply.answers.len(), "message handled");
     let mut shown = json!({
         "sessionId": reply.session_id.as_str(),
-        "handledBy": reply.handled_by.as_str(),
+        "handledBy": handled_by,
         "answers": reply.answers,
     });
-    if reply.queued {
+    if reply.routed == Routed::Queued {
         shown["queued"] = json!(true);
     }
     Ok(shown)

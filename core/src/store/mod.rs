@@ -136,6 +136,7 @@ impl<T> Guarded<T> {
         }
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub fn is_applied(&self) -> bool {
         matches!(self, Guarded::Applied(_))
     }

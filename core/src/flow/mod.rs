@@ -409,46 +409,135 @@ pub struct IngestDeps {
 /// One end-user turn: the session lock decides who answers (rule 6); a `livechat` answer starts the
 /// flow (rules 1-4); a `prechat` addition on a `prechat` session completes it (rule 5).
 pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<IngestReply, FlowError> {
-    let mut session = match &message.session_id {
-        Some(id) => match deps.store.get_stored(id).await {
-            Ok(stored) => live_or_lapsed(deps, id, stored).await,
-            // Rule 7: with the store down nobody can be handed over, and the bot is the one that
-            // can still answer. A live lock is ignored for the outage; no flow starts meanwhile.
-            Err(err) => {
-                tracing::error!(error = %err, "session store unreadable; the bot answers");
-                return ask_bot_only(deps, &message).await;
-            }
-        },
-        None => None,
+    let Some(session_id) = &message.session_id else {
+        return answer_with_bot(deps, &message, None).await;
     };
-    if let (Some(handing_over), Some(session_id)) = (&session, &message.session_id) {
-        if handing_over.state == SessionState::HandingOver {
-            // Nothing is refused while the handover is being made: the message waits behind it.
-            let waiting = QueuedMessage {
-                text: message.text.clone(),
-                at: deps.clock.now(),
-            };
-            match deps.store.enqueue(session_id, &waiting).await? {
-                Enqueued::Queued { position } => {
-                    tracing::info!(position, "message queued behind the handover");
-                    return Ok(IngestReply {
-                        session_id: session_id.clone(),
-                        routed: Routed::Queued,
-                        answers: Vec::new(),
-                    });
+    let stored = match deps.store.get_stored(session_id).await {
+        Ok(stored) => stored,
+        // Rule 7: with the store down nobody can be handed over, and the bot is the one that can
+        // still answer. A live lock is ignored for the outage; no flow starts meanwhile.
+        Err(err) => {
+            tracing::error!(error = %err, "session store unreadable; the bot answers");
+            return ask_bot_only(deps, &message).await;
+        }
+    };
+    let mut session = settle(deps, session_id, Found::of(stored, deps.clock.now())).await;
+    if session.as_ref().map(|s| s.state) == Some(SessionState::HandingOver) {
+        match queue_behind_handover(deps, session_id, &message).await? {
+            Ok(queued) => return Ok(queued),
+            // The handover ended meanwhile: answer as it left the session.
+            Err(now) => session = now,
+        }
+    }
+    match session {
+        Some(locked) if locked.state == SessionState::HandedOver => {
+            relay_to_agent(deps, session_id, &locked, &message).await
+        }
+        session => answer_with_bot(deps, &message, session).await,
+    }
+}
+
+/// What a turn finds stored, decided from the item alone.
+enum Found {
+    /// No session, or one that expired: the bot answers.
+    Nothing,
+    Live(Session),
+    /// A claim whose holder never finished (it crashed, or MSC accepted and the lock could not be
+    /// written), its lease run out.
+    UnfinishedClaim(Session),
+    /// A lock that lapsed (24 hours without activity) and was not ended yet.
+    LapsedLock,
+}
+
+impl Found {
+    fn of(stored: Option<Session>, now: i64) -> Self {
+        match stored {
+            None => Found::Nothing,
+            Some(session) if session.is_live(now) => Found::Live(session),
+            Some(session) => match session.state {
+                SessionState::HandingOver => Found::UnfinishedClaim(session),
+                SessionState::HandedOver => Found::LapsedLock,
+                _ => Found::Nothing,
+            },
+        }
+    }
+}
+
+/// Acts on what the turn found, and returns the session the turn goes on with: an unfinished claim is
+/// taken over and its handover finished (rather than answer with the bot while an agent may have the
+/// conversation; MSC drops a repeat of the handover message by its id), and a lapsed lock's end is
+/// recorded and the channel told.
+async fn settle(deps: &IngestDeps, session_id: &SessionId, found: Found) -> Option<Session> {
+    match found {
+        Found::Nothing => None,
+        Found::Live(session) => Some(session),
+        Found::UnfinishedClaim(claim) => {
+            tracing::warn!("a claim was left unfinished; taking it over");
+            let finished = hand_over(
+                deps.store.as_ref(),
+                deps.msc.as_ref(),
+                deps.clock.as_ref(),
+                session_id,
+                &claim.intake,
+            )
+            .await;
+            // Read again: the handover posted (and cleared) what was queued, or left it for this relay.
+            match finished {
+                Ok(_) => deps.store.get(session_id).await.ok().flatten(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not finish the unfinished claim");
+                    None
                 }
-                Enqueued::Full => return Err(FlowError::QueueFull),
-                // The handover ended meanwhile: answer as it left the session.
-                Enqueued::NotHandingOver(now) => session = now,
             }
         }
-    }
-    if let (Some(session), Some(session_id)) = (&session, &message.session_id) {
-        if session.state == SessionState::HandedOver {
-            return relay_to_agent(deps, session_id, session, &message).await;
+        Found::LapsedLock => {
+            let ended = agent::end_handover(
+                deps.store.as_ref(),
+                deps.channel.as_ref(),
+                session_id,
+                EndReason::Inactivity,
+            )
+            .await;
+            ended.unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "could not record the end of the lock");
+                None
+            })
         }
     }
+}
 
+/// Nothing is refused while a handover is being made: the message waits behind it. `Err` carries the
+/// session as it is when the handover ended meanwhile.
+async fn queue_behind_handover(
+    deps: &IngestDeps,
+    session_id: &SessionId,
+    message: &IncomingMessage,
+) -> Result<Result<IngestReply, Option<Session>>, FlowError> {
+    let waiting = QueuedMessage {
+        text: message.text.clone(),
+        at: deps.clock.now(),
+    };
+    match deps.store.enqueue(session_id, &waiting).await? {
+        Enqueued::Queued { position } => {
+            tracing::info!(position, "message queued behind the handover");
+            Ok(Ok(IngestReply {
+                session_id: session_id.clone(),
+                routed: Routed::Queued,
+                answers: Vec::new(),
+            }))
+        }
+        Enqueued::Full => Err(FlowError::QueueFull),
+        Enqueued::NotHandingOver(now) => Ok(Err(now)),
+    }
+}
+
+/// The bot's turn: what waited behind a handover that then failed goes with it; a `prechat` addition
+/// on a `prechat` session completes the handover (rule 5); a `livechat` answer starts the flow.
+async fn answer_with_bot(
+    deps: &IngestDeps,
+    message: &IncomingMessage,
+    session: Option<Session>,
+) -> Result<IngestReply, FlowError> {
     // What the end user wrote while a handover was being made that then failed (or, rarer, that ended
     // before a relay took the queue to MSC): the bot answers it now, with this turn, after saying why.
     let unanswered: Vec<&str> = session
@@ -511,14 +600,14 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         .as_ref()
         .is_none_or(|s| s.state == SessionState::Ended);
     if reply.additions.livechat && with_bot {
-        let transcript = transcript(deps.transcript_turns, &message, &reply.answers);
+        let transcript = transcript(deps.transcript_turns, message, &reply.answers);
         answers.extend(
             start_flow(
                 deps,
                 &session_id,
                 &culture,
                 &reply.additions,
-                &message,
+                message,
                 transcript,
                 session.as_ref(),
             )
@@ -530,56 +619,6 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
         routed: Routed::Bot,
         answers,
     })
-}
-
-/// The session as the gate sees it: a live one, or none. A lock that lapsed (24 hours without
-/// activity) ends here, the first time a turn finds it: the end is recorded and the channel told.
-async fn live_or_lapsed(
-    deps: &IngestDeps,
-    session_id: &SessionId,
-    stored: Option<Session>,
-) -> Option<Session> {
-    let now = deps.clock.now();
-    let stored = stored?;
-    if stored.is_live(now) {
-        return Some(stored);
-    }
-    if stored.state == SessionState::HandingOver {
-        // A claim whose holder never finished (it crashed, or MSC accepted and the lock could not be
-        // written): take it over and finish the handover now, rather than answer with the bot while
-        // an agent may have the conversation. MSC drops a repeat of the handover message by its id.
-        tracing::warn!("a claim was left unfinished; taking it over");
-        let finished = hand_over(
-            deps.store.as_ref(),
-            deps.msc.as_ref(),
-            deps.clock.as_ref(),
-            session_id,
-            &stored.intake,
-        )
-        .await;
-        // Read again: the handover posted (and cleared) what was queued, or left it for this relay.
-        return match finished {
-            Ok(_) => deps.store.get(session_id).await.ok().flatten(),
-            Err(err) => {
-                tracing::warn!(error = %err, "could not finish the unfinished claim");
-                None
-            }
-        };
-    }
-    if stored.state == SessionState::HandedOver {
-        let ended = agent::end_handover(
-            deps.store.as_ref(),
-            deps.channel.as_ref(),
-            session_id,
-            EndReason::Inactivity,
-        )
-        .await;
-        match ended {
-            Ok(ended) => return ended,
-            Err(err) => tracing::warn!(error = %err, "could not record the end of the lock"),
-        }
-    }
-    None
 }
 
 async fn ask_bot_only(

@@ -75,8 +75,8 @@ impl Clock for ManualClock {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for epoch seconds (UTC).
 pub fn rfc3339(epoch_secs: i64) -> String {
-    aws_smithy_types::DateTime::from_secs(epoch_secs)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
+    jiff::Timestamp::from_second(epoch_secs)
+        .map(|at| at.to_string())
         .unwrap_or_default()
 }
 

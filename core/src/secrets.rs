@@ -9,27 +9,22 @@
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use serde_json::Value;
 
-use crate::config::Env;
+use crate::config::{Env, NEXT_KEYS};
 
 pub const SECRET_ARN_VARIABLE: &str = "HANDOVER_SECRET_ARN";
 
-/// The variables that may (and in a deployment should) come from the secret.
-pub const SECRET_VARIABLES: &[&str] = &[
-    "CAIC_API_KEY",
-    "MSC_PRESENCE_API_KEY",
-    "MSC_API_KEY",
-    "MSC_API_SECRET",
-    "CHANNEL_API_KEY",
-    "CAIC_WEBHOOK_SECRET",
-    "OPERATOR_API_KEY",
-    "MSC_WEBHOOK_SECRET",
-    "CHANNEL_WEBHOOK_SECRET",
-    "CHANNEL_API_KEY_NEXT",
-    "CAIC_WEBHOOK_SECRET_NEXT",
-    "OPERATOR_API_KEY_NEXT",
-    "MSC_WEBHOOK_SECRET_NEXT",
-    "CHANNEL_WEBHOOK_SECRET_NEXT",
-];
+/// The variables that may (and in a deployment should) come from the secret: the peers' keys, and
+/// every caller key with its successor.
+pub fn secret_variables() -> impl Iterator<Item = &'static str> {
+    [
+        "CAIC_API_KEY",
+        "MSC_PRESENCE_API_KEY",
+        "MSC_API_KEY",
+        "MSC_API_SECRET",
+    ]
+    .into_iter()
+    .chain(NEXT_KEYS.iter().flat_map(|(key, next)| [*key, *next]))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -80,10 +75,11 @@ pub async fn overlay(
         return Err(malformed("SecretString is not a JSON object".into()));
     };
     for (name, value) in values {
-        if !SECRET_VARIABLES.contains(&name.as_str()) {
+        if !secret_variables().any(|allowed| allowed == name) {
+            let allowed: Vec<&str> = secret_variables().collect();
             return Err(malformed(format!(
                 "unexpected key {name:?}; allowed: {}",
-                SECRET_VARIABLES.join(", ")
+                allowed.join(", ")
             )));
         }
         let Value::String(value) = value else {

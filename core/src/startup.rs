@@ -100,7 +100,7 @@ pub fn answer_ingest_routes(
         transcript_turns: config.transcript_turns,
         hours: Arc::new(config.business_hours.clone()),
     };
-    http::answer_ingest(deps, CallerKey::new(config.channel_key.all()))
+    http::answer_ingest(deps, CallerKey::from(&config.channel_key))
 }
 
 pub fn presence_check_routes(
@@ -120,8 +120,8 @@ pub fn presence_check_routes(
     };
     http::presence_check(
         deps,
-        CallerKey::new(config.channel_key.all()),
-        CallerKey::new(config.webhook_key.all()),
+        CallerKey::from(&config.channel_key),
+        CallerKey::from(&config.webhook_key),
     )
 }
 
@@ -141,7 +141,7 @@ pub fn handover_routes(
         channel: channel_push(&config.channel_webhook, &clients.channel, &clock),
         clock,
     });
-    router(deps, CallerKey::new(config.caller_key.all()))
+    router(deps, CallerKey::from(&config.caller_key))
 }
 
 pub type HandoverRouter = fn(Arc<HandoverDeps>, CallerKey) -> Router;
@@ -158,7 +158,7 @@ pub fn agent_events_routes(
         clock,
         release_on_archive: config.release_on_archive,
     };
-    http::agent_events(deps, CallerKey::new(config.webhook_key.all()))
+    http::agent_events(deps, CallerKey::from(&config.webhook_key))
 }
 
 /// A function's cold start: the connections to `peers` opening (see [`crate::open_ahead`]) while the

@@ -64,11 +64,12 @@ struct EventPayload {
 /// Epoch seconds of one of MSC's dates (RFC 3339). Its format is not documented beyond that, so a date
 /// that cannot be read is the arrival time rather than a reason to refuse the message.
 fn epoch_secs(value: Option<&str>, now: i64) -> i64 {
-    let parsed = value.map(str::trim).filter(|v| !v.is_empty()).map(|value| {
-        aws_smithy_types::DateTime::from_str(value, aws_smithy_types::date_time::Format::DateTime)
-    });
+    let parsed = value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::parse::<jiff::Timestamp>);
     match parsed {
-        Some(Ok(time)) => time.secs(),
+        Some(Ok(time)) => time.as_second(),
         Some(Err(_)) => {
             tracing::warn!("MSC sent a date that is not RFC 3339; the arrival time is used");
             now

@@ -7,17 +7,20 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use crate::config::Keys;
 
 /// One caller's key (the channel's, CAIC's webhooks', the operators', MSC's webhooks'): the current
 /// value and, during a rotation, the next one.
 #[derive(Clone)]
-pub struct CallerKey(Vec<String>);
+pub struct CallerKey(Keys);
+
+impl From<&Keys> for CallerKey {
+    fn from(keys: &Keys) -> Self {
+        Self(keys.clone())
+    }
+}
 
 impl CallerKey {
-    pub fn new<K: Into<String>>(keys: impl IntoIterator<Item = K>) -> Self {
-        Self(keys.into_iter().map(Into::into).collect())
-    }
-
     /// Whether `Authorization: Bearer <key>` carries this key.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
         // The scheme is case-insensitive (RFC 7235), the key is not.
@@ -34,7 +37,7 @@ impl CallerKey {
     /// Compared in constant time, so the time taken says nothing about how much of a guess was right.
     fn is(&self, presented: &[u8]) -> bool {
         // Every value is compared, whichever matches, so the time taken says nothing either.
-        self.0.iter().fold(false, |matched, key| {
+        self.0.all().fold(false, |matched, key| {
             matched | bool::from(presented.ct_eq(key.as_bytes()))
         })
     }
@@ -82,7 +85,13 @@ mod tests {
 
     #[test]
     fn only_the_exact_key_is_admitted() {
-        let key = CallerKey::new(["secret-key"]);
+        let keys = |current: &str, next: Option<&str>| {
+            CallerKey::from(&Keys {
+                current: current.into(),
+                next: next.map(Into::into),
+            })
+        };
+        let key = keys("secret-key", None);
         assert!(key.admits(&bearer("Bearer secret-key")));
         assert!(!key.admits(&bearer("Bearer secret-kez")));
         assert!(!key.admits(&bearer("Bearer secret-key-longer")));
@@ -95,7 +104,7 @@ mod tests {
         assert!(key.admits_query(Some("a=1&key=secret-key")));
         assert!(!key.admits_query(Some("key=secret-kez")));
         assert!(!key.admits_query(None));
-        let rotating = CallerKey::new(["secret-key", "secret-key-next"]);
+        let rotating = keys("secret-key", Some("secret-key-next"));
         assert!(rotating.admits(&bearer("Bearer secret-key")));
         assert!(rotating.admits(&bearer("Bearer secret-key-next")));
         assert!(!rotating.admits(&bearer("Bearer secret-key-nex")));

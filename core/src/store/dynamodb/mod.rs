@@ -709,6 +709,8 @@ pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError
     }
 }
 
+/// A poll of its own rather than the SDK's `wait_until_table_exists`: that waiter's first retry comes
+/// after a fixed 20 s, and a local server (dynalite) reports a new table as creating for a moment.
 async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreError> {
     for _ in 0..120 {
         let described = client

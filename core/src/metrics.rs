@@ -94,6 +94,25 @@ fn emit(line: &str) {
     }
 }
 
+/// A count a response asks for ([`per_invocation`] records it): the conversion of an error into its
+/// response stays free of effects.
+#[derive(Clone)]
+pub struct Counted {
+    metric: &'static str,
+    dimension: &'static str,
+    outcome: &'static str,
+}
+
+impl Counted {
+    pub fn outcome(metric: &'static str, dimension: &'static str, outcome: &'static str) -> Self {
+        Self {
+            metric,
+            dimension,
+            outcome,
+        }
+    }
+}
+
 /// The layer that gives each request of `function` its figures and writes them when the response is
 /// ready (nothing when nothing was counted).
 pub async fn per_invocation(
@@ -108,6 +127,9 @@ pub async fn per_invocation(
     let (response, invocation) = INVOCATION
         .scope(invocation, async {
             let response = next.run(request).await;
+            if let Some(counted) = response.extensions().get::<Counted>() {
+                count_outcome(counted.metric, counted.dimension, counted.outcome);
+            }
             let figures = INVOCATION
                 .with(|i| std::mem::take(&mut *i.lock().unwrap_or_else(|p| p.into_inner())));
             (response, figures)

@@ -127,6 +127,14 @@ async fn whole_story() {
         assert!(logs.contains(event), "no log line for {event:?}");
     }
     assert!(logs.contains(SID), "log lines carry the session id");
+    let refusal = logs
+        .lines()
+        .find(|line| line.contains("\"invalid_body\""))
+        .expect("the refusal's line");
+    assert!(
+        refusal.contains("WARN") && refusal.contains("request_id"),
+        "one warning in the request's span: {refusal}"
+    );
     for forbidden in [
         CAIC_API_KEY,
         PRESENCE_API_KEY,

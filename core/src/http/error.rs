@@ -1,6 +1,8 @@
-//! Every way a request can fail, each with one status, one code and one log line.
+//! Every way a request can fail, each with one status, one code and one log line ([`log_refusals`]).
 
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -80,7 +82,16 @@ impl ApiError {
     }
 }
 
-/// One log line, one JSON body. The cause is logged, never sent: it may name internals.
+/// What a refusal leaves on its response for the layer that logs it ([`log_refusals`]): the conversion
+/// itself has no effects. The cause is logged, never sent: it may name internals.
+#[derive(Clone)]
+struct Refusal {
+    code: &'static str,
+    message: String,
+    cause: Option<String>,
+}
+
+/// One JSON body, with the refusal's log line and its count left on the response as data.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -88,16 +99,21 @@ impl IntoResponse for ApiError {
             ApiError::Msc(MscError::Busy { retry_after }) => Some(*retry_after),
             _ => None,
         };
-        crate::metrics::count_outcome("RequestsRejected", "ErrorCode", code);
-        if status.is_server_error() {
-            let cause = std::error::Error::source(&self)
-                .map(|source| crate::telemetry::ErrorChain(source).to_string());
-            tracing::error!(code, status = status.as_u16(), cause, "{self}");
-        } else {
-            tracing::warn!(code, status = status.as_u16(), "{self}");
-        }
         let body = json!({"error": {"code": code, "message": self.to_string()}});
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(Refusal {
+            code,
+            message: self.to_string(),
+            cause: std::error::Error::source(&self)
+                .map(|source| crate::telemetry::ErrorChain(source).to_string()),
+        });
+        response
+            .extensions_mut()
+            .insert(crate::metrics::Counted::outcome(
+                "RequestsRejected",
+                "ErrorCode",
+                code,
+            ));
         if let Some(seconds) = busy_for {
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -113,6 +129,22 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The one log line of every refusal, in the request's span: a warning for the caller's mistakes, an
+/// error with its cause for the service's own failures.
+pub async fn log_refusals(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(refusal) = response.extensions().get::<Refusal>() {
+        let (code, status) = (refusal.code, response.status().as_u16());
+        if response.status().is_server_error() {
+            let cause = refusal.cause.as_deref();
+            tracing::error!(code, status, cause, "{}", refusal.message);
+        } else {
+            tracing::warn!(code, status, "{}", refusal.message);
+        }
+    }
+    response
 }
 
 impl From<FlowError> for ApiError {

@@ -186,5 +186,6 @@ pub fn serve(routes: Router) -> Router {
         .method_not_allowed_fallback(request::method_not_allowed)
         .fallback(request::no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(error::log_refusals))
         .layer(from_fn(request::in_request_span))
 }

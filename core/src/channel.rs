@@ -10,7 +10,7 @@ use sha2::Sha256;
 
 use crate::clock::Clock;
 use crate::config::{ChannelWebhookSettings, Keys};
-use crate::domain::OutboxMessage;
+use crate::domain::{OutboxMessage, Sender};
 use crate::telemetry::ErrorChain;
 
 #[async_trait]
@@ -121,12 +121,15 @@ pub fn body(session_id: &str, message: &OutboxMessage) -> Value {
         "text": message.text,
         "sentAt": crate::clock::rfc3339(message.sent_at),
     });
-    if let Some(agent_name) = &message.agent_name {
-        body["agentName"] = json!(agent_name);
-    }
-    if let Some(reason) = message.ended {
-        body["event"] = json!("handover_ended");
-        body["reason"] = json!(reason.as_str());
+    match &message.from {
+        Sender::Agent {
+            agent_name: Some(name),
+        } => body["agentName"] = json!(name),
+        Sender::Agent { agent_name: None } => {}
+        Sender::System { ended } => {
+            body["event"] = json!("handover_ended");
+            body["reason"] = json!(ended.as_str());
+        }
     }
     body
 }

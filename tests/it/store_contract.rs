@@ -88,6 +88,22 @@ async fn dynamodb_items_leave_out_what_is_empty_and_an_unreadable_one_is_named()
         .expect("item");
     let delivered = item.get("delivered_replies").and_then(|v| v.as_b().ok());
     assert_eq!(delivered.map(|blob| blob.as_ref().len()), Some(8));
+    let entry = item
+        .get("outbox")
+        .and_then(|v| v.as_l().ok())
+        .and_then(|l| l.first())
+        .and_then(|v| v.as_m().ok())
+        .expect("an outbox entry");
+    let mut fields: Vec<&str> = entry.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["cursor", "from", "id", "sent_at", "text"]);
+    assert_eq!(
+        entry
+            .get("from")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str),
+        Some("agent")
+    );
 
     client
         .put_item()

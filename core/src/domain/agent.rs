@@ -26,20 +26,35 @@ pub const AGENT_NAME_LIMIT_CHARS: usize = 64;
 /// again is recognised long after it left the outbox.
 pub const DELIVERED_LIMIT: usize = 1_000;
 
-/// Who a message for the channel is from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
-#[strum(serialize_all = "snake_case")]
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Who a message for the channel is from, with what only that sender has. Stored flat on the
+/// message: `from`, and `agent_name` or `ended`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
 pub enum Sender {
-    Agent,
+    Agent {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_name: Option<String>,
+    },
     /// The service itself: the handover ended.
-    System,
+    System { ended: EndReason },
 }
 
 impl Sender {
-    pub fn as_str(self) -> &'static str {
-        self.into()
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Sender::Agent { .. } => "agent",
+            Sender::System { .. } => "system",
+        }
+    }
+}
+
+/// The agent's name is personal data: left out.
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sender::Agent { .. } => f.write_str("Agent"),
+            Sender::System { ended } => write!(f, "System({ended:?})"),
+        }
     }
 }
 
@@ -82,22 +97,22 @@ pub struct OutboxMessage {
     pub cursor: u64,
     /// MSC's `MessageExternalIdentifier` for an agent reply; `<sessionId>-ended-<cursor>` for the end.
     pub id: String,
+    #[serde(flatten)]
     pub from: Sender,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_name: Option<String>,
     pub text: String,
     /// Epoch seconds: MSC's `SentDateTime`, or when the handover ended.
     #[serde(default)]
     pub sent_at: i64,
-    /// Set on the system message that ends a handover.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended: Option<EndReason>,
 }
 
 impl OutboxMessage {
     /// What the message adds to the session item, roughly: its texts and names.
     fn stored_bytes(&self) -> usize {
-        self.text.len() + self.id.len() + self.agent_name.as_ref().map_or(0, String::len) + 64
+        let name = match &self.from {
+            Sender::Agent { agent_name } => agent_name.as_ref().map_or(0, String::len),
+            Sender::System { .. } => 0,
+        };
+        self.text.len() + self.id.len() + name + 64
     }
 }
 
@@ -107,7 +122,6 @@ impl fmt::Debug for OutboxMessage {
             .field("cursor", &self.cursor)
             .field("id", &self.id)
             .field("from", &self.from)
-            .field("ended", &self.ended)
             .finish_non_exhaustive()
     }
 }
@@ -282,11 +296,11 @@ pub fn apply(
             side.outbox.push(OutboxMessage {
                 cursor: side.last_cursor,
                 id: reply.message_id.clone(),
-                from: Sender::Agent,
-                agent_name: side.agent_name.clone(),
+                from: Sender::Agent {
+                    agent_name: side.agent_name.clone(),
+                },
                 text: reply.text.clone(),
                 sent_at: reply.sent_at,
-                ended: None,
             });
             next.expires_at = lock_expiry;
         }
@@ -344,11 +358,9 @@ fn end(
     side.outbox.push(OutboxMessage {
         cursor: side.last_cursor,
         id: format!("{}-ended-{}", next.session_id, side.last_cursor),
-        from: Sender::System,
-        agent_name: None,
+        from: Sender::System { ended: reason },
         text: reason.text().to_owned(),
         sent_at: now,
-        ended: Some(reason),
     });
     side.end_reason = Some(reason);
     next.state = SessionState::Ended;
@@ -462,8 +474,12 @@ mod tests {
         .unwrap();
         assert_eq!(ended.state, SessionState::Ended);
         assert_eq!(ended.agent.end_reason, Some(EndReason::AgentClosed));
-        assert_eq!(ended.agent.outbox[0].from, Sender::System);
-        assert_eq!(ended.agent.outbox[0].ended, Some(EndReason::AgentClosed));
+        assert_eq!(
+            ended.agent.outbox[0].from,
+            Sender::System {
+                ended: EndReason::AgentClosed
+            }
+        );
     }
 
     #[test]

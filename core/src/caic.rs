@@ -9,12 +9,105 @@ use serde_json::Value;
 use crate::config::CaicSettings;
 use crate::domain::{AgentStatus, OutputAdditions, SessionId};
 
-/// What CAIC said: the texts to show, the session it runs under, and the additions that drive the flow.
+/// What CAIC said: the answers to show, the session it runs under, and the additions that drive the
+/// flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaicReply {
     pub session_id: SessionId,
-    pub answers: Vec<String>,
+    pub answers: Vec<Answer>,
     pub additions: OutputAdditions,
+}
+
+/// One answer as the end user sees it: its text (as CAIC wrote it, HTML included), the dialog's options
+/// (what the end user may pick, and what to send back when they do) and its links.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Answer {
+    pub text: String,
+    pub options: Vec<DialogOption>,
+    pub links: Vec<Link>,
+}
+
+impl Answer {
+    /// A text of the service's own, with nothing to pick.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            options: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DialogOption {
+    pub label: String,
+    /// The message to send when the end user picks it.
+    pub send: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Link {
+    pub label: String,
+    pub url: String,
+}
+
+/// At most this many options and links per answer, each label at most this long: CAIC's shapes are
+/// not public, and whatever it sends reaches a page.
+const CHOICES_LIMIT: usize = 20;
+const LABEL_LIMIT_CHARS: usize = 200;
+const URL_LIMIT_BYTES: usize = 2_048;
+
+/// A non-blank text, trimmed and bounded.
+fn bounded(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.chars().take(LABEL_LIMIT_CHARS).collect())
+}
+
+/// The first of `names` that holds a non-blank string.
+fn field(object: &Value, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .filter_map(|name| object.get(*name).and_then(Value::as_str))
+        .find_map(bounded)
+}
+
+/// A dialog option: a string, or an object with a label-like field and, maybe, what to send back.
+fn dialog_option(option: &Value) -> Option<DialogOption> {
+    let label = match option {
+        Value::String(text) => bounded(text),
+        _ => field(option, &["label", "text", "title", "name", "value"]),
+    }?;
+    let send =
+        field(option, &["value", "payload", "send", "query", "text"]).unwrap_or(label.clone());
+    Some(DialogOption { label, send })
+}
+
+/// A link: a URL string, or an object with a URL-like field and, maybe, a label. Only `http` and
+/// `https` pass: a page renders these as links, and a `javascript:` one would run.
+fn link(link: &Value) -> Option<Link> {
+    let raw = match link {
+        Value::String(url) => Some(url.trim().to_owned()),
+        _ => ["url", "href", "link", "uri"]
+            .iter()
+            .find_map(|name| link.get(*name).and_then(Value::as_str))
+            .map(|url| url.trim().to_owned()),
+    }?;
+    let url = url::Url::parse(&raw).ok().filter(|url| {
+        matches!(url.scheme(), "http" | "https") && url.as_str().len() <= URL_LIMIT_BYTES
+    })?;
+    let label = field(link, &["label", "text", "title", "name"]).unwrap_or_else(|| url.to_string());
+    Some(Link {
+        label,
+        url: url.into(),
+    })
+}
+
+fn choices<T>(output: &Value, names: &[&str], read: impl Fn(&Value) -> Option<T>) -> Vec<T> {
+    names
+        .iter()
+        .find_map(|name| output.get(*name).and_then(Value::as_array))
+        .map(|items| items.iter().filter_map(&read).take(CHOICES_LIMIT).collect())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +175,18 @@ pub fn parse_reply(body: &Value, asked_session: Option<&str>) -> Result<CaicRepl
     let mut answers = Vec::new();
     let mut additions = OutputAdditions::default();
     for output in outputs {
-        if let Some(text) = output
+        let text = output
             .get("answer")
             .and_then(Value::as_str)
-            .filter(|t| !t.trim().is_empty())
-        {
-            answers.push(text.to_owned());
+            .filter(|t| !t.trim().is_empty());
+        let options = choices(output, &["dialogOptions", "options"], dialog_option);
+        let links = choices(output, &["links"], link);
+        if text.is_some() || !options.is_empty() || !links.is_empty() {
+            answers.push(Answer {
+                text: text.unwrap_or_default().to_owned(),
+                options,
+                links,
+            });
         }
         let found = output
             .get("outputAdditions")
@@ -206,7 +305,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(reply.session_id.as_str(), "s-1");
-        assert_eq!(reply.answers, vec!["Let me connect you.".to_owned()]);
+        assert_eq!(reply.answers, vec![Answer::text("Let me connect you.")]);
         assert!(reply.additions.livechat);
         assert_eq!(reply.additions.skill.as_deref(), Some("billing"));
     }
@@ -221,9 +320,86 @@ mod tests {
         )
         .unwrap();
         assert_eq!(reply.session_id.as_str(), "asked");
-        assert_eq!(reply.answers, vec!["One".to_owned(), "Two".to_owned()]);
+        assert_eq!(
+            reply.answers,
+            vec![Answer::text("One"), Answer::text("Two")]
+        );
         assert!(reply.additions.prechat);
         assert_eq!(reply.additions.skill.as_deref(), Some("sales"));
+    }
+
+    fn answer_of(output: Value) -> Answer {
+        let reply = parse_reply(
+            &json!({"data": output, "metadata": {"sessionId": "s"}}),
+            None,
+        )
+        .unwrap();
+        reply.answers.into_iter().next().expect("an answer")
+    }
+
+    #[test]
+    fn dialog_options_are_read_from_strings_and_from_label_like_objects() {
+        let option = |label: &str, send: &str| DialogOption {
+            label: label.into(),
+            send: send.into(),
+        };
+        let answer = answer_of(json!({"answer": "Talk to a colleague?",
+            "dialogOptions": ["Yes", {"label": "No", "value": "no thanks"}, {"text": "Maybe"},
+                              {"title": "Later", "payload": "later"}, {"name": " "}, 7, null]}));
+        assert_eq!(answer.text, "Talk to a colleague?");
+        assert_eq!(
+            answer.options,
+            [
+                option("Yes", "Yes"),
+                option("No", "no thanks"),
+                option("Maybe", "Maybe"),
+                option("Later", "later")
+            ]
+        );
+        let under_options = answer_of(json!({"answer": "Pick", "options": [{"label": "A"}]}));
+        assert_eq!(under_options.options, [option("A", "A")]);
+        let many: Vec<String> = (0..50).map(|n| format!("option {n}")).collect();
+        let bounded = answer_of(json!({"answer": "Pick", "dialogOptions": many}));
+        assert_eq!(bounded.options.len(), CHOICES_LIMIT);
+        let long = answer_of(json!({"answer": "Pick", "dialogOptions": ["x".repeat(1_000)]}));
+        assert_eq!(long.options[0].label.chars().count(), LABEL_LIMIT_CHARS);
+    }
+
+    #[test]
+    fn links_are_http_only_and_labelled() {
+        let answer = answer_of(json!({"answer": "See",
+            "links": ["https://shop.example/returns", {"url": "https://shop.example/faq", "text": "FAQ"},
+                      {"href": "http://shop.example/a", "title": "A"}, {"url": "javascript:alert(1)"},
+                      "not a url", {"label": "no url"}, {"uri": "ftp://shop.example/f"}]}));
+        let links: Vec<(&str, &str)> = answer
+            .links
+            .iter()
+            .map(|l| (l.label.as_str(), l.url.as_str()))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                (
+                    "https://shop.example/returns",
+                    "https://shop.example/returns"
+                ),
+                ("FAQ", "https://shop.example/faq"),
+                ("A", "http://shop.example/a")
+            ]
+        );
+    }
+
+    #[test]
+    fn an_output_with_only_options_is_an_answer_and_an_empty_one_is_not() {
+        let reply = parse_reply(
+            &json!({"data": [{"answer": "", "dialogOptions": ["Yes"]}, {"answer": " ", "links": []}],
+                    "metadata": {"sessionId": "s"}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(reply.answers.len(), 1);
+        assert_eq!(reply.answers[0].text, "");
+        assert_eq!(reply.answers[0].options[0].label, "Yes");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `/sandbox/`. The service's real HTTP clients talk to it exactly as they would to CM.com; only the
 //! peers are fake.
 //!
-//! - `GET /sandbox/caic/ask`: a scripted bot. "agent" or "human" gets a `livechat` answer with skill
+//! - `GET /sandbox/caic/ask`: a scripted bot. "help" asks whether to talk to a colleague with the dialog
+//!   options *Yes* (sends "I want an agent") and *No*. "agent" or "human" gets a `livechat` answer with skill
 //!   `support`; during the intake it asks for a name, then an e-mail address, then calls the end-slot
 //!   webhook (`POST /v1/prechat/complete`) as CAIC would and answers with the dialog's ok or error text.
 //! - `GET /sandbox/caic/event/prechat`: starts that intake.
@@ -235,6 +236,14 @@ async fn ask(State(sandbox): State<Arc<Sandbox>>, Query(query): Params) -> Respo
         }
         None => {
             let lower = text.to_lowercase();
+            if lower == "help" {
+                // A dialog with options, as CAIC's dialogs continue: picking one sends its value.
+                let options = json!([{"label": "Yes", "value": "I want an agent"},
+                                     {"label": "No", "value": "No, thanks"}]);
+                let asked = "Would you like to talk to a colleague?";
+                return caic_reply_with_options(&session, asked, json!({}), options)
+                    .into_response();
+            }
             if lower.contains("agent") || lower.contains("human") {
                 (
                     "Let me connect you to a colleague.".to_owned(),
@@ -428,8 +437,17 @@ fn now_rfc3339() -> String {
 }
 
 fn caic_reply(session: &str, answer: &str, additions: Value) -> Json<Value> {
+    caic_reply_with_options(session, answer, additions, json!([]))
+}
+
+fn caic_reply_with_options(
+    session: &str,
+    answer: &str,
+    additions: Value,
+    options: Value,
+) -> Json<Value> {
     Json(
-        json!({"data": {"answer": answer, "type": "answer", "dialogOptions": [], "links": [],
+        json!({"data": {"answer": answer, "type": "answer", "dialogOptions": options, "links": [],
                         "outputAdditions": additions},
                "metadata": {"culture": "en", "interactionId": uuid::Uuid::new_v4().to_string(),
                             "sessionId": session}}),

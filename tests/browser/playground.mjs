@@ -32,8 +32,11 @@ try {
     await userSays("hello");
     await shows("user-log", 'You said "hello"');
   });
-  await step("asking for a person starts the intake", async () => {
-    await userSays("I want an agent");
+  await step("the bot's dialog options are buttons; Yes asks for a person and starts the intake", async () => {
+    await userSays("help");
+    await shows("user-log", "Would you like to talk to a colleague?");
+    await page.getByRole("button", { name: "Yes" }).click();
+    await shows("user-log", "I want an agent");
     await shows("user-log", "Let me connect you to a colleague.");
     await shows("user-log", "What is your name?");
   });

@@ -955,3 +955,29 @@ async fn during_a_rotation_the_current_and_the_next_key_are_both_accepted() {
     .unwrap_or_default();
     assert!(error.contains("CHANNEL_API_KEY_NEXT is invalid"), "{error}");
 }
+
+/// The bot's answer reaches the page whole: its text in `answers` as before, and in `outputs` its
+/// dialog options (what to send back) and its links, a `javascript:` one dropped.
+#[tokio::test]
+async fn a_bot_answer_carries_its_dialog_options_and_links() {
+    let world = World::on(memory_harness().await).await;
+    let mut reply = caic_reply(SID, "Would you like to talk to a colleague?", json!({}));
+    reply["data"]["dialogOptions"] = json!([{"label": "Yes", "value": "I want an agent"}, "No"]);
+    reply["data"]["links"] = json!([{"url": "https://shop.example/help", "text": "Help"},
+                                    {"url": "javascript:alert(1)", "text": "Bad"}]);
+    world.caic_answers("help", reply).await;
+    let (status, body) = world
+        .message(json!({"sessionId": SID, "text": "help"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["answers"],
+        json!(["Would you like to talk to a colleague?"])
+    );
+    assert_eq!(
+        body["outputs"],
+        json!([{"text": "Would you like to talk to a colleague?",
+                "options": [{"label": "Yes", "send": "I want an agent"}, {"label": "No", "send": "No"}],
+                "links": [{"label": "Help", "url": "https://shop.example/help"}]}])
+    );
+}

@@ -5,7 +5,7 @@ pub mod agent;
 
 use std::sync::Arc;
 
-use crate::caic::{Caic, CaicError};
+use crate::caic::{Answer, Caic, CaicError};
 use crate::channel::ChannelPush;
 use crate::clock::Clock;
 use crate::domain::{
@@ -387,7 +387,7 @@ impl Routed {
 pub struct IngestReply {
     pub session_id: SessionId,
     pub routed: Routed,
-    pub answers: Vec<String>,
+    pub answers: Vec<Answer>,
 }
 
 /// Everything answer ingestion touches.
@@ -565,7 +565,7 @@ async fn answer_with_bot(
     if !unanswered.is_empty() {
         let ended_by = session.as_ref().and_then(|s| s.agent.end_reason);
         let why = ended_by.unwrap_or(EndReason::HandoverFailed).text();
-        answers.insert(0, why.to_owned());
+        answers.insert(0, Answer::text(why));
         if let Err(err) = deps.store.clear_queue(&session_id).await {
             tracing::warn!(error = %err, "could not clear the answered queue; it is answered again next turn");
         }
@@ -639,17 +639,22 @@ async fn ask_bot_only(
 
 /// What the agent will read of the conversation before the handover: the last `turns` of the
 /// channel's history, the end user's question that made the bot offer a person, and the bot's answer.
-fn transcript(turns: usize, message: &IncomingMessage, answers: &[String]) -> Vec<Turn> {
+fn transcript(turns: usize, message: &IncomingMessage, answers: &[Answer]) -> Vec<Turn> {
     let earlier = message.history.len().saturating_sub(turns);
     let mut transcript = message.history[earlier..].to_vec();
     transcript.push(Turn {
         from: Speaker::User,
         text: message.text.clone(),
     });
-    transcript.extend(answers.iter().map(|answer| Turn {
-        from: Speaker::Bot,
-        text: answer.clone(),
-    }));
+    transcript.extend(
+        answers
+            .iter()
+            .filter(|a| !a.text.is_empty())
+            .map(|answer| Turn {
+                from: Speaker::Bot,
+                text: answer.text.clone(),
+            }),
+    );
     transcript
 }
 
@@ -663,7 +668,7 @@ async fn start_flow(
     message: &IncomingMessage,
     transcript: Vec<Turn>,
     earlier: Option<&Session>,
-) -> Vec<String> {
+) -> Vec<Answer> {
     let channel = additions
         .msc_channel
         .clone()

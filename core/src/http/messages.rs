@@ -127,7 +127,14 @@ async fn process(deps: &IngestDeps, message: IncomingMessage) -> Result<Value, A
     let mut shown = json!({
         "sessionId": reply.session_id.as_str(),
         "handledBy": handled_by,
-        "answers": reply.answers,
+        // The texts alone, as before; `outputs` adds each answer's options and links.
+        "answers": reply
+            .answers
+            .iter()
+            .map(|answer| &answer.text)
+            .filter(|text| !text.is_empty())
+            .collect::<Vec<_>>(),
+        "outputs": reply.answers,
     });
     if reply.routed == Routed::Queued {
         shown["queued"] = json!(true);

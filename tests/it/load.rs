@@ -319,28 +319,22 @@ async fn converse(
             by
         });
     }
-    let view: Value = http
-        .get(format!("{base}/v1/sessions/{session_id}"))
-        .bearer_auth(LOCAL_OPERATOR_KEY)
-        .send()
-        .await
-        .expect("runner answers")
-        .json()
-        .await
-        .expect("JSON");
+    let view = get_json(
+        http,
+        &format!("{base}/v1/sessions/{session_id}"),
+        LOCAL_OPERATOR_KEY,
+    )
+    .await;
     let handed_over = view["state"] == "handed_over";
     let mut shown = Vec::new();
     if handed_over {
         agent_replies_and_close(http, base, &session_id).await;
-        let outbox: Value = http
-            .get(format!("{base}/v1/sessions/{session_id}/messages"))
-            .bearer_auth(LOCAL_CHANNEL_KEY)
-            .send()
-            .await
-            .expect("runner answers")
-            .json()
-            .await
-            .expect("JSON");
+        let outbox = get_json(
+            http,
+            &format!("{base}/v1/sessions/{session_id}/messages"),
+            LOCAL_CHANNEL_KEY,
+        )
+        .await;
         for message in outbox["messages"].as_array().expect("messages") {
             shown.push((
                 message["from"].as_str().unwrap_or_default().to_owned(),
@@ -359,6 +353,17 @@ async fn converse(
             .unwrap_or_default()
             .to_owned(),
     }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> Value {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("runner answers")
+        .json()
+        .await
+        .expect("JSON")
 }
 
 /// The agent's side as MSC plays it: three replies, each delivered twice at once (a webhook retry

@@ -34,15 +34,7 @@ async fn dynamodb_items_leave_out_what_is_empty_and_an_unreadable_one_is_named()
         .start_intake(&handover_tests::online_intake("items-1"))
         .await
         .expect("intake");
-    let item = client
-        .get_item()
-        .table_name(&table)
-        .key("pk", S("items-1".into()))
-        .send()
-        .await
-        .expect("get")
-        .item
-        .expect("item");
+    let item = stored_item(&client, &table, "items-1").await;
     let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
     names.sort_unstable();
     assert_eq!(
@@ -77,15 +69,7 @@ async fn dynamodb_items_leave_out_what_is_empty_and_an_unreadable_one_is_named()
         store.amend_handover("items-1", &reply).await,
         Ok(Amended::Applied(_))
     ));
-    let item = client
-        .get_item()
-        .table_name(&table)
-        .key("pk", S("items-1".into()))
-        .send()
-        .await
-        .expect("get")
-        .item
-        .expect("item");
+    let item = stored_item(&client, &table, "items-1").await;
     let delivered = item.get("delivered_replies").and_then(|v| v.as_b().ok());
     assert_eq!(delivered.map(|blob| blob.as_ref().len()), Some(8));
     let entry = item
@@ -120,4 +104,20 @@ async fn dynamodb_items_leave_out_what_is_empty_and_an_unreadable_one_is_named()
         }
         other => panic!("an unreadable item: {other:?}"),
     }
+}
+
+async fn stored_item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    client
+        .get_item()
+        .table_name(table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.into()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("item")
 }

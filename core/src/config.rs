@@ -182,6 +182,10 @@ pub const NEXT_KEYS: &[(&str, &str)] = &[
     ("OPERATOR_API_KEY", "OPERATOR_API_KEY_NEXT"),
     ("MSC_WEBHOOK_SECRET", "MSC_WEBHOOK_SECRET_NEXT"),
     ("CHANNEL_WEBHOOK_SECRET", "CHANNEL_WEBHOOK_SECRET_NEXT"),
+    (
+        "CONVERSATION_TOKEN_SECRET",
+        "CONVERSATION_TOKEN_SECRET_NEXT",
+    ),
 ];
 
 /// The channel used when an answer names none.
@@ -368,6 +372,26 @@ fn lock_policy(env: &Env) -> Result<LockPolicy, ConfigError> {
     Ok(policy)
 }
 
+/// Conversation tokens for pages (`CONVERSATION_TOKEN_SECRET`, its `_NEXT`, `CONVERSATION_TOKEN_SECS`);
+/// none are issued or accepted while the secret is unset.
+#[derive(Clone)]
+pub struct TokenSettings {
+    pub secret: Keys,
+    pub lifetime_secs: i64,
+}
+
+impl TokenSettings {
+    fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        if env.optional("CONVERSATION_TOKEN_SECRET").is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            secret: env.caller_key("CONVERSATION_TOKEN_SECRET")?,
+            lifetime_secs: env.positive("CONVERSATION_TOKEN_SECS", 86_400)?,
+        }))
+    }
+}
+
 /// answer-ingest: `POST /v1/messages`.
 #[derive(Clone)]
 pub struct AnswerIngestConfig {
@@ -378,6 +402,7 @@ pub struct AnswerIngestConfig {
     pub msc: MscApiSettings,
     pub default_channel: String,
     pub channel_key: Keys,
+    pub tokens: Option<TokenSettings>,
     /// `TRANSCRIPT_TURNS`: how many of the channel's earlier turns the handover message shows.
     pub transcript_turns: usize,
     pub business_hours: BusinessHours,
@@ -397,6 +422,7 @@ impl AnswerIngestConfig {
             msc,
             default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
             channel_key: env.caller_key("CHANNEL_API_KEY")?,
+            tokens: TokenSettings::from_env(env)?,
             business_hours: business_hours(env)?,
             transcript_turns: match env.optional("TRANSCRIPT_TURNS") {
                 None => 10,

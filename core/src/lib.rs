@@ -23,6 +23,7 @@ pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod token;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use clock::ManualClock;

@@ -100,7 +100,11 @@ pub fn answer_ingest_routes(
         transcript_turns: config.transcript_turns,
         hours: Arc::new(config.business_hours.clone()),
     };
-    http::answer_ingest(deps, CallerKey::from(&config.channel_key))
+    let tokens = config
+        .tokens
+        .as_ref()
+        .map(|t| crate::token::TokenKeys::new(t.secret.clone(), t.lifetime_secs));
+    http::answer_ingest(deps, CallerKey::from(&config.channel_key), tokens)
 }
 
 pub fn presence_check_routes(

@@ -23,6 +23,7 @@ pub const LOCAL_CHANNEL_KEY: &str = "local-channel-key";
 pub const LOCAL_WEBHOOK_SECRET: &str = "local-webhook-secret";
 pub const LOCAL_OPERATOR_KEY: &str = "local-operator-key";
 pub const LOCAL_MSC_WEBHOOK_SECRET: &str = "local-msc-webhook-secret";
+pub const LOCAL_CONVERSATION_TOKEN_SECRET: &str = "local-conversation-token-secret";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -59,6 +60,7 @@ pub async fn start_with(
     env.set_default("CAIC_WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET);
     env.set_default("OPERATOR_API_KEY", LOCAL_OPERATOR_KEY);
     env.set_default("MSC_WEBHOOK_SECRET", LOCAL_MSC_WEBHOOK_SECRET);
+    env.set_default("CONVERSATION_TOKEN_SECRET", LOCAL_CONVERSATION_TOKEN_SECRET);
     env.set_default("HANDOVER_STORE", "memory");
     // Locally the way back is worth seeing: an agent closing the conversation hands it to the bot.
     env.set_default("RELEASE_ON_ARCHIVE", "true");

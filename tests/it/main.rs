@@ -23,4 +23,5 @@ mod secrets;
 mod store_contract;
 mod store_race;
 mod tls;
+mod tokens;
 mod transcript;

@@ -28,6 +28,7 @@ pub const MSC_KEY: &str = "msc-key";
 pub const MSC_SECRET: &str = "msc-secret";
 pub const MSC_WEBHOOK_KEY: &str = "msc-webhook-secret-0123456789";
 pub const CHANNEL_WEBHOOK_KEY: &str = "channel-webhook-secret-0123456789";
+pub const CONVERSATION_TOKEN_SECRET: &str = "test-conversation-token-secret";
 
 const FIXTURE: &str = include_str!("../data/apigw_v2_request.json");
 
@@ -80,6 +81,7 @@ impl World {
             ("CHANNEL_WEBHOOK_URL", &channel_url),
             ("CHANNEL_WEBHOOK_SECRET", CHANNEL_WEBHOOK_KEY),
             ("CHANNEL_WEBHOOK_TIMEOUT_MS", "500"),
+            ("CONVERSATION_TOKEN_SECRET", CONVERSATION_TOKEN_SECRET),
         ];
         for (name, value) in overrides {
             vars.retain(|(n, _)| n != name);

@@ -84,6 +84,12 @@ impl IdempotencyKey {
             None => format!("#{}", self.0),
         }
     }
+
+    /// A first message's key sent with a conversation token: scoped to that token (`##<token id>#<key>`),
+    /// so that two pages never share a reply.
+    pub fn scoped_by(&self, token_id: &str) -> String {
+        format!("##{token_id}#{}", self.0)
+    }
 }
 
 /// Who holds a session: written by every start of intake and every claim, and required by the

@@ -6,8 +6,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use std::sync::Arc;
+
 use super::ApiError;
+use crate::clock::Clock;
 use crate::config::Keys;
+use crate::token::{ConversationToken, TokenKeys};
 
 /// One caller's key (the channel's, CAIC's webhooks', the operators', MSC's webhooks'): the current
 /// value and, during a rotation, the next one.
@@ -23,15 +27,7 @@ impl From<&Keys> for CallerKey {
 impl CallerKey {
     /// Whether `Authorization: Bearer <key>` carries this key.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
-        // The scheme is case-insensitive (RFC 7235), the key is not.
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim_start().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-            .unwrap_or_default();
-        self.is(presented.as_bytes())
+        self.is(bearer(headers).unwrap_or_default().as_bytes())
     }
 
     /// Compared in constant time, so the time taken says nothing about how much of a guess was right.
@@ -48,6 +44,69 @@ impl CallerKey {
             form_urlencoded::parse(query.as_bytes())
                 .any(|(name, value)| name == "key" && self.is(value.as_bytes()))
         })
+    }
+}
+
+/// What `Authorization: Bearer <value>` carries. The scheme is case-insensitive (RFC 7235), the value
+/// is not.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, value)| value.trim())
+}
+
+/// Who called a route that the channel's backend and pages share.
+#[derive(Clone)]
+pub enum Caller {
+    /// The channel key: every conversation.
+    Channel,
+    /// A conversation token: its own conversation only. The keys issue the token for the conversation
+    /// its first message starts.
+    Conversation {
+        token: ConversationToken,
+        keys: TokenKeys,
+    },
+}
+
+/// The channel key, and the keys of conversation tokens when they are on.
+#[derive(Clone)]
+pub struct ChannelOrToken {
+    pub key: CallerKey,
+    pub tokens: Option<TokenKeys>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The route layer for the routes pages may call: the channel key, or a valid conversation token; the
+/// caller is left on the request for the handler to scope by. Anything else is a 401.
+pub async fn require_channel_or_token(
+    State(gate): State<ChannelOrToken>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let caller = if gate.key.admits(request.headers()) {
+        Some(Caller::Channel)
+    } else {
+        match (&gate.tokens, bearer(request.headers())) {
+            (Some(keys), Some(presented)) => {
+                keys.verify(presented, gate.clock.now())
+                    .ok()
+                    .map(|token| Caller::Conversation {
+                        token,
+                        keys: keys.clone(),
+                    })
+            }
+            _ => None,
+        }
+    };
+    match caller {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => ApiError::Unauthorized.into_response(),
     }
 }
 

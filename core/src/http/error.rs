@@ -46,6 +46,10 @@ pub enum ApiError {
     NoSession,
     #[error("after must be a cursor: a whole number from an earlier response")]
     InvalidCursor,
+    #[error("this conversation token is for another conversation")]
+    OtherConversation,
+    #[error("conversation tokens are not configured (CONVERSATION_TOKEN_SECRET)")]
+    TokensOff,
     #[error("session store unavailable")]
     Store(#[source] StoreError),
     #[error("Conversational AI Cloud unavailable")]
@@ -74,6 +78,8 @@ impl ApiError {
             ApiError::NotHandedOver => (S::CONFLICT, "not_handed_over"),
             ApiError::NoSession => (S::NOT_FOUND, "no_session"),
             ApiError::InvalidCursor => (S::BAD_REQUEST, "invalid_cursor"),
+            ApiError::OtherConversation => (S::FORBIDDEN, "other_conversation"),
+            ApiError::TokensOff => (S::NOT_FOUND, "tokens_not_configured"),
             ApiError::Store(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Caic(_) => (S::BAD_GATEWAY, "caic_unavailable"),
             ApiError::Msc(MscError::Busy { .. }) => (S::SERVICE_UNAVAILABLE, "msc_busy"),

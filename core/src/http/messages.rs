@@ -1,5 +1,5 @@
-//! answer-ingest's routes: `POST /v1/messages` (one end-user turn) and the channel's outbox
-//! (`GET /v1/sessions/{sessionId}/messages`).
+//! answer-ingest's routes: `POST /v1/messages` (one end-user turn), the channel's outbox
+//! (`GET /v1/sessions/{sessionId}/messages`), and `POST /v1/conversations` (a page's token).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,10 +7,12 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::Caller;
 use super::request::{object, objects_or_null, record_session, Body, SessionIdParam};
 use super::ApiError;
 use crate::channel;
@@ -18,6 +20,7 @@ use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn};
 use crate::flow::agent::{handled_by, messages_since};
 use crate::flow::{ingest, IncomingMessage, IngestDeps, Routed};
 use crate::store::IdempotencyBegin;
+use crate::token::TokenKeys;
 
 const MAX_TEXT_CHARS: usize = 4_096;
 
@@ -55,11 +58,38 @@ struct HistoryTurn {
 const MAX_HISTORY_TURNS: usize = 50;
 const MAX_HISTORY_TEXT_CHARS: usize = 2_000;
 
+/// answer-ingest's state: the flow's dependencies, and the keys of conversation tokens when they are on.
+pub struct IngestState {
+    pub deps: IngestDeps,
+    pub tokens: Option<TokenKeys>,
+}
+
+/// `POST /v1/conversations` (the channel's backend, with the channel key): a token for a page's new
+/// conversation, bound to it by the reply to its first message.
+pub async fn new_conversation(
+    State(state): State<Arc<IngestState>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let _: NewConversationBody = body.optional_json()?;
+    let keys = state.tokens.as_ref().ok_or(ApiError::TokensOff)?;
+    let (token, expires_at) = keys
+        .issue(None, state.deps.clock.now())
+        .map_err(|_| ApiError::TokensOff)?;
+    let body = json!({"token": token, "expiresAt": crate::clock::rfc3339(expires_at)});
+    Ok((axum::http::StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewConversationBody {}
+
 pub async fn send_message(
-    State(deps): State<Arc<IngestDeps>>,
+    State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let deps = &state.deps;
     let idempotency_key = headers
         .get("idempotency-key")
         .map(|value| IdempotencyKey::parse(value.to_str().unwrap_or_default()))
@@ -68,11 +98,23 @@ pub async fn send_message(
     if let Some(id) = &message.session_id {
         record_session(id);
     }
+    // A token admits its own conversation; before its first message, only a new one.
+    if let Caller::Conversation { token, .. } = &caller {
+        if token.session != message.session_id {
+            return Err(ApiError::OtherConversation);
+        }
+    }
     let Some(key) = idempotency_key else {
-        return Ok(Json(process(&deps, message).await?).into_response());
+        return Ok(Json(process(deps, &caller, message).await?).into_response());
     };
     let fingerprint = fingerprint(&body.0);
-    let scoped = key.scoped(message.session_id.as_ref());
+    let scoped = match &caller {
+        // Two pages' first messages must never share a key: each token has its own scope.
+        Caller::Conversation { token, .. } if message.session_id.is_none() => {
+            key.scoped_by(&token.id)
+        }
+        _ => key.scoped(message.session_id.as_ref()),
+    };
     match deps.store.begin_request(&scoped, &fingerprint).await {
         Ok(IdempotencyBegin::Fresh) => {}
         Ok(IdempotencyBegin::InProgress) => return Err(ApiError::RequestInProgress),
@@ -95,11 +137,11 @@ pub async fn send_message(
         // rather than dropped; a retry during the outage may then be processed twice.
         Err(err) => {
             tracing::error!(error = %err, "idempotency key unreadable; processing without it");
-            return Ok(Json(process(&deps, message).await?).into_response());
+            return Ok(Json(process(deps, &caller, message).await?).into_response());
         }
     }
     message.idempotency_key = Some(key.clone());
-    match process(&deps, message).await {
+    match process(deps, &caller, message).await {
         Ok(reply) => {
             if let Err(err) = deps.store.finish_request(&scoped, &reply.to_string()).await {
                 tracing::warn!(error = %err, "could not store the reply for replay");
@@ -116,7 +158,11 @@ pub async fn send_message(
     }
 }
 
-async fn process(deps: &IngestDeps, message: IncomingMessage) -> Result<Value, ApiError> {
+async fn process(
+    deps: &IngestDeps,
+    caller: &Caller,
+    message: IncomingMessage,
+) -> Result<Value, ApiError> {
     let new_conversation = message.session_id.is_none();
     let reply = ingest(deps, message).await?;
     if new_conversation {
@@ -138,6 +184,17 @@ async fn process(deps: &IngestDeps, message: IncomingMessage) -> Result<Value, A
     });
     if reply.routed == Routed::Queued {
         shown["queued"] = json!(true);
+    }
+    // The page's token follows its conversation: bound by the first message, and moved along when
+    // CAIC started a new session (an expired one is replaced without notice).
+    if let Caller::Conversation { token, keys } = caller {
+        if token.session.as_ref() != Some(&reply.session_id) {
+            let (token, expires_at) = keys
+                .issue(Some(&reply.session_id), deps.clock.now())
+                .map_err(|_| ApiError::TokensOff)?;
+            shown["token"] = json!(token);
+            shown["tokenExpiresAt"] = json!(crate::clock::rfc3339(expires_at));
+        }
     }
     Ok(shown)
 }
@@ -269,11 +326,18 @@ pub(crate) fn non_blank(value: Option<String>) -> Option<String> {
 }
 
 pub async fn session_messages(
-    State(deps): State<Arc<IngestDeps>>,
+    State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
     SessionIdParam(session_id): SessionIdParam,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let deps = &state.deps;
     record_session(&session_id);
+    if let Caller::Conversation { token, .. } = &caller {
+        if token.session.as_ref() != Some(&session_id) {
+            return Err(ApiError::OtherConversation);
+        }
+    }
     let after = match query.ok().and_then(|Query(mut q)| q.remove("after")) {
         None => 0,
         Some(after) => cursor(&after)?,

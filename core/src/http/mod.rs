@@ -55,6 +55,7 @@ impl Function {
 /// three, and the routers below, to one set).
 pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/v1/messages", Function::AnswerIngest),
+    ("POST", "/v1/conversations", Function::AnswerIngest),
     ("POST", "/v1/presence", Function::PresenceCheck),
     ("GET", "/v1/presence", Function::PresenceCheck),
     ("POST", "/v1/prechat/complete", Function::PrechatComplete),
@@ -82,18 +83,36 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/v1/msc/events", Function::AgentEvents),
 ];
 
-pub fn answer_ingest(deps: IngestDeps, channel_key: CallerKey) -> Router {
+/// answer-ingest's routes. The channel key admits every conversation; a conversation token (when
+/// `tokens` are on) only its own, and only on the routes a page calls.
+pub fn answer_ingest(
+    deps: IngestDeps,
+    channel_key: CallerKey,
+    tokens: Option<crate::token::TokenKeys>,
+) -> Router {
+    let page_or_channel = from_fn_with_state(
+        auth::ChannelOrToken {
+            key: channel_key.clone(),
+            tokens: tokens.clone(),
+            clock: deps.clock.clone(),
+        },
+        auth::require_channel_or_token,
+    );
     let channel_only = from_fn_with_state(channel_key, auth::require_key);
     Router::new()
         .route(
             "/v1/messages",
-            post(messages::send_message).route_layer(channel_only.clone()),
+            post(messages::send_message).route_layer(page_or_channel.clone()),
         )
         .route(
             "/v1/sessions/{sessionId}/messages",
-            get(messages::session_messages).route_layer(channel_only),
+            get(messages::session_messages).route_layer(page_or_channel),
         )
-        .with_state(Arc::new(deps))
+        .route(
+            "/v1/conversations",
+            post(messages::new_conversation).route_layer(channel_only),
+        )
+        .with_state(Arc::new(messages::IngestState { deps, tokens }))
         .layer(from_fn_with_state(
             Function::AnswerIngest.binary(),
             metrics::per_invocation,

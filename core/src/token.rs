@@ -1,0 +1,182 @@
+//! Conversation tokens: what a page holds instead of the channel key. A token admits one conversation
+//! (or, before its first message, none yet: the reply to that message carries a token bound to the
+//! conversation CAIC started), expires, and is signed by the service (HS256, `CONVERSATION_TOKEN_SECRET`,
+//! with a `_NEXT` accepted during a rotation). Its expiry is checked on the clock port, not the
+//! library's, so tests can move time.
+
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Keys;
+use crate::domain::SessionId;
+
+/// What a valid token admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationToken {
+    /// The conversation it is bound to; `None` before its first message.
+    pub session: Option<SessionId>,
+    /// Random, per token: what scopes a first message's `Idempotency-Key`, so that two pages' first
+    /// messages never share one.
+    pub id: String,
+    /// Epoch seconds.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the conversation token has expired")]
+    Expired,
+    /// Forged, cut short, signed with a retired secret, or not a token at all.
+    #[error("the conversation token is not valid")]
+    Invalid,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    exp: i64,
+    iat: i64,
+    jti: String,
+    /// The conversation, once bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+}
+
+/// Issues and checks tokens with the configured secret (and its successor during a rotation).
+#[derive(Clone)]
+pub struct TokenKeys {
+    secrets: Keys,
+    lifetime_secs: i64,
+}
+
+impl TokenKeys {
+    pub fn new(secrets: Keys, lifetime_secs: i64) -> Self {
+        Self {
+            secrets,
+            lifetime_secs,
+        }
+    }
+
+    /// A token for `session` (or for the first message of a new one), valid from `now` for the
+    /// configured lifetime, and when it expires.
+    pub fn issue(
+        &self,
+        session: Option<&SessionId>,
+        now: i64,
+    ) -> Result<(String, i64), TokenError> {
+        let expires_at = now + self.lifetime_secs;
+        let claims = Claims {
+            exp: expires_at,
+            iat: now,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            sid: session.map(|s| s.as_str().to_owned()),
+        };
+        let key = EncodingKey::from_secret(self.secrets.current.as_bytes());
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &key)
+            .map_err(|_| TokenError::Invalid)?;
+        Ok((token, expires_at))
+    }
+
+    /// What `token` admits at `now`: signed with one of the secrets, unexpired, naming a usable
+    /// session id if any.
+    pub fn verify(&self, token: &str, now: i64) -> Result<ConversationToken, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Checked below against the clock port.
+        validation.validate_exp = false;
+        validation.required_spec_claims = ["exp".to_owned()].into();
+        let claims = self
+            .secrets
+            .all()
+            .find_map(|secret| {
+                decode::<Claims>(
+                    token,
+                    &DecodingKey::from_secret(secret.as_bytes()),
+                    &validation,
+                )
+                .ok()
+            })
+            .ok_or(TokenError::Invalid)?
+            .claims;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        let session = claims
+            .sid
+            .map(|id| SessionId::parse(&id).map_err(|_| TokenError::Invalid))
+            .transpose()?;
+        Ok(ConversationToken {
+            session,
+            id: claims.jti,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(current: &str, next: Option<&str>) -> TokenKeys {
+        TokenKeys::new(
+            Keys {
+                current: current.into(),
+                next: next.map(Into::into),
+            },
+            3_600,
+        )
+    }
+
+    #[test]
+    fn a_token_admits_what_it_was_issued_for_until_it_expires() {
+        let keys = keys("token-secret-0123456789", None);
+        let session = SessionId::parse("s-1").unwrap();
+        let (token, expires_at) = keys.issue(Some(&session), 1_000).unwrap();
+        assert_eq!(expires_at, 4_600);
+        let admitted = keys.verify(&token, 4_599).unwrap();
+        assert_eq!(
+            (admitted.session, admitted.expires_at),
+            (Some(session), expires_at)
+        );
+        assert_eq!(keys.verify(&token, 4_600), Err(TokenError::Expired));
+        let (unbound, _) = keys.issue(None, 1_000).unwrap();
+        let unbound = keys.verify(&unbound, 1_001).unwrap();
+        assert_eq!(unbound.session, None);
+        assert_ne!(unbound.id, admitted.id, "each token its own id");
+    }
+
+    #[test]
+    fn forged_cut_short_and_retired_tokens_are_invalid_and_the_next_secret_is_accepted() {
+        let old = keys("old-secret-0123456789", None);
+        let rotating = keys("old-secret-0123456789", Some("new-secret-0123456789"));
+        let rotated = keys("new-secret-0123456789", None);
+        let (token, _) = old.issue(None, 1_000).unwrap();
+        assert!(
+            rotating.verify(&token, 1_001).is_ok(),
+            "accepted during the rotation"
+        );
+        assert_eq!(
+            rotated.verify(&token, 1_001),
+            Err(TokenError::Invalid),
+            "retired"
+        );
+        let (newer, _) = keys("new-secret-0123456789", None)
+            .issue(None, 1_000)
+            .unwrap();
+        assert!(
+            rotating.verify(&newer, 1_001).is_ok(),
+            "the next secret's tokens too"
+        );
+        assert_eq!(
+            old.verify(&token[..token.len() - 3], 1_001),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(old.verify("not.a.token", 1_001), Err(TokenError::Invalid));
+        let mut parts: Vec<&str> = token.split('.').collect();
+        // {"exp":9999999999,"iat":0,"jti":"x","sid":"other"}, under the old signature.
+        let forged_claims = "eyJleHAiOjk5OTk5OTk5OTksImlhdCI6MCwianRpIjoieCIsInNpZCI6Im90aGVyIn0";
+        parts[1] = forged_claims;
+        assert_eq!(
+            old.verify(&parts.join("."), 1_001),
+            Err(TokenError::Invalid)
+        );
+    }
+}

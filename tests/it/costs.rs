@@ -138,3 +138,39 @@ async fn an_agent_reply_is_one_read_and_one_write_once_its_conversation_is_linke
         counter.snapshot()
     );
 }
+
+/// A page's turns with a conversation token cost what the channel's do: minting touches no table, the
+/// first message none either, a later bot turn one read.
+#[tokio::test]
+async fn a_turn_with_a_conversation_token_costs_what_a_turn_with_the_key_does() {
+    use handover_tests::world::{event, read, send, CHANNEL_KEY};
+    let (world, counter) = world().await;
+    let (status, minted) = read(
+        send(
+            &world.ingest,
+            event("POST", "/v1/conversations", "", Some(CHANNEL_KEY), ""),
+        )
+        .await,
+    );
+    assert_eq!(status, 201);
+    let turn = |token: &str, body: serde_json::Value| {
+        event("POST", "/v1/messages", "", Some(token), &body.to_string())
+    };
+    let token = minted["token"].as_str().unwrap();
+    let (_, first) = read(send(&world.ingest, turn(token, json!({"text": "hello"}))).await);
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (0, 0),
+        "mint and first turn"
+    );
+    let bound = first["token"].as_str().unwrap();
+    let (status, _) = read(
+        send(
+            &world.ingest,
+            turn(bound, json!({"sessionId": SID, "text": "hello"})),
+        )
+        .await,
+    );
+    assert_eq!(status, 200);
+    assert_eq!((counter.reads(), counter.writes()), (1, 0), "a bot turn");
+}

@@ -403,6 +403,8 @@ pub struct AnswerIngestConfig {
     pub default_channel: String,
     pub channel_key: Keys,
     pub tokens: Option<TokenSettings>,
+    /// `ALLOWED_ORIGINS`: the pages (`scheme://host[:port]`) that may call the browser's routes (CORS).
+    pub allowed_origins: Vec<String>,
     /// `TRANSCRIPT_TURNS`: how many of the channel's earlier turns the handover message shows.
     pub transcript_turns: usize,
     pub business_hours: BusinessHours,
@@ -423,6 +425,7 @@ impl AnswerIngestConfig {
             default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
             channel_key: env.caller_key("CHANNEL_API_KEY")?,
             tokens: TokenSettings::from_env(env)?,
+            allowed_origins: allowed_origins(env)?,
             business_hours: business_hours(env)?,
             transcript_turns: match env.optional("TRANSCRIPT_TURNS") {
                 None => 10,
@@ -437,6 +440,34 @@ impl AnswerIngestConfig {
             },
         })
     }
+}
+
+/// `ALLOWED_ORIGINS`, comma-separated: each an origin alone (no path, query or user), as browsers send
+/// it in `Origin`.
+fn allowed_origins(env: &Env) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = env.optional("ALLOWED_ORIGINS") else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let parsed = url::Url::parse(origin).ok().filter(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.path() == "/"
+                    && !origin.ends_with('/')
+                    && url.query().is_none()
+                    && url.username().is_empty()
+            });
+            parsed
+                .map(|url| url.origin().ascii_serialization())
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "ALLOWED_ORIGINS",
+                    reason: format!("{origin:?} is not an origin like https://shop.example"),
+                })
+        })
+        .collect()
 }
 
 /// The timeouts must nest: MSC's within the claim's lease (or another caller takes over a handover whose
@@ -730,5 +761,40 @@ mod tests {
         );
         let other = Env::from_pairs([("HANDOVER_STORE", "redis")]);
         assert!(SessionSettings::from_env(&other, "dynamodb").is_err());
+    }
+
+    #[test]
+    fn allowed_origins_are_origins_alone() {
+        let origins =
+            |raw: &'static str| allowed_origins(&Env::from_pairs([("ALLOWED_ORIGINS", raw)]));
+        assert_eq!(
+            origins(" https://shop.example, http://localhost:8080 ,"),
+            Ok(vec![
+                "https://shop.example".to_owned(),
+                "http://localhost:8080".to_owned()
+            ])
+        );
+        assert_eq!(origins(""), Ok(Vec::new()));
+        for bad in [
+            "https://shop.example/",
+            "https://shop.example/chat",
+            "shop.example",
+            "ftp://shop.example",
+            "https://user@shop.example",
+            "https://shop.example?x=1",
+            "*",
+        ] {
+            let refused = origins(bad);
+            assert!(
+                matches!(
+                    &refused,
+                    Err(ConfigError::Invalid {
+                        name: "ALLOWED_ORIGINS",
+                        ..
+                    })
+                ),
+                "{bad}: {refused:?}"
+            );
+        }
     }
 }

@@ -104,7 +104,12 @@ pub fn answer_ingest_routes(
         .tokens
         .as_ref()
         .map(|t| crate::token::TokenKeys::new(t.secret.clone(), t.lifetime_secs));
-    http::answer_ingest(deps, CallerKey::from(&config.channel_key), tokens)
+    http::answer_ingest(
+        deps,
+        CallerKey::from(&config.channel_key),
+        tokens,
+        &config.allowed_origins,
+    )
 }
 
 pub fn presence_check_routes(

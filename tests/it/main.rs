@@ -2,6 +2,7 @@
 
 mod agent;
 mod business_hours;
+mod cors;
 mod costs;
 mod crash;
 mod domain_props;

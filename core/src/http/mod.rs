@@ -89,6 +89,7 @@ pub fn answer_ingest(
     deps: IngestDeps,
     channel_key: CallerKey,
     tokens: Option<crate::token::TokenKeys>,
+    allowed_origins: &[String],
 ) -> Router {
     let page_or_channel = from_fn_with_state(
         auth::ChannelOrToken {
@@ -99,14 +100,23 @@ pub fn answer_ingest(
         auth::require_channel_or_token,
     );
     let channel_only = from_fn_with_state(channel_key, auth::require_key);
-    Router::new()
+    // A page's preflight carries no key: with CORS on, OPTIONS is a method of the pages' routes, outside
+    // their key check, for the CORS layer to answer.
+    let for_pages = |route: axum::routing::MethodRouter<Arc<messages::IngestState>>| {
+        if allowed_origins.is_empty() {
+            route
+        } else {
+            route.options(|| async { axum::http::StatusCode::NO_CONTENT })
+        }
+    };
+    let routes = Router::new()
         .route(
             "/v1/messages",
-            post(messages::send_message).route_layer(page_or_channel.clone()),
+            for_pages(post(messages::send_message).route_layer(page_or_channel.clone())),
         )
         .route(
             "/v1/sessions/{sessionId}/messages",
-            get(messages::session_messages).route_layer(page_or_channel),
+            for_pages(get(messages::session_messages).route_layer(page_or_channel)),
         )
         .route(
             "/v1/conversations",
@@ -116,7 +126,31 @@ pub fn answer_ingest(
         .layer(from_fn_with_state(
             Function::AnswerIngest.binary(),
             metrics::per_invocation,
-        ))
+        ));
+    match allowed_origins {
+        [] => routes,
+        origins => routes.layer(pages_may_call(origins)),
+    }
+}
+
+/// CORS for the pages of `ALLOWED_ORIGINS` (none when it is empty): a preflight is answered here, without
+/// a key (browsers send none with it); no credentials, the token rides in `Authorization`. API Gateway's
+/// `CorsConfiguration` does the same in a deployment, from the same setting.
+fn pages_may_call(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    let origins = allowed_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok());
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([HeaderName::from_static("idempotent-replayed")])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 pub fn presence_check(

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::ApiError;
 use crate::clock::Clock;
 use crate::config::Keys;
+use crate::domain::SessionId;
 use crate::token::{ConversationToken, TokenKeys};
 
 /// One caller's key (the channel's, CAIC's webhooks', the operators', MSC's webhooks'): the current
@@ -69,6 +70,19 @@ pub enum Caller {
         token: ConversationToken,
         keys: TokenKeys,
     },
+}
+
+impl Caller {
+    /// Whether the caller may speak for `session` (`None`: a new conversation). The channel key may
+    /// for any; a token only for its own, and before its first message only for a new one.
+    pub fn may_use(&self, session: Option<&SessionId>) -> Result<(), ApiError> {
+        match self {
+            Caller::Conversation { token, .. } if token.session.as_ref() != session => {
+                Err(ApiError::OtherConversation)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The channel key, and the keys of conversation tokens when they are on.

@@ -98,12 +98,7 @@ pub async fn send_message(
     if let Some(id) = &message.session_id {
         record_session(id);
     }
-    // A token admits its own conversation; before its first message, only a new one.
-    if let Caller::Conversation { token, .. } = &caller {
-        if token.session != message.session_id {
-            return Err(ApiError::OtherConversation);
-        }
-    }
+    caller.may_use(message.session_id.as_ref())?;
     let Some(key) = idempotency_key else {
         return Ok(Json(process(deps, &caller, message).await?).into_response());
     };
@@ -333,11 +328,7 @@ pub async fn session_messages(
 ) -> Result<Json<Value>, ApiError> {
     let deps = &state.deps;
     record_session(&session_id);
-    if let Caller::Conversation { token, .. } = &caller {
-        if token.session.as_ref() != Some(&session_id) {
-            return Err(ApiError::OtherConversation);
-        }
-    }
+    caller.may_use(Some(&session_id))?;
     let after = match query.ok().and_then(|Query(mut q)| q.remove("after")) {
         None => 0,
         Some(after) => cursor(&after)?,

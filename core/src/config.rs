@@ -378,6 +378,10 @@ fn lock_policy(env: &Env) -> Result<LockPolicy, ConfigError> {
 pub struct TokenSettings {
     pub secret: Keys,
     pub lifetime_secs: i64,
+    /// `CONVERSATION_MESSAGES_PER_MINUTE`: what one token's holder may send (and refresh) a minute.
+    pub messages_per_minute: u32,
+    /// `CONVERSATION_MINTS_PER_MINUTE`: tokens a page may mint a minute from one source address.
+    pub mints_per_minute: u32,
 }
 
 impl TokenSettings {
@@ -388,6 +392,8 @@ impl TokenSettings {
         Ok(Some(Self {
             secret: env.caller_key("CONVERSATION_TOKEN_SECRET")?,
             lifetime_secs: env.positive("CONVERSATION_TOKEN_SECS", 86_400)?,
+            messages_per_minute: env.positive("CONVERSATION_MESSAGES_PER_MINUTE", 60)?,
+            mints_per_minute: env.positive("CONVERSATION_MINTS_PER_MINUTE", 30)?,
         }))
     }
 }

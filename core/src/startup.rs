@@ -100,10 +100,11 @@ pub fn answer_ingest_routes(
         transcript_turns: config.transcript_turns,
         hours: Arc::new(config.business_hours.clone()),
     };
-    let tokens = config
-        .tokens
-        .as_ref()
-        .map(|t| crate::token::TokenKeys::new(t.secret.clone(), t.lifetime_secs));
+    let tokens = config.tokens.as_ref().map(|t| crate::token::PageTokens {
+        keys: crate::token::TokenKeys::new(t.secret.clone(), t.lifetime_secs),
+        messages_per_minute: t.messages_per_minute,
+        mints_per_minute: t.mints_per_minute,
+    });
     http::answer_ingest(
         deps,
         CallerKey::from(&config.channel_key),

@@ -41,6 +41,16 @@ struct Claims {
     sid: Option<String>,
 }
 
+/// What pages may do with tokens: the keys that issue and check them, and the quotas of their holders.
+#[derive(Clone)]
+pub struct PageTokens {
+    pub keys: TokenKeys,
+    /// Messages (and refreshes) one conversation may send a minute.
+    pub messages_per_minute: u32,
+    /// Tokens a page may mint a minute from one source address.
+    pub mints_per_minute: u32,
+}
+
 /// Issues and checks tokens with the configured secret (and its successor during a rotation).
 #[derive(Clone)]
 pub struct TokenKeys {

@@ -6,7 +6,7 @@ pub mod sandbox;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::middleware::{from_fn, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -114,8 +114,11 @@ pub async fn start_with(
             .nest("/sandbox", sandbox::routes(&env, addr, client))
             .route("/", get(playground(&config)));
     }
-    let app = routes::serve(app).layer(from_fn(run_to_completion));
+    let app = routes::serve(app)
+        .layer(from_fn(run_to_completion))
+        .layer(from_fn(peer_address));
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(error = %err, "local server stopped");
         }
@@ -138,6 +141,20 @@ fn playground(config: &LocalConfig) -> Html<String> {
                 &config.operator_handover.caller_key.current,
             ),
     )
+}
+
+/// The connection's peer, where API Gateway's `sourceIp` would be: what a page's quotas count.
+async fn peer_address(mut request: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(peer)) = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .copied()
+    {
+        request
+            .extensions_mut()
+            .insert(routes::PeerAddress(peer.ip()));
+    }
+    next.run(request).await
 }
 
 /// Like a Lambda invocation, a request runs to its end even if the caller hangs up: the server drops

@@ -34,7 +34,11 @@ fn allowed_origin(headers: &HeaderMap) -> Option<&str> {
 #[tokio::test]
 async fn the_lambda_router_answers_the_preflight_of_an_allowed_origin_only() {
     let world = World::with_env(memory_harness().await, &[("ALLOWED_ORIGINS", SHOP)]).await;
-    for path in ["/v1/messages", "/v1/sessions/s-1/messages"] {
+    for path in [
+        "/v1/messages",
+        "/v1/sessions/s-1/messages",
+        "/v1/conversations",
+    ] {
         let response = send(&world.ingest, preflight(SHOP, path)).await;
         assert!(
             response.status().is_success(),
@@ -84,7 +88,10 @@ async fn without_allowed_origins_there_is_no_cors() {
 #[tokio::test]
 async fn the_local_runner_answers_the_preflight_of_an_allowed_origin_only() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let env = Env::from_pairs([("ALLOWED_ORIGINS", SHOP)]);
+    let env = Env::from_pairs([
+        ("ALLOWED_ORIGINS", SHOP),
+        ("CONVERSATION_MINTS_PER_MINUTE", "2"),
+    ]);
     let running = handover_local::start_with(listener, env, None)
         .await
         .expect("runner");
@@ -117,5 +124,22 @@ async fn the_local_runner_answers_the_preflight_of_an_allowed_origin_only() {
         .headers()
         .get("access-control-allow-origin")
         .is_none());
+
+    // The page then mints its token, counted by the peer's address as API Gateway's sourceIp would be.
+    let mint = || {
+        http.post(format!("http://{}/v1/conversations", running.addr))
+            .header("origin", SHOP)
+            .send()
+    };
+    // The runner's clock is the system's: five mints may straddle a minute, never two.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(mint().await.unwrap().status());
+    }
+    assert_eq!(statuses[0], StatusCode::CREATED);
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
     running.task.abort();
 }

@@ -139,10 +139,11 @@ async fn an_agent_reply_is_one_read_and_one_write_once_its_conversation_is_linke
     );
 }
 
-/// A page's turns with a conversation token cost what the channel's do: minting touches no table, the
-/// first message none either, a later bot turn one read.
+/// A page's turns with a conversation token cost what the channel's do plus the conversation's quota:
+/// one write each. Minting from the backend touches no table; a page's own mint costs its address
+/// quota's write.
 #[tokio::test]
-async fn a_turn_with_a_conversation_token_costs_what_a_turn_with_the_key_does() {
+async fn a_turn_with_a_conversation_token_costs_one_quota_write_more_than_with_the_key() {
     use handover_tests::world::{event, read, send, CHANNEL_KEY};
     let (world, counter) = world().await;
     let (status, minted) = read(
@@ -153,6 +154,11 @@ async fn a_turn_with_a_conversation_token_costs_what_a_turn_with_the_key_does() 
         .await,
     );
     assert_eq!(status, 201);
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (0, 0),
+        "a backend's mint"
+    );
     let turn = |token: &str, body: serde_json::Value| {
         event("POST", "/v1/messages", "", Some(token), &body.to_string())
     };
@@ -160,9 +166,11 @@ async fn a_turn_with_a_conversation_token_costs_what_a_turn_with_the_key_does() 
     let (_, first) = read(send(&world.ingest, turn(token, json!({"text": "hello"}))).await);
     assert_eq!(
         (counter.reads(), counter.writes()),
-        (0, 0),
-        "mint and first turn"
+        (0, 1),
+        "the first turn: its quota: {:?}",
+        counter.snapshot()
     );
+    counter.reset();
     let bound = first["token"].as_str().unwrap();
     let (status, _) = read(
         send(
@@ -172,5 +180,10 @@ async fn a_turn_with_a_conversation_token_costs_what_a_turn_with_the_key_does() 
         .await,
     );
     assert_eq!(status, 200);
-    assert_eq!((counter.reads(), counter.writes()), (1, 0), "a bot turn");
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (1, 1),
+        "a bot turn: the session and the quota: {:?}",
+        counter.snapshot()
+    );
 }

@@ -260,3 +260,186 @@ async fn first_messages_of_two_tokens_never_share_an_idempotency_key() {
     }
     assert_eq!(replays, [false, false], "each token its own scope");
 }
+
+const SHOP: &str = "https://shop.example";
+
+/// `POST /v1/conversations` as a page sends it: no key (unless `bearer`), its `Origin`, from an address.
+fn page_mint(origin: Option<&str>, address: &str, bearer: Option<&str>) -> lambda_http::Request {
+    use lambda_http::request::RequestContext;
+    let mut request = event("POST", "/v1/conversations", "", bearer, "");
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", http::HeaderValue::from_str(origin).unwrap());
+    }
+    if let Some(RequestContext::ApiGatewayV2(context)) =
+        request.extensions_mut().get_mut::<RequestContext>()
+    {
+        context.http.source_ip = Some(address.to_owned());
+    }
+    request
+}
+
+async fn page_mints(world: &World, origin: Option<&str>, address: &str) -> (StatusCode, Value) {
+    read(send(&world.ingest, page_mint(origin, address, None)).await)
+}
+
+/// A page of `ALLOWED_ORIGINS` mints its own token with no secret, so many a minute per source address
+/// (an IPv6 address counted by its /64); another origin, no origin, or a wrong key get nothing.
+#[tokio::test]
+async fn a_page_of_an_allowed_origin_mints_a_token_within_its_addresses_quota() {
+    let world = World::with_env(
+        dynamodb_harness().await,
+        &[
+            ("ALLOWED_ORIGINS", SHOP),
+            ("CONVERSATION_MINTS_PER_MINUTE", "3"),
+        ],
+    )
+    .await;
+    world
+        .caic_answers("hello", caic_reply(FIRST, "Hi!", json!({})))
+        .await;
+    // Start at a window's beginning, so that the quota's minute is the test's.
+    world.clock.advance(60 - world.now().rem_euclid(60));
+
+    let (status, minted) = page_mints(&world, Some(SHOP), "198.51.100.7").await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let token = minted["token"].as_str().unwrap();
+    let (status, first) = say(&world, token, json!({"text": "hello"})).await;
+    assert_eq!(
+        (status, first["sessionId"].clone()),
+        (StatusCode::OK, json!(FIRST))
+    );
+
+    for _ in 0..2 {
+        assert_eq!(
+            page_mints(&world, Some(SHOP), "198.51.100.7").await.0,
+            StatusCode::CREATED
+        );
+    }
+    let response = send(&world.ingest, page_mint(Some(SHOP), "198.51.100.7", None)).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "60");
+    assert_eq!(read(response).1["error"]["code"], "too_many_conversations");
+    assert_eq!(
+        page_mints(&world, Some(SHOP), "198.51.100.8").await.0,
+        StatusCode::CREATED,
+        "another address has its own quota"
+    );
+    let (status, _) = read(
+        send(
+            &world.ingest,
+            page_mint(Some(SHOP), "198.51.100.7", Some(CHANNEL_KEY)),
+        )
+        .await,
+    );
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the backend's key is not counted"
+    );
+
+    for address in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"] {
+        assert_eq!(
+            page_mints(&world, Some(SHOP), address).await.0,
+            StatusCode::CREATED
+        );
+    }
+    assert_eq!(
+        page_mints(&world, Some(SHOP), "2001:db8:1:2::77").await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "one /64, one quota"
+    );
+    assert_eq!(
+        page_mints(&world, Some(SHOP), "2001:db8:1:3::1").await.0,
+        StatusCode::CREATED
+    );
+
+    let (status, refused) = page_mints(&world, Some("https://evil.example"), "198.51.100.9").await;
+    assert_eq!(
+        (status, refused["error"]["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("origin_not_allowed"))
+    );
+    assert_eq!(
+        page_mints(&world, None, "198.51.100.9").await.0,
+        StatusCode::UNAUTHORIZED,
+        "neither a key nor a page"
+    );
+    let (status, _) = read(
+        send(
+            &world.ingest,
+            page_mint(Some(SHOP), "198.51.100.9", Some("not-the-channel-key")),
+        )
+        .await,
+    );
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a wrong key is not a page"
+    );
+
+    world.clock.advance(60);
+    assert_eq!(
+        page_mints(&world, Some(SHOP), "198.51.100.7").await.0,
+        StatusCode::CREATED,
+        "a new minute"
+    );
+}
+
+/// Without `ALLOWED_ORIGINS` no page mints: only the backend's key does.
+#[tokio::test]
+async fn without_allowed_origins_only_the_backend_mints() {
+    let world = World::on(handover_tests::memory_harness().await).await;
+    let (status, refused) = page_mints(&world, Some(SHOP), "198.51.100.7").await;
+    assert_eq!(
+        (status, refused["error"]["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("origin_not_allowed"))
+    );
+}
+
+/// A token's holder may send so many messages a minute to its conversation; past it a 429 with
+/// `Retry-After`, and CAIC is not asked. The channel key is not counted.
+#[tokio::test]
+async fn a_conversation_sends_only_so_many_messages_a_minute() {
+    let world = World::with_env(
+        dynamodb_harness().await,
+        &[("CONVERSATION_MESSAGES_PER_MINUTE", "3")],
+    )
+    .await;
+    world
+        .caic_answers("hello", caic_reply(FIRST, "Hi!", json!({})))
+        .await;
+    world.clock.advance(60 - world.now().rem_euclid(60));
+    let unbound = mint(&world).await;
+    let (_, first) = say(&world, &unbound, json!({"text": "hello"})).await;
+    let bound = first["token"].as_str().unwrap().to_owned();
+    let turn = json!({"sessionId": FIRST, "text": "hello"});
+    for _ in 0..3 {
+        assert_eq!(say(&world, &bound, turn.clone()).await.0, StatusCode::OK);
+    }
+    let asked = world.caic_requests("/ask").await.len();
+    let response = send(
+        &world.ingest,
+        event("POST", "/v1/messages", "", Some(&bound), &turn.to_string()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "60");
+    assert_eq!(read(response).1["error"]["code"], "too_many_messages");
+    assert_eq!(
+        world.caic_requests("/ask").await.len(),
+        asked,
+        "CAIC not asked"
+    );
+    assert_eq!(
+        say(&world, CHANNEL_KEY, turn.clone()).await.0,
+        StatusCode::OK,
+        "the channel's backend is not counted"
+    );
+    world.clock.advance(60);
+    assert_eq!(
+        say(&world, &bound, turn).await.0,
+        StatusCode::OK,
+        "a new minute"
+    );
+}

@@ -540,6 +540,47 @@ pub async fn idempotency_key_of_a_dead_request_is_freed(h: Harness) {
     );
 }
 
+pub async fn quotas_count_per_key_and_window_and_never_past_the_limit(h: Harness) {
+    use handover_core::store::Quota::*;
+    // Start at a window's beginning, so the window's end is known.
+    h.clock
+        .advance(60 - handover_core::clock::Clock::now(&*h.clock).rem_euclid(60));
+    for _ in 0..3 {
+        assert_eq!(h.store.take_quota("turns#a", 3, 60).await.unwrap(), Within);
+    }
+    assert_eq!(
+        h.store.take_quota("turns#a", 3, 60).await.unwrap(),
+        Spent {
+            retry_after_secs: 60
+        }
+    );
+    assert_eq!(
+        h.store.take_quota("turns#b", 3, 60).await.unwrap(),
+        Within,
+        "another key counts on its own"
+    );
+    h.clock.advance(59);
+    assert_eq!(
+        h.store.take_quota("turns#a", 3, 60).await.unwrap(),
+        Spent {
+            retry_after_secs: 1
+        }
+    );
+    h.clock.advance(1);
+    assert_eq!(
+        h.store.take_quota("turns#a", 3, 60).await.unwrap(),
+        Within,
+        "a new window"
+    );
+    // Twenty at once against a limit of five: exactly five are counted, whichever instance asks.
+    let store = h.store.clone();
+    let uses = futures::future::join_all(
+        (0..20).map(|_| async { store.take_quota("mint#10.0.0.1", 5, 60).await.unwrap() }),
+    )
+    .await;
+    assert_eq!(uses.iter().filter(|u| **u == Within).count(), 5);
+}
+
 fn agent_reply(id: &str) -> HandoverChange {
     HandoverChange::AgentReply(AgentReply {
         message_id: id.into(),

@@ -285,6 +285,7 @@ macro_rules! for_every_contract_test {
             msc_conversations_are_linked_to_their_sessions,
             messages_queue_only_behind_a_live_claim,
             a_released_claim_keeps_its_queue_for_the_bot,
+            quotas_count_per_key_and_window_and_never_past_the_limit,
         );
     };
 }

@@ -50,6 +50,12 @@ pub enum ApiError {
     OtherConversation,
     #[error("conversation tokens are not configured (CONVERSATION_TOKEN_SECRET)")]
     TokensOff,
+    #[error("this page's origin may not start conversations (ALLOWED_ORIGINS)")]
+    OriginNotAllowed,
+    #[error("too many conversations started from this address; retry after {retry_after_secs} s")]
+    TooManyConversations { retry_after_secs: i64 },
+    #[error("too many messages in this conversation; retry after {retry_after_secs} s")]
+    TooManyMessages { retry_after_secs: i64 },
     #[error("session store unavailable")]
     Store(#[source] StoreError),
     #[error("Conversational AI Cloud unavailable")]
@@ -80,6 +86,11 @@ impl ApiError {
             ApiError::InvalidCursor => (S::BAD_REQUEST, "invalid_cursor"),
             ApiError::OtherConversation => (S::FORBIDDEN, "other_conversation"),
             ApiError::TokensOff => (S::NOT_FOUND, "tokens_not_configured"),
+            ApiError::OriginNotAllowed => (S::FORBIDDEN, "origin_not_allowed"),
+            ApiError::TooManyConversations { .. } => {
+                (S::TOO_MANY_REQUESTS, "too_many_conversations")
+            }
+            ApiError::TooManyMessages { .. } => (S::TOO_MANY_REQUESTS, "too_many_messages"),
             ApiError::Store(_) => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Caic(_) => (S::BAD_GATEWAY, "caic_unavailable"),
             ApiError::Msc(MscError::Busy { .. }) => (S::SERVICE_UNAVAILABLE, "msc_busy"),
@@ -103,6 +114,10 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let busy_for = match &self {
             ApiError::Msc(MscError::Busy { retry_after }) => Some(*retry_after),
+            ApiError::TooManyConversations { retry_after_secs }
+            | ApiError::TooManyMessages { retry_after_secs } => {
+                Some(u64::try_from(*retry_after_secs).unwrap_or(1).max(1))
+            }
             _ => None,
         };
         let body = json!({"error": {"code": code, "message": self.to_string()}});

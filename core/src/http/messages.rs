@@ -5,22 +5,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::Caller;
-use super::request::{object, objects_or_null, record_session, Body, SessionIdParam};
+use super::auth::{Caller, CallerKey};
+use super::request::{
+    object, objects_or_null, record_session, Body, SessionIdParam, SourceAddress,
+};
 use super::ApiError;
 use crate::channel;
 use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn};
 use crate::flow::agent::{handled_by, messages_since};
 use crate::flow::{ingest, IncomingMessage, IngestDeps, Routed};
-use crate::store::IdempotencyBegin;
-use crate::token::TokenKeys;
+use crate::store::{IdempotencyBegin, Quota, QuotaStore};
+use crate::token::PageTokens;
 
 const MAX_TEXT_CHARS: usize = 4_096;
 
@@ -58,21 +60,55 @@ struct HistoryTurn {
 const MAX_HISTORY_TURNS: usize = 50;
 const MAX_HISTORY_TEXT_CHARS: usize = 2_000;
 
-/// answer-ingest's state: the flow's dependencies, and the keys of conversation tokens when they are on.
+/// answer-ingest's state: the flow's dependencies, conversation tokens when they are on, and who may
+/// ask for one (the channel's backend by its key, a page by its origin).
 pub struct IngestState {
     pub deps: IngestDeps,
-    pub tokens: Option<TokenKeys>,
+    pub tokens: Option<PageTokens>,
+    pub channel_key: CallerKey,
+    pub allowed_origins: Vec<String>,
 }
 
-/// `POST /v1/conversations` (the channel's backend, with the channel key): a token for a page's new
-/// conversation, bound to it by the reply to its first message.
+/// `POST /v1/conversations`: a token for a page's new conversation, bound to it by the reply to its
+/// first message. Asked for by the channel's backend (its key) or by a page itself: a page holds no
+/// secret, so it must come from one of `ALLOWED_ORIGINS`, and one address may mint only so many a
+/// minute (an `Origin` header is easily forged outside a browser; the address quota is what bounds a
+/// script).
 pub async fn new_conversation(
     State(state): State<Arc<IngestState>>,
+    SourceAddress(address): SourceAddress,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let pages = state.tokens.as_ref().ok_or(ApiError::TokensOff)?;
+    let from_backend = state.channel_key.admits(&headers);
+    if !from_backend && headers.contains_key(header::AUTHORIZATION) {
+        return Err(ApiError::Unauthorized);
+    }
     let _: NewConversationBody = body.optional_json()?;
-    let keys = state.tokens.as_ref().ok_or(ApiError::TokensOff)?;
-    let (token, expires_at) = keys
+    if !from_backend {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        if !state
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == origin)
+        {
+            return Err(ApiError::OriginNotAllowed);
+        }
+        let key = format!("mint#{}", address_bucket(&address));
+        within_quota(
+            &*state.deps.store,
+            &key,
+            pages.mints_per_minute,
+            |retry_after_secs| ApiError::TooManyConversations { retry_after_secs },
+        )
+        .await?;
+    }
+    let (token, expires_at) = pages
+        .keys
         .issue(None, state.deps.clock.now())
         .map_err(|_| ApiError::TokensOff)?;
     let body = json!({"token": token, "expiresAt": crate::clock::rfc3339(expires_at)});
@@ -82,6 +118,55 @@ pub async fn new_conversation(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewConversationBody {}
+
+/// The address a mint quota counts: an IPv6 address by its /64, which one subscriber holds whole.
+fn address_bucket(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+        _ => address.to_owned(),
+    }
+}
+
+/// One use of a page's quota; past it, the refusal `spent` builds. A store that cannot count lets the
+/// use through, logged: our outage must not silence a page (the session gate chooses the same, rule 7).
+async fn within_quota<S: QuotaStore + ?Sized>(
+    store: &S,
+    key: &str,
+    limit: u32,
+    spent: impl FnOnce(i64) -> ApiError,
+) -> Result<(), ApiError> {
+    match store.take_quota(key, limit, 60).await {
+        Ok(Quota::Within) => Ok(()),
+        Ok(Quota::Spent { retry_after_secs }) => Err(spent(retry_after_secs)),
+        Err(err) => {
+            tracing::warn!(error = %err, "quota could not be counted; let through");
+            Ok(())
+        }
+    }
+}
+
+/// A token's holder may send only so many messages (and refreshes) a minute, counted per
+/// conversation, or per token before its first message binds it.
+async fn within_conversation_quota(
+    state: &IngestState,
+    token: &crate::token::ConversationToken,
+) -> Result<(), ApiError> {
+    let pages = state.tokens.as_ref().ok_or(ApiError::TokensOff)?;
+    let key = match &token.session {
+        Some(session) => format!("turns#s#{}", session.as_str()),
+        None => format!("turns#t#{}", token.id),
+    };
+    within_quota(
+        &*state.deps.store,
+        &key,
+        pages.messages_per_minute,
+        |retry_after_secs| ApiError::TooManyMessages { retry_after_secs },
+    )
+    .await
+}
 
 pub async fn send_message(
     State(state): State<Arc<IngestState>>,
@@ -99,6 +184,9 @@ pub async fn send_message(
         record_session(id);
     }
     caller.may_use(message.session_id.as_ref())?;
+    if let Caller::Conversation { token, .. } = &caller {
+        within_conversation_quota(&state, token).await?;
+    }
     let Some(key) = idempotency_key else {
         return Ok(Json(process(deps, &caller, message).await?).into_response());
     };

@@ -21,6 +21,7 @@ pub use auth::CallerKey;
 pub use error::ApiError;
 pub use handover::HandoverDeps;
 pub use presence::PresenceDeps;
+pub use request::PeerAddress;
 
 use crate::flow::agent::AgentDeps;
 use crate::flow::IngestDeps;
@@ -88,18 +89,17 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
 pub fn answer_ingest(
     deps: IngestDeps,
     channel_key: CallerKey,
-    tokens: Option<crate::token::TokenKeys>,
+    tokens: Option<crate::token::PageTokens>,
     allowed_origins: &[String],
 ) -> Router {
     let page_or_channel = from_fn_with_state(
         auth::ChannelOrToken {
             key: channel_key.clone(),
-            tokens: tokens.clone(),
+            tokens: tokens.as_ref().map(|pages| pages.keys.clone()),
             clock: deps.clock.clone(),
         },
         auth::require_channel_or_token,
     );
-    let channel_only = from_fn_with_state(channel_key, auth::require_key);
     // A page's preflight carries no key: with CORS on, OPTIONS is a method of the pages' routes, outside
     // their key check, for the CORS layer to answer.
     let for_pages = |route: axum::routing::MethodRouter<Arc<messages::IngestState>>| {
@@ -118,11 +118,17 @@ pub fn answer_ingest(
             "/v1/sessions/{sessionId}/messages",
             for_pages(get(messages::session_messages).route_layer(page_or_channel)),
         )
+        // The channel key or an allowed page's origin, checked by the handler: a page has no key.
         .route(
             "/v1/conversations",
-            post(messages::new_conversation).route_layer(channel_only),
+            for_pages(post(messages::new_conversation)),
         )
-        .with_state(Arc::new(messages::IngestState { deps, tokens }))
+        .with_state(Arc::new(messages::IngestState {
+            deps,
+            tokens,
+            channel_key,
+            allowed_origins: allowed_origins.to_vec(),
+        }))
         .layer(from_fn_with_state(
             Function::AnswerIngest.binary(),
             metrics::per_invocation,

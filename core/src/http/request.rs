@@ -152,6 +152,34 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionIdParam {
     }
 }
 
+/// The address of the connection's peer, left on the request by a server that knows it (the local
+/// runner; in Lambda, API Gateway's request context says it instead).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddress(pub std::net::IpAddr);
+
+/// Where a request came from, to bound what one address may do: API Gateway's `sourceIp` in Lambda,
+/// the peer's address in the local runner. Requests that say neither share one quota.
+pub struct SourceAddress(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SourceAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        use lambda_http::request::RequestContext;
+        let from_gateway = match parts.extensions.get::<RequestContext>() {
+            Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.clone(),
+            _ => None,
+        };
+        let address = from_gateway.or_else(|| {
+            parts
+                .extensions
+                .get::<PeerAddress>()
+                .map(|peer| peer.0.to_string())
+        });
+        Ok(SourceAddress(address.unwrap_or_else(|| "unknown".into())))
+    }
+}
+
 /// Runs each request in a span with its request id (Lambda's, else `x-request-id`, else a new one) and
 /// room for the session id, so every log line of the request carries both.
 pub async fn in_request_span(request: Request, next: Next) -> Response {

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use super::{
     claimed_event, completed_events, end_failed_handover, intake_session, queue_has_room, rules,
     AgentStore, Amended, ClaimOutcome, Enqueued, Guarded, HandoverStore, IdempotencyBegin,
-    IdempotencyStore, IntakeStore, Linked, LockPolicy, LockSlider, SessionReader, SlideOutcome,
-    StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
+    IdempotencyStore, IntakeStore, Linked, LockPolicy, LockSlider, Quota, QuotaStore,
+    SessionReader, SlideOutcome, StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS,
+    IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{
@@ -30,6 +31,8 @@ pub struct MemoryStore {
     /// MSC conversation → (session, expiry).
     msc_links: Mutex<HashMap<String, (String, i64)>>,
     requests: Mutex<HashMap<String, IdempotencyRecord>>,
+    /// Quota key → (window start, uses in it).
+    quotas: Mutex<HashMap<String, (i64, u32)>>,
     clock: Arc<dyn Clock>,
     policy: LockPolicy,
 }
@@ -40,6 +43,7 @@ impl MemoryStore {
             items: Mutex::new(HashMap::new()),
             msc_links: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
+            quotas: Mutex::new(HashMap::new()),
             clock,
             policy,
         }
@@ -336,5 +340,31 @@ impl MemoryStore {
         self.requests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl QuotaStore for MemoryStore {
+    async fn take_quota(
+        &self,
+        key: &str,
+        limit: u32,
+        window_secs: i64,
+    ) -> Result<Quota, StoreError> {
+        let (start, left) = super::quota_window(self.clock.now(), window_secs);
+        let mut quotas = self
+            .quotas
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Earlier windows count for nothing: dropped, so the map holds one entry per live key.
+        quotas.retain(|_, (window, _)| *window >= start);
+        let uses = quotas.entry(key.to_owned()).or_insert((start, 0));
+        if uses.1 >= limit {
+            return Ok(Quota::Spent {
+                retry_after_secs: left,
+            });
+        }
+        uses.1 += 1;
+        Ok(Quota::Within)
     }
 }

@@ -350,14 +350,57 @@ pub trait IdempotencyStore: Send + Sync {
     async fn abandon_request(&self, key: &str) -> Result<(), StoreError>;
 }
 
+/// What one more use of a quota found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Counted; within the limit.
+    Within,
+    /// The window's uses are spent: nothing counted; a new window starts in this many seconds.
+    Spent { retry_after_secs: i64 },
+}
+
+/// Quotas of what pages may do (tokens minted per address, messages per conversation), counted in
+/// fixed windows that every instance shares, under `quota#<key>#<window start>` in the sessions
+/// table. A use whose write response was lost may be counted twice: a quota errs on the strict side
+/// by one.
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    /// Counts one use of `key` in the current window of `window_secs` if fewer than `limit` were.
+    async fn take_quota(
+        &self,
+        key: &str,
+        limit: u32,
+        window_secs: i64,
+    ) -> Result<Quota, StoreError>;
+}
+
+/// The window `now` falls in, as its start, and the seconds left of it.
+pub(crate) fn quota_window(now: i64, window_secs: i64) -> (i64, i64) {
+    let window_secs = window_secs.max(1);
+    let start = now - now.rem_euclid(window_secs);
+    (start, start + window_secs - now)
+}
+
 /// Every operation; what an adapter implements and what a function that needs them all takes.
 pub trait SessionStore:
-    SessionReader + IntakeStore + HandoverStore + LockSlider + AgentStore + IdempotencyStore
+    SessionReader
+    + IntakeStore
+    + HandoverStore
+    + LockSlider
+    + AgentStore
+    + IdempotencyStore
+    + QuotaStore
 {
 }
 
 impl<T> SessionStore for T where
-    T: SessionReader + IntakeStore + HandoverStore + LockSlider + AgentStore + IdempotencyStore
+    T: SessionReader
+        + IntakeStore
+        + HandoverStore
+        + LockSlider
+        + AgentStore
+        + IdempotencyStore
+        + QuotaStore
 {
 }
 

@@ -25,8 +25,8 @@ use aws_sdk_dynamodb::Client;
 use super::{
     claimed_event, completed_events, intake_session, released_events, ClaimOutcome, Enqueued,
     Guarded, HandoverStore, IdempotencyBegin, IdempotencyStore, IntakeStore, LockPolicy,
-    LockSlider, SessionReader, SlideOutcome, StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS,
-    IDEMPOTENCY_PENDING_SECS,
+    LockSlider, Quota, QuotaStore, SessionReader, SlideOutcome, StartIntakeOutcome, StoreError,
+    IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{
@@ -50,6 +50,7 @@ mod attr {
     pub const RELATION_NAME: &str = "relation_name";
     pub const HISTORY: &str = "history";
     pub const END_REASON: &str = "end_reason";
+    pub const USES: &str = "uses";
 }
 
 pub struct DynamoDbStore {
@@ -728,4 +729,44 @@ async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreErro
     Err(StoreError::Unavailable(format!(
         "table {table:?} did not become active within 60 s"
     )))
+}
+
+/// A quota's window outlives its end by this much before the TTL may remove it (the window's start is
+/// in its key, so a late removal never counts for a later window).
+const QUOTA_KEEP_SECS: i64 = 60;
+
+#[async_trait]
+impl QuotaStore for DynamoDbStore {
+    async fn take_quota(
+        &self,
+        key: &str,
+        limit: u32,
+        window_secs: i64,
+    ) -> Result<Quota, StoreError> {
+        let now = self.clock.now();
+        let (start, left) = super::quota_window(now, window_secs);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(&format!("quota#{key}#{start}")))
+            .update_expression("SET #exp = if_not_exists(#exp, :exp) ADD #uses :one")
+            .condition_expression("attribute_not_exists(#uses) OR #uses < :limit")
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_names("#uses", attr::USES)
+            .expression_attribute_values(":exp", n(now + left + QUOTA_KEEP_SECS))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(i64::from(limit)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Quota::Within),
+            Err(err) => match update_failure(err) {
+                WriteFailure::ConditionFailed(_) => Ok(Quota::Spent {
+                    retry_after_secs: left,
+                }),
+                WriteFailure::Other(err) => Err(err),
+            },
+        }
+    }
 }

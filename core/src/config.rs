@@ -186,6 +186,7 @@ pub const NEXT_KEYS: &[(&str, &str)] = &[
         "CONVERSATION_TOKEN_SECRET",
         "CONVERSATION_TOKEN_SECRET_NEXT",
     ),
+    ("IDENTITY_SECRET", "IDENTITY_SECRET_NEXT"),
 ];
 
 /// The channel used when an answer names none.
@@ -382,6 +383,8 @@ pub struct TokenSettings {
     pub messages_per_minute: u32,
     /// `CONVERSATION_MINTS_PER_MINUTE`: tokens a page may mint a minute from one source address.
     pub mints_per_minute: u32,
+    /// `IDENTITY_SECRET` (with `_NEXT`): what the site's backend signs its pages' identities with.
+    pub identity_secret: Option<Keys>,
 }
 
 impl TokenSettings {
@@ -394,6 +397,10 @@ impl TokenSettings {
             lifetime_secs: env.positive("CONVERSATION_TOKEN_SECS", 86_400)?,
             messages_per_minute: env.positive("CONVERSATION_MESSAGES_PER_MINUTE", 60)?,
             mints_per_minute: env.positive("CONVERSATION_MINTS_PER_MINUTE", 30)?,
+            identity_secret: match env.optional("IDENTITY_SECRET") {
+                None => None,
+                Some(_) => Some(env.caller_key("IDENTITY_SECRET")?),
+            },
         }))
     }
 }
@@ -518,6 +525,9 @@ pub struct PresenceCheckConfig {
     pub default_channel: String,
     pub channel_key: Keys,
     pub webhook_key: Keys,
+    /// A page asks with its conversation token, when tokens are on.
+    pub tokens: Option<TokenSettings>,
+    pub allowed_origins: Vec<String>,
 }
 
 impl PresenceCheckConfig {
@@ -528,6 +538,8 @@ impl PresenceCheckConfig {
             default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
             channel_key: env.caller_key("CHANNEL_API_KEY")?,
             webhook_key: env.caller_key("CAIC_WEBHOOK_SECRET")?,
+            tokens: TokenSettings::from_env(env)?,
+            allowed_origins: allowed_origins(env)?,
         })
     }
 }

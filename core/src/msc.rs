@@ -34,6 +34,9 @@ pub struct OutgoingMessage {
     pub conversation_id: String,
     /// Lets MSC drop a duplicate of this very message (a retried request).
     pub message_id: String,
+    /// MSC's customer: the site's verified external id when there is one (MSC then groups one
+    /// customer's conversations), else the conversation itself.
+    pub relation_id: String,
     pub relation_name: String,
     pub content: String,
     /// Webstore referrer, or the end user's page URL for URL-based routing.
@@ -255,7 +258,7 @@ pub fn custom_channel_body(message: &OutgoingMessage, channel_account: &str) -> 
         "ChannelAccountExternalIdentifier": channel_account,
         "ConversationExternalIdentifier": message.conversation_id,
         "MessageExternalIdentifier": message.message_id,
-        "RelationExternalIdentifier": message.conversation_id,
+        "RelationExternalIdentifier": message.relation_id,
         "RelationName": message.relation_name,
         "Content": message.content,
         "IsPrivate": false,
@@ -350,6 +353,7 @@ mod tests {
         let message = OutgoingMessage {
             conversation_id: "s-1".into(),
             message_id: "s-1-handover-t".into(),
+            relation_id: "customer-42".into(),
             relation_name: "Jane".into(),
             content: "hello".into(),
             referrer: Some("NL-shop".into()),
@@ -361,6 +365,7 @@ mod tests {
         let body = custom_channel_body(&message, "acct");
         assert_eq!(body["ChannelAccountExternalIdentifier"], "acct");
         assert_eq!(body["ConversationExternalIdentifier"], "s-1");
+        assert_eq!(body["RelationExternalIdentifier"], "customer-42");
         assert_eq!(body["Referrer"], "NL-shop");
         assert_eq!(body["RoutingKeywords"], "billing");
         assert_eq!(body["IsPrivate"], false);

@@ -104,6 +104,10 @@ pub fn answer_ingest_routes(
         keys: crate::token::TokenKeys::new(t.secret.clone(), t.lifetime_secs),
         messages_per_minute: t.messages_per_minute,
         mints_per_minute: t.mints_per_minute,
+        identities: t
+            .identity_secret
+            .clone()
+            .map(crate::token::IdentityKeys::new),
     });
     http::answer_ingest(
         deps,
@@ -132,6 +136,11 @@ pub fn presence_check_routes(
         deps,
         CallerKey::from(&config.channel_key),
         CallerKey::from(&config.webhook_key),
+        config
+            .tokens
+            .as_ref()
+            .map(|t| crate::token::TokenKeys::new(t.secret.clone(), t.lifetime_secs)),
+        &config.allowed_origins,
     )
 }
 

@@ -8,18 +8,20 @@ use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Keys;
-use crate::domain::SessionId;
+use crate::domain::{SessionId, VerifiedIdentity};
 
 /// What a valid token admits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationToken {
     /// The conversation it is bound to; `None` before its first message.
     pub session: Option<SessionId>,
-    /// Random, per token: what scopes a first message's `Idempotency-Key`, so that two pages' first
-    /// messages never share one.
+    /// Random, per minted token and kept by the tokens that follow it (bound, refreshed): what scopes
+    /// a first message's `Idempotency-Key`, so that two pages' first messages never share one.
     pub id: String,
     /// Epoch seconds.
     pub expires_at: i64,
+    /// Who the site vouched for when the token was minted.
+    pub identity: Option<VerifiedIdentity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +41,9 @@ struct Claims {
     /// The conversation, once bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sid: Option<String>,
+    /// The verified identity, if the site gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idn: Option<VerifiedIdentity>,
 }
 
 /// What pages may do with tokens: the keys that issue and check them, and the quotas of their holders.
@@ -49,6 +54,8 @@ pub struct PageTokens {
     pub messages_per_minute: u32,
     /// Tokens a page may mint a minute from one source address.
     pub mints_per_minute: u32,
+    /// The identities a site's backend signs for its pages, when it does.
+    pub identities: Option<IdentityKeys>,
 }
 
 /// Issues and checks tokens with the configured secret (and its successor during a rotation).
@@ -66,19 +73,42 @@ impl TokenKeys {
         }
     }
 
-    /// A token for `session` (or for the first message of a new one), valid from `now` for the
-    /// configured lifetime, and when it expires.
+    /// A new token for the first message of a new conversation, for `identity` if the site vouched
+    /// for one, valid from `now` for the configured lifetime; and when it expires.
     pub fn issue(
         &self,
+        identity: Option<&VerifiedIdentity>,
+        now: i64,
+    ) -> Result<(String, i64), TokenError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.sign(id, None, identity.cloned(), now)
+    }
+
+    /// The token that follows `token` for `session` (bound by a first message, moved along to CAIC's
+    /// new session, or refreshed with `token.session`): the same id and identity, a new lifetime.
+    pub fn follow(
+        &self,
+        token: &ConversationToken,
         session: Option<&SessionId>,
+        now: i64,
+    ) -> Result<(String, i64), TokenError> {
+        self.sign(token.id.clone(), session, token.identity.clone(), now)
+    }
+
+    fn sign(
+        &self,
+        id: String,
+        session: Option<&SessionId>,
+        identity: Option<VerifiedIdentity>,
         now: i64,
     ) -> Result<(String, i64), TokenError> {
         let expires_at = now + self.lifetime_secs;
         let claims = Claims {
             exp: expires_at,
             iat: now,
-            jti: uuid::Uuid::new_v4().simple().to_string(),
+            jti: id,
             sid: session.map(|s| s.as_str().to_owned()),
+            idn: identity,
         };
         let key = EncodingKey::from_secret(self.secrets.current.as_bytes());
         let token = encode(&Header::new(Algorithm::HS256), &claims, &key)
@@ -117,7 +147,70 @@ impl TokenKeys {
             session,
             id: claims.jti,
             expires_at: claims.exp,
+            identity: claims.idn,
         })
+    }
+}
+
+/// The longest identity token a page may present, and the longest it may be valid for: a leaked one
+/// speaks for its customer until it expires.
+const MAX_IDENTITY_TOKEN_BYTES: usize = 4_096;
+pub const MAX_IDENTITY_TOKEN_SECS: i64 = 86_400;
+
+/// Checks the identities a site's backend signs for its pages (`IDENTITY_SECRET`, with a `_NEXT`): a
+/// JWT (HS256) whose `sub` is the customer's external id, with optional `name` and `email`, and an
+/// `exp` at most 24 hours ahead. Intercom and Zendesk take the same shape.
+#[derive(Clone)]
+pub struct IdentityKeys {
+    secrets: Keys,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the identity token is not valid (signature, expiry at most 24 hours ahead, or sub)")]
+    Invalid,
+    #[error("{0}")]
+    Field(&'static str),
+}
+
+#[derive(Deserialize)]
+struct IdentityClaims {
+    sub: String,
+    exp: i64,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+impl IdentityKeys {
+    pub fn new(secrets: Keys) -> Self {
+        Self { secrets }
+    }
+
+    pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedIdentity, IdentityError> {
+        if token.len() > MAX_IDENTITY_TOKEN_BYTES {
+            return Err(IdentityError::Invalid);
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.required_spec_claims = ["exp".to_owned(), "sub".to_owned()].into();
+        let claims = self
+            .secrets
+            .all()
+            .find_map(|secret| {
+                decode::<IdentityClaims>(
+                    token,
+                    &DecodingKey::from_secret(secret.as_bytes()),
+                    &validation,
+                )
+                .ok()
+            })
+            .ok_or(IdentityError::Invalid)?
+            .claims;
+        if claims.exp <= now || claims.exp > now.saturating_add(MAX_IDENTITY_TOKEN_SECS) {
+            return Err(IdentityError::Invalid);
+        }
+        VerifiedIdentity::parse(&claims.sub, claims.name.as_deref(), claims.email.as_deref())
+            .map_err(IdentityError::Field)
     }
 }
 
@@ -139,7 +232,9 @@ mod tests {
     fn a_token_admits_what_it_was_issued_for_until_it_expires() {
         let keys = keys("token-secret-0123456789", None);
         let session = SessionId::parse("s-1").unwrap();
-        let (token, expires_at) = keys.issue(Some(&session), 1_000).unwrap();
+        let (unbound, _) = keys.issue(None, 1_000).unwrap();
+        let unbound = keys.verify(&unbound, 1_000).unwrap();
+        let (token, expires_at) = keys.follow(&unbound, Some(&session), 1_000).unwrap();
         assert_eq!(expires_at, 4_600);
         let admitted = keys.verify(&token, 4_599).unwrap();
         assert_eq!(
@@ -147,10 +242,14 @@ mod tests {
             (Some(session), expires_at)
         );
         assert_eq!(keys.verify(&token, 4_600), Err(TokenError::Expired));
-        let (unbound, _) = keys.issue(None, 1_000).unwrap();
-        let unbound = keys.verify(&unbound, 1_001).unwrap();
         assert_eq!(unbound.session, None);
-        assert_ne!(unbound.id, admitted.id, "each token its own id");
+        assert_eq!(unbound.id, admitted.id, "a bound token keeps its id");
+        let (another, _) = keys.issue(None, 1_000).unwrap();
+        assert_ne!(
+            keys.verify(&another, 1_001).unwrap().id,
+            admitted.id,
+            "each minted token its own id"
+        );
     }
 
     #[test]

@@ -59,6 +59,15 @@ async fn the_lambda_router_answers_the_preflight_of_an_allowed_origin_only() {
         let refused = send(&world.ingest, preflight("https://evil.example", path)).await;
         assert_eq!(allowed_origin(refused.headers()), None, "{path}");
     }
+    let presence = send(&world.presence, preflight(SHOP, "/v1/presence")).await;
+    assert!(presence.status().is_success(), "{}", presence.status());
+    assert_eq!(allowed_origin(presence.headers()), Some(SHOP));
+    let refused = send(
+        &world.presence,
+        preflight("https://evil.example", "/v1/presence"),
+    )
+    .await;
+    assert_eq!(allowed_origin(refused.headers()), None);
     // The answer itself carries the header for the allowed origin.
     world
         .caic_answers("hello", caic_reply("cors-session-1", "Hi!", json!({})))

@@ -148,6 +148,7 @@ async fn check_transitions(
                     history: Vec::new(),
                     outbox: Vec::new(),
                     last_cursor: 0,
+                    verified: None,
                 };
                 match store.start_intake(&start).await.unwrap() {
                     StartIntakeOutcome::Started(s) => intake_tokens.push(s.token),
@@ -309,5 +310,38 @@ fn random_transitions_on_dynamodb_stay_inside_the_state_machine() {
     });
     if let Err(failure) = outcome {
         panic!("{failure}");
+    }
+}
+
+/// Fragments of HTML, broken and whole, to build hostile bot answers from.
+fn html_fragment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("<".to_owned()),
+        Just("</".to_owned()),
+        Just(">".to_owned()),
+        Just("&".to_owned()),
+        Just("&#x".to_owned()),
+        Just("&#1114112;".to_owned()),
+        Just("&amp;".to_owned()),
+        Just("<a href=\"".to_owned()),
+        Just("</a>".to_owned()),
+        Just("<br>".to_owned()),
+        Just("<p>".to_owned()),
+        Just("<script>".to_owned()),
+        Just("<!--".to_owned()),
+        "[a-z \"'=/\u{202E}é😀]{0,6}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// The bot's answer, whatever CAIC sends, becomes text without a panic (a panic aborts the
+    /// function) and never longer than it came.
+    #[test]
+    fn any_bot_answer_becomes_bounded_text(parts in prop::collection::vec(html_fragment(), 0..60)) {
+        let html: String = parts.concat();
+        let text = handover_core::domain::text::plain_text(&html);
+        prop_assert!(text.len() <= html.len(), "{html:?} -> {text:?}");
     }
 }

@@ -154,6 +154,7 @@ async fn prechat_session(world: &World) {
         history: Vec::new(),
         outbox: Vec::new(),
         last_cursor: 0,
+        verified: None,
     };
     assert!(matches!(
         world.store.start_intake(&start).await,

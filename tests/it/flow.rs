@@ -981,3 +981,29 @@ async fn a_bot_answer_carries_its_dialog_options_and_links() {
                 "links": [{"label": "Help", "url": "https://shop.example/help"}]}])
     );
 }
+
+/// CAIC's answers may be HTML: the agent's handover message shows the bot's words as plain text.
+#[tokio::test]
+async fn the_handover_message_shows_the_bots_html_as_text() {
+    let world = World::on(memory_harness().await).await;
+    world
+        .handover_goes_through("html-session-1", json!({}))
+        .await;
+    world
+        .message(json!({"sessionId": "html-session-1", "text": "agent", "history": [
+            {"from": "user", "text": "When are you <open>?"},
+            {"from": "bot", "text": "<p>We are open <b>9-17</b> &amp; <a href=\"https://shop.example/hours\">more</a></p>"}
+        ]}))
+        .await;
+    world.end_slot("html-session-1", json!([])).await;
+    let posted = world.msc_messages().await;
+    let content = posted[0]["Content"].as_str().unwrap();
+    assert!(
+        content.contains("Chatbot: We are open 9-17 & more (https://shop.example/hours)"),
+        "{content}"
+    );
+    assert!(
+        content.contains("Customer: When are you <open>?"),
+        "the end user's words stay as typed: {content}"
+    );
+}

@@ -26,6 +26,7 @@ async fn start(h: &Harness) {
         history: Vec::new(),
         outbox: Vec::new(),
         last_cursor: 0,
+        verified: None,
     };
     assert!(matches!(
         h.store.start_intake(&start).await,

@@ -106,6 +106,29 @@ async fn a_token_admits_its_own_conversation_and_nothing_else() {
         "a bound token starts no other conversation"
     );
 
+    // Presence names no conversation: any valid token may ask, as a widget does before it starts one.
+    world
+        .presence_says(wiremock::ResponseTemplate::new(200).set_body_string("Online"))
+        .await;
+    for token in [&bound, &unbound] {
+        let (status, presence) = read(
+            send(
+                &world.presence,
+                event("GET", "/v1/presence", "channel=WebChat", Some(token), ""),
+            )
+            .await,
+        );
+        assert_eq!(status, StatusCode::OK, "{presence}");
+    }
+    let (status, _) = read(
+        send(
+            &world.presence,
+            event("GET", "/v1/presence", "", Some("forged.token.here"), ""),
+        )
+        .await,
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
     // No other route takes a token: each has its own key.
     let other_routes = [
         (&world.ingest, "POST", "/v1/conversations".to_owned()),
@@ -151,7 +174,7 @@ async fn only_a_valid_unexpired_token_is_accepted() {
         .caic_answers("hello", caic_reply(FIRST, "Hi!", json!({})))
         .await;
     let session = SessionId::parse(FIRST).unwrap();
-    let signed_with = |secret: &str| {
+    let keys_of = |secret: &str| {
         TokenKeys::new(
             Keys {
                 current: secret.into(),
@@ -159,9 +182,14 @@ async fn only_a_valid_unexpired_token_is_accepted() {
             },
             3_600,
         )
-        .issue(Some(&session), world.now())
-        .unwrap()
-        .0
+    };
+    let signed_with = |secret: &str| {
+        keys_of(secret)
+            .issue(None, world.now())
+            .map(|(unbound, _)| keys_of(secret).verify(&unbound, world.now()).unwrap())
+            .and_then(|unbound| keys_of(secret).follow(&unbound, Some(&session), world.now()))
+            .unwrap()
+            .0
     };
     let current = signed_with(CONVERSATION_TOKEN_SECRET);
     let next = signed_with("next-conversation-token-secret");
@@ -441,5 +469,217 @@ async fn a_conversation_sends_only_so_many_messages_a_minute() {
         say(&world, &bound, turn).await.0,
         StatusCode::OK,
         "a new minute"
+    );
+}
+
+const IDENTITY_SECRET: &str = "the-sites-identity-secret";
+
+/// What a site's backend signs for its page: a JWT over the customer.
+fn signed_identity(secret: &str, claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn mint_with(body: Value, origin: Option<&str>, bearer: Option<&str>) -> lambda_http::Request {
+    let mut request = page_mint(origin, "198.51.100.20", bearer);
+    *request.body_mut() = lambda_http::Body::Text(body.to_string());
+    request
+}
+
+/// Hands over the conversation `bearer` speaks for (its first message started `FIRST`), the intake
+/// naming someone else than the site did; returns MSC's handover message and the relayed one after.
+async fn hand_over_with(world: &World, bearer: &str) -> (Value, Value) {
+    world.handover_goes_through(FIRST, json!({})).await;
+    let (status, first) = say(world, bearer, json!({"text": "hello"})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let bound = first["token"].as_str().unwrap().to_owned();
+    say(world, &bound, json!({"sessionId": FIRST, "text": "agent"})).await;
+    world
+        .end_slot(
+            FIRST,
+            json!([{"name": "name", "value": "Typed Name"}, {"name": "email", "value": "typed@example.com"}]),
+        )
+        .await;
+    let (status, relayed) = say(
+        world,
+        &bound,
+        json!({"sessionId": FIRST, "text": "still there?"}),
+    )
+    .await;
+    assert_eq!(
+        (status, relayed["handledBy"].clone()),
+        (StatusCode::OK, json!("agent"))
+    );
+    let posted = world.msc_messages().await;
+    assert_eq!(posted.len(), 2, "the handover and the relay: {posted:?}");
+    (posted[0].clone(), posted[1].clone())
+}
+
+/// The channel's backend vouches for the logged-in customer when it mints: MSC's relation is the
+/// site's customer (by external id, with the verified name) on every message, and the agent reads which
+/// fields the site verified and which the end user typed.
+#[tokio::test]
+async fn an_identity_from_the_backend_reaches_msc_as_the_customer() {
+    let world = World::on(dynamodb_harness().await).await;
+    world
+        .caic_answers("hello", caic_reply(FIRST, "Hi!", json!({})))
+        .await;
+    let identity = json!({"identity": {"externalId": "customer-42", "name": "Jane Doe", "email": "jane@example.com"}});
+    let (status, minted) =
+        read(send(&world.ingest, mint_with(identity, None, Some(CHANNEL_KEY))).await);
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let (handover, relay) = hand_over_with(&world, minted["token"].as_str().unwrap()).await;
+    for message in [&handover, &relay] {
+        assert_eq!(message["RelationExternalIdentifier"], "customer-42");
+        assert_eq!(
+            message["RelationName"], "Jane Doe",
+            "the verified name, not the typed one"
+        );
+        assert_eq!(message["ConversationExternalIdentifier"], FIRST);
+    }
+    let content = handover["Content"].as_str().unwrap();
+    assert!(
+        content.contains(
+            "Verified by the site:\nCustomer id: customer-42\nName: Jane Doe\nE-mail: jane@example.com"
+        ),
+        "{content}"
+    );
+    assert!(
+        content.contains("Intake (typed by the end user, not verified):\nname: Typed Name"),
+        "{content}"
+    );
+}
+
+/// A page presents the identity its site's backend signed (`IDENTITY_SECRET`); a forged, expired,
+/// too long-lived or unsigned one gets no token, and nothing is counted or stored.
+#[tokio::test]
+async fn a_page_presents_an_identity_its_site_signed() {
+    let world = World::with_env(
+        dynamodb_harness().await,
+        &[
+            ("ALLOWED_ORIGINS", SHOP),
+            ("IDENTITY_SECRET", IDENTITY_SECRET),
+        ],
+    )
+    .await;
+    world
+        .caic_answers("hello", caic_reply(FIRST, "Hi!", json!({})))
+        .await;
+    let now = world.now();
+    let page = |body: Value| mint_with(body, Some(SHOP), None);
+    let refused = [
+        (
+            json!({"identityToken": signed_identity("not-the-sites-secret-at-all", json!({"sub": "customer-42", "exp": now + 600}))}),
+            StatusCode::UNAUTHORIZED,
+            "identity_not_verified",
+        ),
+        (
+            json!({"identityToken": signed_identity(IDENTITY_SECRET, json!({"sub": "customer-42", "exp": now}))}),
+            StatusCode::UNAUTHORIZED,
+            "identity_not_verified",
+        ),
+        (
+            json!({"identityToken": signed_identity(IDENTITY_SECRET, json!({"sub": "customer-42", "exp": now + 86_401}))}),
+            StatusCode::UNAUTHORIZED,
+            "identity_not_verified",
+        ),
+        (
+            json!({"identityToken": signed_identity(IDENTITY_SECRET, json!({"sub": "customer 42", "exp": now + 600}))}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            json!({"identity": {"externalId": "customer-42"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+    ];
+    for (body, status, code) in refused {
+        let (got, answer) = read(send(&world.ingest, page(body.clone())).await);
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+    }
+    let signed = signed_identity(
+        IDENTITY_SECRET,
+        json!({"sub": "customer-42", "name": "Jane\u{202E} Doe", "exp": now + 600}),
+    );
+    let (status, minted) = read(send(&world.ingest, page(json!({"identityToken": signed}))).await);
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let (handover, _) = hand_over_with(&world, minted["token"].as_str().unwrap()).await;
+    assert_eq!(handover["RelationExternalIdentifier"], "customer-42");
+    assert_eq!(
+        handover["RelationName"], "Jane Doe",
+        "cleaned like every name"
+    );
+    let content = handover["Content"].as_str().unwrap();
+    assert!(
+        content.contains("Verified by the site:\nCustomer id: customer-42\nName: Jane Doe\n\n"),
+        "{content}"
+    );
+
+    // Without IDENTITY_SECRET a signed identity cannot be checked: refused, not ignored.
+    let unset = World::with_env(
+        handover_tests::memory_harness().await,
+        &[("ALLOWED_ORIGINS", SHOP)],
+    )
+    .await;
+    let (status, answer) = read(send(&unset.ingest, page(json!({"identityToken": signed}))).await);
+    assert_eq!(
+        (status, answer["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("identity_not_verified"))
+    );
+}
+
+/// A token's holder refreshes it before it expires: the same conversation and identity, a new
+/// expiry; an expired token cannot, nor can the channel key.
+#[tokio::test]
+async fn a_token_is_refreshed_while_it_is_valid() {
+    let world = World::with_env(
+        dynamodb_harness().await,
+        &[("CONVERSATION_TOKEN_SECS", "600")],
+    )
+    .await;
+    world
+        .caic_answers("hello", caic_reply(FIRST, "Hi!", json!({})))
+        .await;
+    let refresh = |bearer: &str| event("POST", "/v1/conversations/refresh", "", Some(bearer), "");
+    let (_, first) = say(&world, &mint(&world).await, json!({"text": "hello"})).await;
+    let bound = first["token"].as_str().unwrap().to_owned();
+    world.clock.advance(500);
+    let (status, fresh) = read(send(&world.ingest, refresh(&bound)).await);
+    assert_eq!(status, StatusCode::CREATED, "{fresh}");
+    let fresh = fresh["token"].as_str().unwrap().to_owned();
+    world.clock.advance(200);
+    assert_eq!(
+        outbox(&world, &bound, FIRST).await,
+        StatusCode::UNAUTHORIZED,
+        "the old one expired"
+    );
+    assert_eq!(
+        outbox(&world, &fresh, FIRST).await,
+        StatusCode::OK,
+        "the new one admits the same conversation"
+    );
+    assert_eq!(
+        outbox(&world, &fresh, SECOND).await,
+        StatusCode::FORBIDDEN,
+        "and only it"
+    );
+    assert_eq!(
+        read(send(&world.ingest, refresh(&bound)).await).0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = read(send(&world.ingest, refresh(CHANNEL_KEY)).await);
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the channel key is no token to refresh"
     );
 }

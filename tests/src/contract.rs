@@ -25,6 +25,14 @@ fn intake_start(session_id: &str) -> IntakeStart {
         history: Vec::new(),
         outbox: Vec::new(),
         last_cursor: 0,
+        verified: Some(
+            handover_core::domain::VerifiedIdentity::parse(
+                "customer-42",
+                Some("Jane Doe"),
+                Some("jane@example.com"),
+            )
+            .unwrap(),
+        ),
     }
 }
 
@@ -85,6 +93,7 @@ pub async fn start_intake_saves_everything_as_prechat(h: Harness) {
     assert_eq!(session.agent_status, AgentStatus::Online);
     assert_eq!(session.end_user_url, start.end_user_url);
     assert_eq!(session.culture, start.culture);
+    assert_eq!(session.verified, start.verified);
     assert!(session.intake.is_empty());
     assert_eq!(session.expires_at, T0 + h.policy.prechat_window_secs);
     assert!(!session.token.is_empty());

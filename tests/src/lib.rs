@@ -86,6 +86,7 @@ pub fn online_intake(session_id: &str) -> handover_core::IntakeStart {
         history: Vec::new(),
         outbox: Vec::new(),
         last_cursor: 0,
+        verified: None,
     }
 }
 

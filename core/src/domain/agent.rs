@@ -431,6 +431,7 @@ mod tests {
             queued: Vec::new(),
             transcript: Vec::new(),
             relation_name: None,
+            verified: None,
             history: Vec::new(),
         }
     }

@@ -235,6 +235,79 @@ pub fn relation_name(intake: &[IntakeAnswer]) -> Option<String> {
         .and_then(|a| text::clean_name(&a.value, RELATION_NAME_LIMIT_CHARS))
 }
 
+/// The end user as the site's backend vouches for them (a conversation token minted with the channel
+/// key, or a page's identity signed with `IDENTITY_SECRET`): MSC groups one customer's conversations by
+/// `external_id`, and the agent is told which fields the site verified. Checked once, at the edge.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedIdentity {
+    pub external_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// The longest external id and e-mail address a site may vouch for.
+pub const EXTERNAL_ID_LIMIT_CHARS: usize = 128;
+pub const EMAIL_LIMIT_CHARS: usize = 254;
+
+impl VerifiedIdentity {
+    /// The fields as a site sends them, checked: an external id of 1-128 printable ASCII characters
+    /// (no spaces: customer numbers, UUIDs, e-mail addresses), a name of at most 100 characters cleaned
+    /// as every name is (blank: none), an e-mail address of at most 254 characters with an `@` and no
+    /// white space or controls. The error names the field.
+    pub fn parse(
+        external_id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<Self, &'static str> {
+        let printable = |value: &str| {
+            !value
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || text::is_invisible_format(c))
+        };
+        if external_id.is_empty()
+            || external_id.len() > EXTERNAL_ID_LIMIT_CHARS
+            || !external_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(
+                "identity.externalId must be 1-128 printable ASCII characters, without spaces",
+            );
+        }
+        if name.is_some_and(|name| name.chars().count() > RELATION_NAME_LIMIT_CHARS) {
+            return Err("identity.name must be at most 100 characters");
+        }
+        let email = match email.map(str::trim).filter(|e| !e.is_empty()) {
+            None => None,
+            Some(email) => {
+                let well_formed = email.chars().count() <= EMAIL_LIMIT_CHARS
+                    && printable(email)
+                    && email
+                        .split_once('@')
+                        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+                if !well_formed {
+                    return Err(
+                        "identity.email must be an e-mail address of at most 254 characters",
+                    );
+                }
+                Some(email.to_owned())
+            }
+        };
+        Ok(Self {
+            external_id: external_id.to_owned(),
+            name: name.and_then(|name| text::clean_name(name, RELATION_NAME_LIMIT_CHARS)),
+            email,
+        })
+    }
+}
+
+/// Personal data: never in a log line.
+impl fmt::Debug for VerifiedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedIdentity").finish_non_exhaustive()
+    }
+}
+
 /// One step of a handover, for the operator view: what happened and when. Never personal data: the
 /// detail is a status, a count, a reason or a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +406,9 @@ pub struct Session {
     /// The end user's name from the intake, set by the claim: every message to MSC carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation_name: Option<String>,
+    /// Who the site vouched for, from the conversation token of the turn that started the intake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<VerifiedIdentity>,
     /// What happened, oldest first (see [`HistoryEvent`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEvent>,
@@ -370,6 +446,8 @@ pub struct IntakeStart {
     /// next handover.
     pub outbox: Vec<OutboxMessage>,
     pub last_cursor: u64,
+    /// Who the site vouched for, when the turn came with a token that says.
+    pub verified: Option<VerifiedIdentity>,
 }
 
 /// A session as the flow sees it at one instant, expiry folded in. Used to state which
@@ -496,6 +574,47 @@ pub fn lenient_string(value: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_verified_identity_is_checked_field_by_field() {
+        let ok = VerifiedIdentity::parse(
+            "customer-42",
+            Some(" Jane\u{202E} Doe "),
+            Some("jane@example.com"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                ok.external_id.as_str(),
+                ok.name.as_deref(),
+                ok.email.as_deref()
+            ),
+            ("customer-42", Some("Jane Doe"), Some("jane@example.com"))
+        );
+        let blank = VerifiedIdentity::parse("c-1", Some("   "), Some("")).unwrap();
+        assert_eq!((blank.name, blank.email), (None, None));
+        for (id, name, email, field) in [
+            ("", None, None, "externalId"),
+            ("customer 42", None, None, "externalId"),
+            ("klant-é", None, None, "externalId"),
+            (&*"x".repeat(129), None, None, "externalId"),
+            ("c-1", Some(&*"n".repeat(101)), None, "name"),
+            ("c-1", None, Some("jane"), "email"),
+            ("c-1", None, Some("jane@"), "email"),
+            ("c-1", None, Some("ja ne@example.com"), "email"),
+        ] {
+            let refused = VerifiedIdentity::parse(id, name, email).unwrap_err();
+            assert!(
+                refused.contains(field),
+                "{id:?} {name:?} {email:?}: {refused}"
+            );
+        }
+        assert_eq!(
+            format!("{ok:?}"),
+            "VerifiedIdentity { .. }",
+            "no personal data in logs"
+        );
+    }
 
     #[test]
     fn livechat_accepts_every_truthy_shape_the_bot_sends() {

@@ -3,7 +3,7 @@
 
 /// Characters that reorder or hide text without showing themselves: the bidirectional controls
 /// (U+202E makes "gpj.exe" read "exe.jpg"), zero-width characters and the byte order mark.
-fn is_invisible_format(c: char) -> bool {
+pub(crate) fn is_invisible_format(c: char) -> bool {
     matches!(c,
         '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}'
         | '\u{FEFF}')
@@ -71,6 +71,17 @@ pub fn labelled(label: &str, value: &str) -> String {
     shown
 }
 
+/// What the bot said, as an agent's inbox shows it: CAIC answers may be HTML (DigitalCX's often are),
+/// and the agent's inbox shows plain text. Tags go, entities are decoded, links keep their address in
+/// brackets, block elements become line breaks. Text without a tag or entity is left as it is.
+pub fn plain_text(html: &str) -> String {
+    if !html.contains(['<', '&']) {
+        return html.to_owned();
+    }
+    let text = nanohtml2text::html2text(html).replace("\r\n", "\n");
+    text.trim().to_owned()
+}
+
 /// `text` within `limit` characters: cut at the limit and `marker` added when it is longer.
 pub fn shortened(text: &str, limit: usize, marker: &str) -> (String, bool) {
     match text.char_indices().nth(limit) {
@@ -82,6 +93,20 @@ pub fn shortened(text: &str, limit: usize, marker: &str) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bots_html_reaches_the_agent_as_text() {
+        assert_eq!(
+            plain_text("Plain & simple? No: 3 < 4"),
+            "Plain & simple? No: 3 < 4"
+        );
+        assert_eq!(plain_text("no tags at all"), "no tags at all");
+        assert_eq!(
+            plain_text("<p>Our <b>opening hours</b> &amp; <a href=\"https://shop.example/hours\">more</a></p><p>Bye</p>"),
+            "Our opening hours & more (https://shop.example/hours)\n\nBye"
+        );
+        assert_eq!(plain_text("<script>alert(1)</script>Hi"), "Hi");
+    }
 
     #[test]
     fn names_lose_controls_line_breaks_and_bidi_overrides() {

@@ -257,11 +257,14 @@ async fn release_quietly<S: HandoverStore + ?Sized>(store: &S, claim: &Session, 
     }
 }
 
-/// The name every message to MSC carries for the end user: the intake's, else an anonymous one.
+/// The name every message to MSC carries for the end user: the one the site verified, else the
+/// intake's, else an anonymous one.
 fn relation_of(session: &Session) -> String {
     session
-        .relation_name
-        .clone()
+        .verified
+        .as_ref()
+        .and_then(|identity| identity.name.clone())
+        .or_else(|| session.relation_name.clone())
         .or_else(|| relation_name(&session.intake))
         .unwrap_or_else(|| ANONYMOUS_RELATION.to_owned())
 }
@@ -283,16 +286,31 @@ pub fn handover_message(claim: &Session, now: i64) -> OutgoingMessage {
     if !claim.transcript.is_empty() {
         content.push_str("\n\nBefore the handover:");
         for turn in &claim.transcript {
-            let speaker = match turn.from {
-                Speaker::User => "Customer",
-                Speaker::Bot => "Chatbot",
+            let (speaker, said) = match turn.from {
+                Speaker::User => ("Customer", turn.text.clone()),
+                Speaker::Bot => ("Chatbot", text::plain_text(&turn.text)),
             };
             content.push('\n');
-            content.push_str(&text::labelled(speaker, &turn.text));
+            content.push_str(&text::labelled(speaker, &said));
+        }
+    }
+    if let Some(identity) = &claim.verified {
+        content.push_str("\n\nVerified by the site:");
+        content.push('\n');
+        content.push_str(&text::labelled("Customer id", &identity.external_id));
+        for (label, value) in [("Name", &identity.name), ("E-mail", &identity.email)] {
+            if let Some(value) = value {
+                content.push('\n');
+                content.push_str(&text::labelled(label, value));
+            }
         }
     }
     if !claim.intake.is_empty() {
-        content.push_str("\n\nIntake:");
+        content.push_str(if claim.verified.is_some() {
+            "\n\nIntake (typed by the end user, not verified):"
+        } else {
+            "\n\nIntake:"
+        });
         for answer in &claim.intake {
             content.push('\n');
             content.push_str(&text::labelled(&answer.name, &answer.value));
@@ -327,6 +345,10 @@ fn for_msc(
     OutgoingMessage {
         conversation_id: session.session_id.clone(),
         message_id,
+        relation_id: session.verified.as_ref().map_or_else(
+            || session.session_id.clone(),
+            |identity| identity.external_id.clone(),
+        ),
         relation_name,
         content,
         referrer: presence_referrer(session.webstore.as_deref(), session.end_user_url.as_deref())
@@ -350,6 +372,9 @@ pub struct IncomingMessage {
     /// The channel's idempotency key, if it sent one: a relayed message then keeps one MSC message id
     /// across the channel's retries.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// Who the site vouched for (from the caller's conversation token): kept when this turn starts a
+    /// handover.
+    pub verified: Option<crate::domain::VerifiedIdentity>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
@@ -708,6 +733,7 @@ async fn start_flow(
         history: with_events(earlier.map_or(&[][..], |s| &s.history[..]), &[started]),
         outbox: earlier.map(|s| s.agent.outbox.clone()).unwrap_or_default(),
         last_cursor: earlier.map_or(0, |s| s.agent.last_cursor),
+        verified: message.verified.clone(),
     };
     let intake = match deps.store.start_intake(&start).await {
         Ok(StartIntakeOutcome::Started(intake)) => intake,

@@ -52,6 +52,8 @@ pub enum ApiError {
     TokensOff,
     #[error("this page's origin may not start conversations (ALLOWED_ORIGINS)")]
     OriginNotAllowed,
+    #[error("the identity token is not valid: signed with IDENTITY_SECRET (set), unexpired, at most 24 hours ahead")]
+    IdentityNotVerified,
     #[error("too many conversations started from this address; retry after {retry_after_secs} s")]
     TooManyConversations { retry_after_secs: i64 },
     #[error("too many messages in this conversation; retry after {retry_after_secs} s")]
@@ -87,6 +89,7 @@ impl ApiError {
             ApiError::OtherConversation => (S::FORBIDDEN, "other_conversation"),
             ApiError::TokensOff => (S::NOT_FOUND, "tokens_not_configured"),
             ApiError::OriginNotAllowed => (S::FORBIDDEN, "origin_not_allowed"),
+            ApiError::IdentityNotVerified => (S::UNAUTHORIZED, "identity_not_verified"),
             ApiError::TooManyConversations { .. } => {
                 (S::TOO_MANY_REQUESTS, "too_many_conversations")
             }

@@ -18,11 +18,11 @@ use super::request::{
 };
 use super::ApiError;
 use crate::channel;
-use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn};
+use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn, VerifiedIdentity};
 use crate::flow::agent::{handled_by, messages_since};
 use crate::flow::{ingest, IncomingMessage, IngestDeps, Routed};
 use crate::store::{IdempotencyBegin, Quota, QuotaStore};
-use crate::token::PageTokens;
+use crate::token::{IdentityError, PageTokens};
 
 const MAX_TEXT_CHARS: usize = 4_096;
 
@@ -85,7 +85,39 @@ pub async fn new_conversation(
     if !from_backend && headers.contains_key(header::AUTHORIZATION) {
         return Err(ApiError::Unauthorized);
     }
-    let _: NewConversationBody = body.optional_json()?;
+    let asked: NewConversationBody = body.optional_json()?;
+    let now = state.deps.clock.now();
+    let identity = match (asked.identity, asked.identity_token) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidBody(
+                "send identity or identityToken, not both".into(),
+            ))
+        }
+        (Some(_), None) if !from_backend => {
+            return Err(ApiError::InvalidBody(
+                "a page's identity must be signed by the site's backend: send identityToken".into(),
+            ))
+        }
+        (Some(identity), None) => Some(
+            VerifiedIdentity::parse(
+                &identity.external_id,
+                identity.name.as_deref(),
+                identity.email.as_deref(),
+            )
+            .map_err(|field| ApiError::InvalidBody(field.into()))?,
+        ),
+        (None, Some(signed)) => {
+            let keys = pages
+                .identities
+                .as_ref()
+                .ok_or(ApiError::IdentityNotVerified)?;
+            Some(keys.verify(&signed, now).map_err(|err| match err {
+                IdentityError::Field(field) => ApiError::InvalidBody(field.into()),
+                IdentityError::Invalid => ApiError::IdentityNotVerified,
+            })?)
+        }
+    };
     if !from_backend {
         let origin = headers
             .get(header::ORIGIN)
@@ -109,15 +141,50 @@ pub async fn new_conversation(
     }
     let (token, expires_at) = pages
         .keys
-        .issue(None, state.deps.clock.now())
+        .issue(identity.as_ref(), now)
         .map_err(|_| ApiError::TokensOff)?;
     let body = json!({"token": token, "expiresAt": crate::clock::rfc3339(expires_at)});
     Ok((axum::http::StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewConversationBody {}
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewConversationBody {
+    /// The logged-in customer, from the channel's backend (trusted: it holds the key).
+    #[serde(default, deserialize_with = "object")]
+    identity: Option<IdentityBody>,
+    /// The customer as the site's backend signed it for its page (`IDENTITY_SECRET`).
+    identity_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct IdentityBody {
+    external_id: String,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+/// `POST /v1/conversations/refresh`: a token's holder gets a new one for the same conversation (and
+/// identity) before it expires; counted with the conversation's messages.
+pub async fn refresh_conversation(
+    State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    // The channel key is no conversation token: nothing to refresh.
+    let Caller::Conversation { token, keys } = caller else {
+        return Err(ApiError::Unauthorized);
+    };
+    if let Some(session) = &token.session {
+        record_session(session);
+    }
+    within_conversation_quota(&state, &token).await?;
+    let (fresh, expires_at) = keys
+        .follow(&token, token.session.as_ref(), state.deps.clock.now())
+        .map_err(|_| ApiError::TokensOff)?;
+    let body = json!({"token": fresh, "expiresAt": crate::clock::rfc3339(expires_at)});
+    Ok((axum::http::StatusCode::CREATED, Json(body)).into_response())
+}
 
 /// The address a mint quota counts: an IPv6 address by its /64, which one subscriber holds whole.
 fn address_bucket(address: &str) -> String {
@@ -186,6 +253,7 @@ pub async fn send_message(
     caller.may_use(message.session_id.as_ref())?;
     if let Caller::Conversation { token, .. } = &caller {
         within_conversation_quota(&state, token).await?;
+        message.verified = token.identity.clone();
     }
     let Some(key) = idempotency_key else {
         return Ok(Json(process(deps, &caller, message).await?).into_response());
@@ -273,7 +341,7 @@ async fn process(
     if let Caller::Conversation { token, keys } = caller {
         if token.session.as_ref() != Some(&reply.session_id) {
             let (token, expires_at) = keys
-                .issue(Some(&reply.session_id), deps.clock.now())
+                .follow(token, Some(&reply.session_id), deps.clock.now())
                 .map_err(|_| ApiError::TokensOff)?;
             shown["token"] = json!(token);
             shown["tokenExpiresAt"] = json!(crate::clock::rfc3339(expires_at));
@@ -326,6 +394,7 @@ fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
         end_user_url,
         history: history(body.history)?,
         idempotency_key: None,
+        verified: None,
     })
 }
 

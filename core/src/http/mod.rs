@@ -57,6 +57,7 @@ impl Function {
 pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/v1/messages", Function::AnswerIngest),
     ("POST", "/v1/conversations", Function::AnswerIngest),
+    ("POST", "/v1/conversations/refresh", Function::AnswerIngest),
     ("POST", "/v1/presence", Function::PresenceCheck),
     ("GET", "/v1/presence", Function::PresenceCheck),
     ("POST", "/v1/prechat/complete", Function::PrechatComplete),
@@ -100,15 +101,7 @@ pub fn answer_ingest(
         },
         auth::require_channel_or_token,
     );
-    // A page's preflight carries no key: with CORS on, OPTIONS is a method of the pages' routes, outside
-    // their key check, for the CORS layer to answer.
-    let for_pages = |route: axum::routing::MethodRouter<Arc<messages::IngestState>>| {
-        if allowed_origins.is_empty() {
-            route
-        } else {
-            route.options(|| async { axum::http::StatusCode::NO_CONTENT })
-        }
-    };
+    let for_pages = |route| for_pages(route, allowed_origins);
     let routes = Router::new()
         .route(
             "/v1/messages",
@@ -116,12 +109,16 @@ pub fn answer_ingest(
         )
         .route(
             "/v1/sessions/{sessionId}/messages",
-            for_pages(get(messages::session_messages).route_layer(page_or_channel)),
+            for_pages(get(messages::session_messages).route_layer(page_or_channel.clone())),
         )
         // The channel key or an allowed page's origin, checked by the handler: a page has no key.
         .route(
             "/v1/conversations",
             for_pages(post(messages::new_conversation)),
+        )
+        .route(
+            "/v1/conversations/refresh",
+            for_pages(post(messages::refresh_conversation).route_layer(page_or_channel)),
         )
         .with_state(Arc::new(messages::IngestState {
             deps,
@@ -133,6 +130,23 @@ pub fn answer_ingest(
             Function::AnswerIngest.binary(),
             metrics::per_invocation,
         ));
+    with_cors(routes, allowed_origins)
+}
+
+/// A page's preflight carries no key: with CORS on, OPTIONS is a method of the pages' routes, outside
+/// their key check, for the CORS layer to answer.
+fn for_pages<S: Clone + Send + Sync + 'static>(
+    route: axum::routing::MethodRouter<S>,
+    allowed_origins: &[String],
+) -> axum::routing::MethodRouter<S> {
+    if allowed_origins.is_empty() {
+        route
+    } else {
+        route.options(|| async { axum::http::StatusCode::NO_CONTENT })
+    }
+}
+
+fn with_cors(routes: Router, allowed_origins: &[String]) -> Router {
     match allowed_origins {
         [] => routes,
         origins => routes.layer(pages_may_call(origins)),
@@ -159,16 +173,30 @@ fn pages_may_call(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
+/// presence-check's routes: CAIC's webhook, and the widgets' query (the channel key, or any valid
+/// conversation token: presence names no conversation).
 pub fn presence_check(
     deps: PresenceDeps,
     channel_key: CallerKey,
     webhook_key: CallerKey,
+    tokens: Option<crate::token::TokenKeys>,
+    allowed_origins: &[String],
 ) -> Router {
-    Router::new()
+    let page_or_channel = from_fn_with_state(
+        auth::ChannelOrToken {
+            key: channel_key,
+            tokens,
+            clock: deps.clock.clone(),
+        },
+        auth::require_channel_or_token,
+    );
+    let routes = Router::new()
         .route(
             "/v1/presence",
-            get(presence::agent_status_query)
-                .route_layer(from_fn_with_state(channel_key, auth::require_key)),
+            for_pages(
+                get(presence::agent_status_query).route_layer(page_or_channel),
+                allowed_origins,
+            ),
         )
         .route(
             "/v1/presence",
@@ -179,7 +207,8 @@ pub fn presence_check(
         .layer(from_fn_with_state(
             Function::PresenceCheck.binary(),
             metrics::per_invocation,
-        ))
+        ));
+    with_cors(routes, allowed_origins)
 }
 
 pub fn prechat_complete(deps: Arc<HandoverDeps>, webhook_key: CallerKey) -> Router {

@@ -472,6 +472,7 @@ pub(crate) fn intake_session(start: &IntakeStart, policy: &LockPolicy, now: i64)
         queued: Vec::new(),
         transcript: start.transcript.clone(),
         relation_name: None,
+        verified: start.verified.clone(),
         history: crate::domain::with_events(&start.history, &[]),
     }
 }

@@ -48,16 +48,30 @@ async fn outbox(world: &World, bearer: &str, session: &str) -> StatusCode {
 #[tokio::test]
 async fn a_token_admits_its_own_conversation_and_nothing_else() {
     let world = World::on(dynamodb_harness().await).await;
+    let unbound = mint(&world).await;
+    admits_its_own_conversation_and_nothing_else(&world, unbound).await;
+}
+
+/// The same for a token the page minted itself.
+#[tokio::test]
+async fn a_token_a_page_minted_admits_its_own_conversation_and_nothing_else() {
+    let world = World::with_env(dynamodb_harness().await, &[("ALLOWED_ORIGINS", SHOP)]).await;
+    let (status, minted) = page_mints(&world, Some(SHOP), "198.51.100.30").await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    admits_its_own_conversation_and_nothing_else(&world, minted["token"].as_str().unwrap().into())
+        .await;
+}
+
+async fn admits_its_own_conversation_and_nothing_else(world: &World, unbound: String) {
     world
         .caic_answers("hello", caic_reply(FIRST, "Hi!", json!({})))
         .await;
     world
         .caic_answers("again", caic_reply(FIRST, "Still here.", json!({})))
         .await;
-    let unbound = mint(&world).await;
 
     let (status, _) = say(
-        &world,
+        world,
         &unbound,
         json!({"sessionId": SECOND, "text": "hello"}),
     )
@@ -67,7 +81,7 @@ async fn a_token_admits_its_own_conversation_and_nothing_else() {
         StatusCode::FORBIDDEN,
         "an unbound token names no conversation yet"
     );
-    let (status, first) = say(&world, &unbound, json!({"text": "hello"})).await;
+    let (status, first) = say(world, &unbound, json!({"text": "hello"})).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["sessionId"], FIRST);
     let bound = first["token"]
@@ -75,20 +89,15 @@ async fn a_token_admits_its_own_conversation_and_nothing_else() {
         .expect("the reply binds the token")
         .to_owned();
 
-    let (status, again) = say(&world, &bound, json!({"sessionId": FIRST, "text": "again"})).await;
+    let (status, again) = say(world, &bound, json!({"sessionId": FIRST, "text": "again"})).await;
     assert_eq!(
         (status, again["answers"].clone()),
         (StatusCode::OK, json!(["Still here."]))
     );
     assert!(again.get("token").is_none(), "nothing to move along");
-    assert_eq!(outbox(&world, &bound, FIRST).await, StatusCode::OK);
+    assert_eq!(outbox(world, &bound, FIRST).await, StatusCode::OK);
 
-    let (status, refused) = say(
-        &world,
-        &bound,
-        json!({"sessionId": SECOND, "text": "hello"}),
-    )
-    .await;
+    let (status, refused) = say(world, &bound, json!({"sessionId": SECOND, "text": "hello"})).await;
     assert_eq!(
         (status, refused["error"]["code"].clone()),
         (StatusCode::FORBIDDEN, json!("other_conversation"))
@@ -98,8 +107,8 @@ async fn a_token_admits_its_own_conversation_and_nothing_else() {
         None,
         "nothing changed"
     );
-    assert_eq!(outbox(&world, &bound, SECOND).await, StatusCode::FORBIDDEN);
-    let (status, _) = say(&world, &bound, json!({"text": "a new one"})).await;
+    assert_eq!(outbox(world, &bound, SECOND).await, StatusCode::FORBIDDEN);
+    let (status, _) = say(world, &bound, json!({"text": "a new one"})).await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,
@@ -154,7 +163,7 @@ async fn a_token_admits_its_own_conversation_and_nothing_else() {
     }
     // The keys of those routes are not conversation tokens either.
     for key in [WEBHOOK_KEY, OPERATOR_KEY, MSC_WEBHOOK_KEY] {
-        assert_eq!(outbox(&world, key, FIRST).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(outbox(world, key, FIRST).await, StatusCode::UNAUTHORIZED);
     }
 }
 

@@ -85,6 +85,21 @@ pub async fn new_conversation(
     if !from_backend && headers.contains_key(header::AUTHORIZATION) {
         return Err(ApiError::Unauthorized);
     }
+    // Who asks is decided before what is asked: a caller that is neither the backend nor an allowed
+    // page gets 401 or 403, whatever its body says.
+    if !from_backend {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        if !state
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == origin)
+        {
+            return Err(ApiError::OriginNotAllowed);
+        }
+    }
     let asked: NewConversationBody = body.optional_json()?;
     let now = state.deps.clock.now();
     let identity = match (asked.identity, asked.identity_token) {
@@ -119,17 +134,7 @@ pub async fn new_conversation(
         }
     };
     if !from_backend {
-        let origin = headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
-        if !state
-            .allowed_origins
-            .iter()
-            .any(|allowed| allowed == origin)
-        {
-            return Err(ApiError::OriginNotAllowed);
-        }
+        // Counted once the request is known to be good: bad input changes nothing.
         let key = format!("mint#{}", address_bucket(&address));
         within_quota(
             &*state.deps.store,

@@ -123,19 +123,8 @@ impl TokenKeys {
         // Checked below against the clock port.
         validation.validate_exp = false;
         validation.required_spec_claims = ["exp".to_owned()].into();
-        let claims = self
-            .secrets
-            .all()
-            .find_map(|secret| {
-                decode::<Claims>(
-                    token,
-                    &DecodingKey::from_secret(secret.as_bytes()),
-                    &validation,
-                )
-                .ok()
-            })
-            .ok_or(TokenError::Invalid)?
-            .claims;
+        let claims: Claims =
+            signed_by_any(&self.secrets, token, &validation).ok_or(TokenError::Invalid)?;
         if claims.exp <= now {
             return Err(TokenError::Expired);
         }
@@ -150,6 +139,23 @@ impl TokenKeys {
             identity: claims.idn,
         })
     }
+}
+
+/// The claims of `token` if one of `secrets` signed it (the current one, or the next during a rotation).
+fn signed_by_any<T: serde::de::DeserializeOwned>(
+    secrets: &Keys,
+    token: &str,
+    validation: &Validation,
+) -> Option<T> {
+    secrets.all().find_map(|secret| {
+        decode::<T>(
+            token,
+            &DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        )
+        .ok()
+        .map(|data| data.claims)
+    })
 }
 
 /// The longest identity token a page may present, and the longest it may be valid for: a leaked one
@@ -193,19 +199,8 @@ impl IdentityKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
         validation.required_spec_claims = ["exp".to_owned(), "sub".to_owned()].into();
-        let claims = self
-            .secrets
-            .all()
-            .find_map(|secret| {
-                decode::<IdentityClaims>(
-                    token,
-                    &DecodingKey::from_secret(secret.as_bytes()),
-                    &validation,
-                )
-                .ok()
-            })
-            .ok_or(IdentityError::Invalid)?
-            .claims;
+        let claims: IdentityClaims =
+            signed_by_any(&self.secrets, token, &validation).ok_or(IdentityError::Invalid)?;
         if claims.exp <= now || claims.exp > now.saturating_add(MAX_IDENTITY_TOKEN_SECS) {
             return Err(IdentityError::Invalid);
         }

@@ -100,15 +100,7 @@ pub fn answer_ingest_routes(
         transcript_turns: config.transcript_turns,
         hours: Arc::new(config.business_hours.clone()),
     };
-    let tokens = config.tokens.as_ref().map(|t| crate::token::PageTokens {
-        keys: crate::token::TokenKeys::new(t.secret.clone(), t.lifetime_secs),
-        messages_per_minute: t.messages_per_minute,
-        mints_per_minute: t.mints_per_minute,
-        identities: t
-            .identity_secret
-            .clone()
-            .map(crate::token::IdentityKeys::new),
-    });
+    let tokens = config.tokens.as_ref().map(crate::token::PageTokens::from);
     http::answer_ingest(
         deps,
         CallerKey::from(&config.channel_key),
@@ -136,10 +128,7 @@ pub fn presence_check_routes(
         deps,
         CallerKey::from(&config.channel_key),
         CallerKey::from(&config.webhook_key),
-        config
-            .tokens
-            .as_ref()
-            .map(|t| crate::token::TokenKeys::new(t.secret.clone(), t.lifetime_secs)),
+        config.tokens.as_ref().map(crate::token::TokenKeys::from),
         &config.allowed_origins,
     )
 }

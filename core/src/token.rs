@@ -7,7 +7,7 @@
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Keys;
+use crate::config::{Keys, TokenSettings};
 use crate::domain::{SessionId, VerifiedIdentity};
 
 /// What a valid token admits.
@@ -56,6 +56,23 @@ pub struct PageTokens {
     pub mints_per_minute: u32,
     /// The identities a site's backend signs for its pages, when it does.
     pub identities: Option<IdentityKeys>,
+}
+
+impl From<&TokenSettings> for PageTokens {
+    fn from(settings: &TokenSettings) -> Self {
+        Self {
+            keys: TokenKeys::from(settings),
+            messages_per_minute: settings.messages_per_minute,
+            mints_per_minute: settings.mints_per_minute,
+            identities: settings.identity_secret.clone().map(IdentityKeys::new),
+        }
+    }
+}
+
+impl From<&TokenSettings> for TokenKeys {
+    fn from(settings: &TokenSettings) -> Self {
+        TokenKeys::new(settings.secret.clone(), settings.lifetime_secs)
+    }
 }
 
 /// Issues and checks tokens with the configured secret (and its successor during a rotation).

@@ -3,7 +3,7 @@
 
 /// Characters that reorder or hide text without showing themselves: the bidirectional controls
 /// (U+202E makes "gpj.exe" read "exe.jpg"), zero-width characters and the byte order mark.
-pub(crate) fn is_invisible_format(c: char) -> bool {
+fn is_invisible_format(c: char) -> bool {
     matches!(c,
         '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}'
         | '\u{FEFF}')

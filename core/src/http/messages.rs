@@ -102,37 +102,7 @@ pub async fn new_conversation(
     }
     let asked: NewConversationBody = body.optional_json()?;
     let now = state.deps.clock.now();
-    let identity = match (asked.identity, asked.identity_token) {
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidBody(
-                "send identity or identityToken, not both".into(),
-            ))
-        }
-        (Some(_), None) if !from_backend => {
-            return Err(ApiError::InvalidBody(
-                "a page's identity must be signed by the site's backend: send identityToken".into(),
-            ))
-        }
-        (Some(identity), None) => Some(
-            VerifiedIdentity::parse(
-                &identity.external_id,
-                identity.name.as_deref(),
-                identity.email.as_deref(),
-            )
-            .map_err(|field| ApiError::InvalidBody(field.into()))?,
-        ),
-        (None, Some(signed)) => {
-            let keys = pages
-                .identities
-                .as_ref()
-                .ok_or(ApiError::IdentityNotVerified)?;
-            Some(keys.verify(&signed, now).map_err(|err| match err {
-                IdentityError::Field(field) => ApiError::InvalidBody(field.into()),
-                IdentityError::Invalid => ApiError::IdentityNotVerified,
-            })?)
-        }
-    };
+    let identity = vouched_for(asked, from_backend, pages, now)?;
     if !from_backend {
         // Counted once the request is known to be good: bad input changes nothing.
         let key = format!("mint#{}", address_bucket(&address));
@@ -144,10 +114,50 @@ pub async fn new_conversation(
         )
         .await?;
     }
-    let (token, expires_at) = pages
-        .keys
-        .issue(identity.as_ref(), now)
-        .map_err(|_| ApiError::TokensOff)?;
+    issued(pages.keys.issue(identity.as_ref(), now))
+}
+
+/// Who the site vouches for: a backend's plain identity (it holds the key), or the identity a site
+/// signed for its page; a page's unsigned identity is refused.
+fn vouched_for(
+    asked: NewConversationBody,
+    from_backend: bool,
+    pages: &PageTokens,
+    now: i64,
+) -> Result<Option<VerifiedIdentity>, ApiError> {
+    match (asked.identity, asked.identity_token) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::InvalidBody(
+            "send identity or identityToken, not both".into(),
+        )),
+        (Some(_), None) if !from_backend => Err(ApiError::InvalidBody(
+            "a page's identity must be signed by the site's backend: send identityToken".into(),
+        )),
+        (Some(identity), None) => VerifiedIdentity::parse(
+            &identity.external_id,
+            identity.name.as_deref(),
+            identity.email.as_deref(),
+        )
+        .map(Some)
+        .map_err(|field| ApiError::InvalidBody(field.into())),
+        (None, Some(signed)) => {
+            let keys = pages
+                .identities
+                .as_ref()
+                .ok_or(ApiError::IdentityNotVerified)?;
+            keys.verify(&signed, now)
+                .map(Some)
+                .map_err(|err| match err {
+                    IdentityError::Field(field) => ApiError::InvalidBody(field.into()),
+                    IdentityError::Invalid => ApiError::IdentityNotVerified,
+                })
+        }
+    }
+}
+
+/// A newly issued token as the routes that issue one answer it.
+fn issued(signed: Result<(String, i64), crate::token::TokenError>) -> Result<Response, ApiError> {
+    let (token, expires_at) = signed.map_err(|_| ApiError::TokensOff)?;
     let body = json!({"token": token, "expiresAt": crate::clock::rfc3339(expires_at)});
     Ok((axum::http::StatusCode::CREATED, Json(body)).into_response())
 }
@@ -184,11 +194,7 @@ pub async fn refresh_conversation(
         record_session(session);
     }
     within_conversation_quota(&state, &token).await?;
-    let (fresh, expires_at) = keys
-        .follow(&token, token.session.as_ref(), state.deps.clock.now())
-        .map_err(|_| ApiError::TokensOff)?;
-    let body = json!({"token": fresh, "expiresAt": crate::clock::rfc3339(expires_at)});
-    Ok((axum::http::StatusCode::CREATED, Json(body)).into_response())
+    issued(keys.follow(&token, token.session.as_ref(), state.deps.clock.now()))
 }
 
 /// The address a mint quota counts: an IPv6 address by its /64, which one subscriber holds whole.

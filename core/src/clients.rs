@@ -230,6 +230,9 @@ pub struct PeerClients {
     pub msc: reqwest::Client,
     pub presence: reqwest::Client,
     pub channel: reqwest::Client,
+    /// The pages' live connections, when the function pushes to them: deployed, API Gateway's
+    /// management API ([`PeerClients::with_live_connections`]); locally, the runner's sockets.
+    pub live: Option<std::sync::Arc<dyn crate::live::ConnectionPost>>,
 }
 
 impl PeerClients {
@@ -242,7 +245,22 @@ impl PeerClients {
             msc: client()?,
             presence: client()?,
             channel: client()?,
+            live: None,
         })
+    }
+
+    /// The management API at `url` (`LIVE_CONNECTIONS_URL`) for the live connections, if set.
+    pub async fn with_live_connections(
+        mut self,
+        url: Option<&str>,
+    ) -> Result<Self, HttpClientError> {
+        if let Some(url) = url {
+            self.live = Some(std::sync::Arc::new(crate::live::ManagementApi::new(
+                &sdk_config().await?,
+                url,
+            )));
+        }
+        Ok(self)
     }
 }
 
@@ -279,6 +297,7 @@ impl From<&reqwest::Client> for PeerClients {
             msc: client.clone(),
             presence: client.clone(),
             channel: client.clone(),
+            live: None,
         }
     }
 }

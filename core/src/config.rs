@@ -421,6 +421,7 @@ pub struct AnswerIngestConfig {
     /// `TRANSCRIPT_TURNS`: how many of the channel's earlier turns the handover message shows.
     pub transcript_turns: usize,
     pub business_hours: BusinessHours,
+    pub live_connections: Option<String>,
 }
 
 impl AnswerIngestConfig {
@@ -440,6 +441,7 @@ impl AnswerIngestConfig {
             tokens: TokenSettings::from_env(env)?,
             allowed_origins: allowed_origins(env)?,
             business_hours: business_hours(env)?,
+            live_connections: live_connections_url(env)?,
             transcript_turns: match env.optional("TRANSCRIPT_TURNS") {
                 None => 10,
                 Some(raw) => raw
@@ -552,6 +554,7 @@ pub struct HandoverConfig {
     pub msc: MscApiSettings,
     pub channel_webhook: Option<ChannelWebhookSettings>,
     pub caller_key: Keys,
+    pub live_connections: Option<String>,
 }
 
 impl HandoverConfig {
@@ -572,6 +575,7 @@ impl HandoverConfig {
             msc,
             channel_webhook: ChannelWebhookSettings::from_env(env)?,
             caller_key: env.caller_key(caller_key)?,
+            live_connections: live_connections_url(env)?,
         })
     }
 }
@@ -586,6 +590,7 @@ pub struct AgentEventsConfig {
     /// `RELEASE_ON_ARCHIVE`: the agent closing the conversation hands it back to the bot at once;
     /// otherwise (the default, the seed's behaviour) it stays locked until 24 hours of inactivity.
     pub release_on_archive: bool,
+    pub live_connections: Option<String>,
 }
 
 impl AgentEventsConfig {
@@ -605,6 +610,39 @@ impl AgentEventsConfig {
             channel_webhook: ChannelWebhookSettings::from_env(env)?,
             webhook_key: env.caller_key("MSC_WEBHOOK_SECRET")?,
             release_on_archive,
+            live_connections: live_connections_url(env)?,
+        })
+    }
+}
+
+/// `LIVE_CONNECTIONS_URL`: the WebSocket API stage's management endpoint
+/// (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`), where the functions that store
+/// messages in the outbox push them to the pages' live connections. Unset: no live pushes (the local
+/// runner pushes to its own sockets).
+fn live_connections_url(env: &Env) -> Result<Option<String>, ConfigError> {
+    match env.optional("LIVE_CONNECTIONS_URL") {
+        None => Ok(None),
+        Some(_) => env.http_url("LIVE_CONNECTIONS_URL").map(Some),
+    }
+}
+
+/// live-connection: the WebSocket API's `$connect` and `resume`. Needs conversation tokens (what a
+/// page connects with) and the management endpoint (what it answers through).
+#[derive(Clone)]
+pub struct LiveConnectionConfig {
+    pub sessions: SessionSettings,
+    pub tokens: TokenSettings,
+    pub live_connections: String,
+}
+
+impl LiveConnectionConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            sessions: SessionSettings::from_env(env, "dynamodb")?,
+            tokens: TokenSettings::from_env(env)?.ok_or(ConfigError::Missing {
+                name: "CONVERSATION_TOKEN_SECRET",
+            })?,
+            live_connections: env.http_url("LIVE_CONNECTIONS_URL")?,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod domain;
 pub mod flow;
 pub mod hours;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod msc;
 pub mod open_ahead;

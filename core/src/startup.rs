@@ -14,16 +14,19 @@ use crate::clients::{self, HttpClientError, Peer, PeerClients};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
     AgentEventsConfig, AnswerIngestConfig, ChannelWebhookSettings, ConfigError, Env,
-    HandoverConfig, PeerUrls, PresenceCheckConfig, SessionSettings, StoreSettings,
+    HandoverConfig, LiveConnectionConfig, PeerUrls, PresenceCheckConfig, SessionSettings,
+    StoreSettings,
 };
 use crate::flow::agent::AgentDeps;
+use crate::flow::live::LiveDeps;
 use crate::flow::IngestDeps;
 use crate::http::{self, CallerKey, HandoverDeps, PresenceDeps};
+use crate::live::{LivePush, Pushes};
 use crate::msc::{MscHttp, PresenceHttp};
 use crate::secrets::SecretError;
 use crate::store::dynamodb::{ensure_table, DynamoDbStore};
 use crate::store::memory::MemoryStore;
-use crate::store::{SessionStore, StoreError};
+use crate::store::{LiveStore, SessionStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -61,19 +64,32 @@ pub async fn session_store(
     }
 }
 
-/// Pushes to the channel's webhook when one is configured.
+/// Where the messages of the outbox are pushed: the channel's webhook when one is configured, and the
+/// pages' live connections when the function has them.
 fn channel_push(
     settings: &Option<ChannelWebhookSettings>,
-    client: &reqwest::Client,
+    clients: &PeerClients,
+    store: &Arc<dyn SessionStore>,
     clock: &Arc<dyn Clock>,
 ) -> Arc<dyn ChannelPush> {
-    match settings {
-        Some(settings) => Arc::new(ChannelWebhook::new(
-            client.clone(),
+    let webhook: Option<Arc<dyn ChannelPush>> = settings.as_ref().map(|settings| {
+        Arc::new(ChannelWebhook::new(
+            clients.channel.clone(),
             settings.clone(),
             clock.clone(),
-        )),
-        None => Arc::new(NoChannelWebhook),
+        )) as Arc<dyn ChannelPush>
+    });
+    let live: Option<Arc<dyn ChannelPush>> = clients.live.as_ref().map(|post| {
+        let store: Arc<dyn LiveStore> = store.clone();
+        Arc::new(LivePush {
+            store,
+            post: post.clone(),
+        }) as Arc<dyn ChannelPush>
+    });
+    match (webhook, live) {
+        (Some(webhook), Some(live)) => Arc::new(Pushes(vec![webhook, live])),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => Arc::new(NoChannelWebhook),
     }
 }
 
@@ -85,7 +101,7 @@ pub fn answer_ingest_routes(
 ) -> Router {
     let clients = clients.into();
     let deps = IngestDeps {
-        store,
+        channel: channel_push(&config.channel_webhook, &clients, &store, &clock),
         caic: Arc::new(CaicHttp::new(clients.caic, config.caic.clone())),
         presence: Arc::new(PresenceHttp::new(
             clients.presence,
@@ -93,7 +109,7 @@ pub fn answer_ingest_routes(
             clock.clone(),
         )),
         msc: Arc::new(MscHttp::new(clients.msc, config.msc.clone())),
-        channel: channel_push(&config.channel_webhook, &clients.channel, &clock),
+        store,
         clock,
         default_channel: config.default_channel.clone(),
         default_culture: config.caic.culture.clone(),
@@ -144,9 +160,9 @@ pub fn handover_routes(
 ) -> Router {
     let clients = clients.into();
     let deps = Arc::new(HandoverDeps {
-        store,
+        channel: channel_push(&config.channel_webhook, &clients, &store, &clock),
         msc: Arc::new(MscHttp::new(clients.msc, config.msc.clone())),
-        channel: channel_push(&config.channel_webhook, &clients.channel, &clock),
+        store,
         clock,
     });
     router(deps, CallerKey::from(&config.caller_key))
@@ -161,12 +177,28 @@ pub fn agent_events_routes(
     clients: impl Into<PeerClients>,
 ) -> Router {
     let deps = AgentDeps {
+        channel: channel_push(&config.channel_webhook, &clients.into(), &store, &clock),
         store,
-        channel: channel_push(&config.channel_webhook, &clients.into().channel, &clock),
         clock,
         release_on_archive: config.release_on_archive,
     };
     http::agent_events(deps, CallerKey::from(&config.webhook_key))
+}
+
+/// live-connection's routes: the WebSocket API's `$connect` and the page's frames, answered through
+/// `clients.live` (the management API; a deployment without it cannot answer).
+pub fn live_connection_routes(
+    config: &LiveConnectionConfig,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    post: Arc<dyn crate::live::ConnectionPost>,
+) -> Router {
+    http::live_connection(LiveDeps {
+        store,
+        post,
+        tokens: crate::token::TokenKeys::from(&config.tokens),
+        clock,
+    })
 }
 
 /// A function's cold start: the connections to `peers` opening (see [`crate::open_ahead`]) while the
@@ -206,6 +238,9 @@ pub async fn start_answer_ingest() -> Result<Router, StartupError> {
         |env, clients| async move {
             let config = AnswerIngestConfig::from_env(&env)?;
             let (store, clock) = deployed_sessions(&config.sessions).await?;
+            let clients = clients
+                .with_live_connections(config.live_connections.as_deref())
+                .await?;
             Ok(answer_ingest_routes(&config, store, clock, clients))
         },
     )
@@ -216,7 +251,23 @@ pub async fn start_agent_events() -> Result<Router, StartupError> {
     start(&[Peer::Channel], |env, clients| async move {
         let config = AgentEventsConfig::from_env(&env)?;
         let (store, clock) = deployed_sessions(&config.sessions).await?;
+        let clients = clients
+            .with_live_connections(config.live_connections.as_deref())
+            .await?;
         Ok(agent_events_routes(&config, store, clock, clients))
+    })
+    .await
+}
+
+pub async fn start_live_connection() -> Result<Router, StartupError> {
+    start(&[], |env, _clients| async move {
+        let config = LiveConnectionConfig::from_env(&env)?;
+        let (store, clock) = deployed_sessions(&config.sessions).await?;
+        let post = Arc::new(crate::live::ManagementApi::new(
+            &clients::sdk_config().await?,
+            &config.live_connections,
+        ));
+        Ok(live_connection_routes(&config, store, clock, post))
     })
     .await
 }
@@ -253,6 +304,9 @@ async fn start_handover(
     start(&[Peer::Msc], |env, clients| async move {
         let config = read(&env)?;
         let (store, clock) = deployed_sessions(&config.sessions).await?;
+        let clients = clients
+            .with_live_connections(config.live_connections.as_deref())
+            .await?;
         Ok(handover_routes(&config, store, clock, clients, router))
     })
     .await

@@ -1,6 +1,7 @@
 //! The local runner: every function's router, as the Lambda binaries build them, merged and served on
 //! one port, with a sandbox CAIC and MSC when no CAIC is configured.
 
+pub mod live;
 pub mod sandbox;
 
 use std::net::SocketAddr;
@@ -71,8 +72,12 @@ pub async fn start_with(
     let client =
         handover_core::clients::new_http_client(handover_core::config::ca_bundle(&env).as_deref())
             .map_err(StartupError::from)?;
-    // The functions' peers are called with the very clients a deployment uses (no redirects followed).
-    let peers = handover_core::clients::PeerClients::deployed(&env).map_err(StartupError::from)?;
+    // The functions' peers are called with the very clients a deployment uses (no redirects followed);
+    // the pages' live connections are the runner's own sockets.
+    let sockets = Arc::new(handover_core::live::InProcess::default());
+    let mut peers =
+        handover_core::clients::PeerClients::deployed(&env).map_err(StartupError::from)?;
+    peers.live = Some(sockets.clone());
     let store = match store {
         Some(store) => store,
         None => startup::session_store(&config.answer_ingest.sessions, clock.clone(), true).await?,
@@ -105,10 +110,22 @@ pub async fn start_with(
         ));
     app = app.merge(startup::agent_events_routes(
         &config.agent_events,
-        store,
-        clock,
+        store.clone(),
+        clock.clone(),
         peers.clone(),
     ));
+    if let Some(tokens) = &config.answer_ingest.tokens {
+        let live = live::LocalLive {
+            deps: handover_core::flow::live::LiveDeps {
+                store,
+                post: sockets.clone(),
+                tokens: handover_core::token::TokenKeys::from(tokens),
+                clock,
+            },
+            sockets,
+        };
+        app = app.route("/v1/live", get(live::upgrade).with_state(live));
+    }
     if use_sandbox {
         app = app
             .nest("/sandbox", sandbox::routes(&env, addr, client))

@@ -105,6 +105,8 @@ async fn each_function_router_serves_its_routes() {
             Function::PrechatComplete => &world.prechat,
             Function::OperatorHandover => &world.handover,
             Function::AgentEvents => &world.agent,
+            // The WebSocket API's: tests/it/live.rs.
+            Function::LiveConnection => continue,
         };
         let path = path.replace("{sessionId}", "s-1");
         let response = send(router, event(method, &path, "", None, "")).await;

@@ -813,3 +813,82 @@ pub async fn a_released_claim_keeps_its_queue_for_the_bot(h: Harness) {
     h.store.clear_queue("no-such-session").await.ok();
     assert_eq!(h.store.get("no-such-session").await.ok(), Some(None));
 }
+
+fn connection(id: &str) -> handover_core::domain::ConnectionId {
+    handover_core::domain::ConnectionId::parse(id).expect("connection id")
+}
+
+pub async fn live_connections_are_registered_announced_to_and_forgotten(h: Harness) {
+    use handover_core::store::{Registered, CONNECTIONS_PER_CONVERSATION, CONNECTION_SECS};
+    let (one, two) = (connection("L0SM9cOFvHcCIhw="), connection("c2"));
+    let registered = |evicted: Vec<_>| Registered::Registered { evicted };
+    assert_eq!(
+        h.store.register_connection(SID, &one, 0).await.unwrap(),
+        registered(vec![])
+    );
+    assert_eq!(h.store.announce(SID, 1).await.unwrap(), vec![one.clone()]);
+    // A page that read nothing newer than 0 registering after message 1 was announced: refused.
+    assert_eq!(
+        h.store.register_connection(SID, &two, 0).await.unwrap(),
+        Registered::Behind { announced: 1 }
+    );
+    assert_eq!(
+        h.store.register_connection(SID, &two, 1).await.unwrap(),
+        registered(vec![])
+    );
+    // Announced late (after 3): the page that had read 1 still gets 2; each gets what it had not read.
+    assert_eq!(
+        h.store.announce(SID, 3).await.unwrap(),
+        vec![one.clone(), two.clone()]
+    );
+    assert_eq!(
+        h.store.announce(SID, 2).await.unwrap(),
+        vec![one.clone(), two.clone()]
+    );
+    assert_eq!(
+        h.store.announce(SID, 1).await.unwrap(),
+        vec![one.clone()],
+        "a connection is not pushed what its page had read"
+    );
+    assert_eq!(
+        h.store.register_connection(SID, &two, 2).await.unwrap(),
+        Registered::Behind { announced: 3 },
+        "announced stays the highest"
+    );
+    assert!(
+        h.store
+            .announce("another-session", 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "connections are per conversation"
+    );
+    h.store.remove_connection(SID, &one).await.unwrap();
+    h.store.remove_connection(SID, &one).await.unwrap();
+    assert_eq!(h.store.announce(SID, 4).await.unwrap(), vec![two.clone()]);
+    h.clock.advance(CONNECTION_SECS);
+    assert!(
+        h.store.announce(SID, 5).await.unwrap().is_empty(),
+        "a connection expires"
+    );
+    // Past the limit, the oldest is let go.
+    let many: Vec<_> = (0..=CONNECTIONS_PER_CONVERSATION)
+        .map(|i| connection(&format!("tab-{i:02}")))
+        .collect();
+    for (i, tab) in many.iter().enumerate() {
+        h.clock.advance(1);
+        let evicted = match h.store.register_connection(SID, tab, 5).await.unwrap() {
+            Registered::Registered { evicted } => evicted,
+            other => panic!("[{}] {other:?}", h.adapter),
+        };
+        let expected = if i == CONNECTIONS_PER_CONVERSATION {
+            vec![many[0].clone()]
+        } else {
+            vec![]
+        };
+        assert_eq!(evicted, expected, "[{}] registration {i}", h.adapter);
+    }
+    let mut announced = h.store.announce(SID, 6).await.unwrap();
+    announced.sort();
+    assert_eq!(announced, many[1..].to_vec());
+}

@@ -287,6 +287,7 @@ macro_rules! for_every_contract_test {
             messages_queue_only_behind_a_live_claim,
             a_released_claim_keeps_its_queue_for_the_bot,
             quotas_count_per_key_and_window_and_never_past_the_limit,
+            live_connections_are_registered_announced_to_and_forgotten,
         );
     };
 }

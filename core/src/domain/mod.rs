@@ -54,6 +54,27 @@ impl std::ops::Deref for SessionId {
     }
 }
 
+/// A page's live connection, as API Gateway's WebSocket API names it (`requestContext.connectionId`,
+/// base64-like) or the local runner does: 1-128 characters of `A-Z a-z 0-9 + / = _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(String);
+
+impl ConnectionId {
+    pub fn parse(id: &str) -> Option<Self> {
+        is_identifier(id, b"+/=_-").then(|| Self(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A channel's `Idempotency-Key`: 1-128 characters of `A-Z a-z 0-9 _ - . :`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);

@@ -2,6 +2,7 @@
 //! [`crate::http`] are thin shells over these.
 
 pub mod agent;
+pub mod live;
 
 use std::sync::Arc;
 

@@ -46,6 +46,8 @@ pub enum ApiError {
     NoSession,
     #[error("after must be a cursor: a whole number from an earlier response")]
     InvalidCursor,
+    #[error("this conversation token names no conversation yet: send the first message, then connect with the token its reply carries")]
+    NoConversationYet,
     #[error("this conversation token is for another conversation")]
     OtherConversation,
     #[error("conversation tokens are not configured (CONVERSATION_TOKEN_SECRET)")]
@@ -87,6 +89,7 @@ impl ApiError {
             ApiError::NoSession => (S::NOT_FOUND, "no_session"),
             ApiError::InvalidCursor => (S::BAD_REQUEST, "invalid_cursor"),
             ApiError::OtherConversation => (S::FORBIDDEN, "other_conversation"),
+            ApiError::NoConversationYet => (S::CONFLICT, "no_conversation_yet"),
             ApiError::TokensOff => (S::NOT_FOUND, "tokens_not_configured"),
             ApiError::OriginNotAllowed => (S::FORBIDDEN, "origin_not_allowed"),
             ApiError::IdentityNotVerified => (S::UNAUTHORIZED, "identity_not_verified"),

@@ -6,6 +6,7 @@ mod agent;
 mod auth;
 mod error;
 mod handover;
+mod live;
 mod messages;
 mod presence;
 mod request;
@@ -37,6 +38,8 @@ pub enum Function {
     PrechatComplete,
     OperatorHandover,
     AgentEvents,
+    /// Behind the WebSocket API ([`LIVE_ROUTES`]), not the HTTP API.
+    LiveConnection,
 }
 
 impl Function {
@@ -48,6 +51,7 @@ impl Function {
             Function::PrechatComplete => "prechat-complete",
             Function::OperatorHandover => "operator-handover",
             Function::AgentEvents => "agent-events",
+            Function::LiveConnection => "live-connection",
         }
     }
 }
@@ -84,6 +88,21 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/v1/msc/messages", Function::AgentEvents),
     ("POST", "/v1/msc/events", Function::AgentEvents),
 ];
+
+/// The WebSocket API's routes that reach live-connection (`ping` is answered by API Gateway itself).
+pub const LIVE_ROUTES: &[&str] = &["$connect", "resume", "$default"];
+
+/// live-connection's router: every WebSocket event, whatever path lambda_http gives it.
+pub fn live_connection(deps: crate::flow::live::LiveDeps) -> Router {
+    Router::new()
+        .route("/", axum::routing::any(live::websocket_event))
+        .route("/{*path}", axum::routing::any(live::websocket_event))
+        .with_state(Arc::new(deps))
+        .layer(from_fn_with_state(
+            Function::LiveConnection.binary(),
+            metrics::per_invocation,
+        ))
+}
 
 /// answer-ingest's routes. The channel key admits every conversation; a conversation token (when
 /// `tokens` are on) only its own, and only on the routes a page calls.

@@ -9,14 +9,14 @@ use async_trait::async_trait;
 use super::{
     claimed_event, completed_events, end_failed_handover, intake_session, queue_has_room, rules,
     AgentStore, Amended, ClaimOutcome, Enqueued, Guarded, HandoverStore, IdempotencyBegin,
-    IdempotencyStore, IntakeStore, Linked, LockPolicy, LockSlider, Quota, QuotaStore,
-    SessionReader, SlideOutcome, StartIntakeOutcome, StoreError, IDEMPOTENCY_KEEP_SECS,
-    IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
+    IdempotencyStore, IntakeStore, Linked, LiveStore, LockPolicy, LockSlider, Quota, QuotaStore,
+    Registered, SessionReader, SlideOutcome, StartIntakeOutcome, StoreError, CONNECTION_SECS,
+    IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{
-    apply, relation_name, with_events, HandoverChange, HolderToken, IntakeAnswer, IntakeStart,
-    QueuedMessage, Session, SessionState,
+    apply, relation_name, with_events, ConnectionId, HandoverChange, HolderToken, IntakeAnswer,
+    IntakeStart, QueuedMessage, Session, SessionState,
 };
 
 #[derive(Debug, Clone)]
@@ -26,6 +26,14 @@ struct IdempotencyRecord {
     expires_at: i64,
 }
 
+/// A conversation's live connections and the highest cursor announced to them.
+#[derive(Debug, Default)]
+struct LiveItem {
+    /// Connection → (kept until, the last cursor its page had read when it registered).
+    connections: HashMap<ConnectionId, (i64, u64)>,
+    announced: u64,
+}
+
 pub struct MemoryStore {
     items: Mutex<HashMap<String, Session>>,
     /// MSC conversation → (session, expiry).
@@ -33,6 +41,7 @@ pub struct MemoryStore {
     requests: Mutex<HashMap<String, IdempotencyRecord>>,
     /// Quota key → (window start, uses in it).
     quotas: Mutex<HashMap<String, (i64, u32)>>,
+    live: Mutex<HashMap<String, LiveItem>>,
     clock: Arc<dyn Clock>,
     policy: LockPolicy,
 }
@@ -44,6 +53,7 @@ impl MemoryStore {
             msc_links: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
             quotas: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             clock,
             policy,
         }
@@ -366,5 +376,69 @@ impl QuotaStore for MemoryStore {
         }
         uses.1 += 1;
         Ok(Quota::Within)
+    }
+}
+
+#[async_trait]
+impl LiveStore for MemoryStore {
+    async fn register_connection(
+        &self,
+        session_id: &str,
+        connection: &ConnectionId,
+        seen: u64,
+    ) -> Result<Registered, StoreError> {
+        let now = self.clock.now();
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let item = live.entry(session_id.to_owned()).or_default();
+        if item.announced > seen {
+            return Ok(Registered::Behind {
+                announced: item.announced,
+            });
+        }
+        item.connections.retain(|_, (until, _)| *until > now);
+        item.connections
+            .insert(connection.clone(), (now + CONNECTION_SECS, seen));
+        let evicted = super::over_the_limit(
+            item.connections
+                .iter()
+                .map(|(id, (until, _))| (id.clone(), *until))
+                .collect(),
+        );
+        for id in &evicted {
+            item.connections.remove(id);
+        }
+        Ok(Registered::Registered { evicted })
+    }
+
+    async fn announce(
+        &self,
+        session_id: &str,
+        cursor: u64,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        let now = self.clock.now();
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let item = live.entry(session_id.to_owned()).or_default();
+        item.announced = item.announced.max(cursor);
+        item.connections.retain(|_, (until, _)| *until > now);
+        let mut connections: Vec<ConnectionId> = item
+            .connections
+            .iter()
+            .filter(|(_, (_, seen))| *seen < cursor)
+            .map(|(id, _)| id.clone())
+            .collect();
+        connections.sort();
+        Ok(connections)
+    }
+
+    async fn remove_connection(
+        &self,
+        session_id: &str,
+        connection: &ConnectionId,
+    ) -> Result<(), StoreError> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(item) = live.get_mut(session_id) {
+            item.connections.remove(connection);
+        }
+        Ok(())
     }
 }

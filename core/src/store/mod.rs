@@ -11,8 +11,8 @@ pub mod memory;
 use async_trait::async_trait;
 
 use crate::domain::{
-    with_events, HandoverChange, HistoryEvent, HolderToken, IntakeAnswer, IntakeStart,
-    QueuedMessage, Session, SessionState, QUEUE_LIMIT, QUEUE_LIMIT_BYTES,
+    with_events, ConnectionId, HandoverChange, HistoryEvent, HolderToken, IntakeAnswer,
+    IntakeStart, QueuedMessage, Session, SessionState, QUEUE_LIMIT, QUEUE_LIMIT_BYTES,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -381,6 +381,71 @@ pub(crate) fn quota_window(now: i64, window_secs: i64) -> (i64, i64) {
     (start, start + window_secs - now)
 }
 
+/// A live connection is kept this long after it registered: API Gateway closes every connection
+/// after two hours, and the margin covers clocks and a registration made late in the handshake.
+pub const CONNECTION_SECS: i64 = 2 * 3_600 + 600;
+/// A conversation's live connections (one per open tab): past this, the oldest are let go.
+pub const CONNECTIONS_PER_CONVERSATION: usize = 10;
+
+/// What registering a live connection did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// Registered: every message announced from now on is pushed to it. `evicted` are the
+    /// conversation's oldest connections, dropped to stay within [`CONNECTIONS_PER_CONVERSATION`]:
+    /// the caller closes them.
+    Registered { evicted: Vec<ConnectionId> },
+    /// A message newer than `seen` was announced since: nothing written. Read the outbox again and
+    /// register with a `seen` of at least `announced`.
+    Behind { announced: u64 },
+}
+
+/// The pages' live connections of each conversation, and the highest outbox cursor announced to
+/// them, under `live#<session id>` in the sessions table. Together they make each message reach each
+/// connection once: a writer announces a message after storing it (and pushes it to the connections
+/// the announcement returns); a page registers only if nothing newer than what it read was announced
+/// and records what it read as `seen`; a message is pushed only to connections that had not seen it.
+/// So what a page read plus what is pushed to it is everything, without overlap.
+#[async_trait]
+pub trait LiveStore: Send + Sync {
+    /// Registers `connection` for `session_id`, unless a message newer than `seen` (the outbox's
+    /// last cursor as the caller read it) was announced.
+    async fn register_connection(
+        &self,
+        session_id: &str,
+        connection: &ConnectionId,
+        seen: u64,
+    ) -> Result<Registered, StoreError>;
+
+    /// Records that the message at `cursor` is stored, and returns the connections to push it to:
+    /// those registered now (unexpired) whose page had not read it yet (their `seen` is below
+    /// `cursor`). One write, whether or not any page is connected.
+    async fn announce(
+        &self,
+        session_id: &str,
+        cursor: u64,
+    ) -> Result<Vec<ConnectionId>, StoreError>;
+
+    /// Forgets a connection that is gone (API Gateway answered 410).
+    async fn remove_connection(
+        &self,
+        session_id: &str,
+        connection: &ConnectionId,
+    ) -> Result<(), StoreError>;
+}
+
+/// The connections past the limit, oldest first, from `(connection, registered until)` pairs.
+pub(crate) fn over_the_limit(mut connections: Vec<(ConnectionId, i64)>) -> Vec<ConnectionId> {
+    connections.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let over = connections
+        .len()
+        .saturating_sub(CONNECTIONS_PER_CONVERSATION);
+    connections
+        .into_iter()
+        .take(over)
+        .map(|(id, _)| id)
+        .collect()
+}
+
 /// Every operation; what an adapter implements and what a function that needs them all takes.
 pub trait SessionStore:
     SessionReader
@@ -390,6 +455,7 @@ pub trait SessionStore:
     + AgentStore
     + IdempotencyStore
     + QuotaStore
+    + LiveStore
 {
 }
 
@@ -401,6 +467,7 @@ impl<T> SessionStore for T where
         + AgentStore
         + IdempotencyStore
         + QuotaStore
+        + LiveStore
 {
 }
 

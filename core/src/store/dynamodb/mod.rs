@@ -5,6 +5,7 @@
 //! there" costs no second read. Expired items may linger for days, so every condition names the expiry.
 
 mod agent;
+mod live;
 mod queue;
 
 use std::collections::HashMap;

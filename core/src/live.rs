@@ -72,9 +72,9 @@ pub fn error_frame(code: &str, message: &str) -> String {
 }
 
 /// Pushes each message it is given to the conversation's live connections: announced first (one
-/// write), then posted to every connection at once; a connection that is gone is forgotten. Never
-/// fails the caller: a message that could not be pushed is in the outbox for the page's next
-/// connection.
+/// write), then posted to every connection at once; a connection that is gone is forgotten, one that
+/// could not be reached is closed. Never fails the caller: a message that could not be pushed is in
+/// the outbox for the page's next connection.
 pub struct LivePush {
     pub store: Arc<dyn LiveStore>,
     pub post: Arc<dyn ConnectionPost>,
@@ -101,9 +101,12 @@ impl ChannelPush for LivePush {
                         tracing::warn!(error = %err, "could not forget a live connection that is gone");
                     }
                 }
+                // Closed, so that the page reconnects and resumes from its cursor rather than wait,
+                // connected, for a message that will never come.
                 Err(err) => {
-                    tracing::warn!(error = %err, "message not pushed to a live connection; it stays in the outbox");
+                    tracing::warn!(error = %err, "message not pushed to a live connection; closing it");
                     crate::metrics::count("LivePushesFailed");
+                    self.post.close(connection).await;
                 }
             }
         });

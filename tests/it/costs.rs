@@ -105,8 +105,10 @@ async fn a_relayed_turn_is_one_read_and_writes_only_to_slide_the_lock() {
     );
 }
 
+/// With live connections on (as deployed), every message stored in the outbox is also announced to
+/// the conversation's pages: one write more, whether or not a page is connected.
 #[tokio::test]
-async fn an_agent_reply_is_one_read_and_one_write_once_its_conversation_is_linked() {
+async fn an_agent_reply_is_one_read_and_two_writes_once_its_conversation_is_linked() {
     let (world, counter) = world().await;
     world
         .channel_answers(wiremock::ResponseTemplate::new(204))
@@ -125,16 +127,16 @@ async fn an_agent_reply_is_one_read_and_one_write_once_its_conversation_is_linke
     world.msc_posts_message(reply("m-1")).await;
     assert_eq!(
         (counter.reads(), counter.writes()),
-        (2, 3),
-        "the first: the reply, then the link and its record: {:?}",
+        (2, 4),
+        "the first: the reply and its announcement, then the link and its record: {:?}",
         counter.snapshot()
     );
     counter.reset();
     world.msc_posts_message(reply("m-2")).await;
     assert_eq!(
         (counter.reads(), counter.writes()),
-        (1, 1),
-        "the next: the reply alone: {:?}",
+        (1, 2),
+        "the next: the reply and its announcement: {:?}",
         counter.snapshot()
     );
 }

@@ -59,6 +59,7 @@ const PRECHAT: &str = "PrechatCompleteRole";
 const OPERATOR: &str = "OperatorHandoverRole";
 const AGENT: &str = "AgentEventsRole";
 const PRESENCE: &str = "PresenceCheckRole";
+const LIVE: &str = "LiveConnectionRole";
 
 #[tokio::test]
 async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
@@ -120,6 +121,9 @@ async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
         json!({"Name": "ConversationStarted", "Payload": {"ConversationId": "iam-guid-1"}});
     seen.by(c, AGENT, world.msc_posts_event(started)).await;
     seen.by(c, ANSWER_INGEST, world.outbox("iam-1", "after=0"))
+        .await;
+    // A page's live connection: its handshake, then a resume (with messages to catch up on).
+    seen.by(c, LIVE, world.live_resume("iam-tab-1", "iam-1", 0))
         .await;
     seen.by(c, OPERATOR, world.session_view("iam-1")).await;
     seen.by(c, OPERATOR, world.operator_handover("iam-1")).await;
@@ -228,9 +232,43 @@ async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
         (OPERATOR, set(&["GetItem", "UpdateItem"])),
         (PRECHAT, set(&["GetItem", "UpdateItem"])),
         (PRESENCE, BTreeSet::new()),
+        (LIVE, set(&["GetItem", "UpdateItem"])),
     ]);
     assert_eq!(seen.0, expected, "what the code paths sent");
     for (role, actions) in &seen.0 {
         assert_eq!(&granted(role), actions, "{role} in infra/template.yaml");
     }
+}
+
+/// The functions that push to the pages' live connections (those given `LIVE_CONNECTIONS_URL`) may
+/// post to and close connections of the WebSocket API's stage, and no other function may.
+#[test]
+fn only_the_functions_given_the_live_connections_may_manage_them() {
+    let template: serde_yaml::Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let mut pushing = BTreeSet::new();
+    let mut managing = BTreeSet::new();
+    for (name, resource) in resources {
+        let name = name.as_str().unwrap_or_default().to_owned();
+        let text = serde_yaml::to_string(resource).unwrap_or_default();
+        if resource["Type"] == "AWS::Serverless::Function" && text.contains("LIVE_CONNECTIONS_URL")
+        {
+            let role = serde_yaml::to_string(&resource["Properties"]["Role"]).unwrap_or_default();
+            pushing.insert(
+                role.trim()
+                    .trim_start_matches("!GetAtt ")
+                    .replace(".Arn", ""),
+            );
+        }
+        if resource["Type"] == "AWS::IAM::Role" && text.contains("execute-api:ManageConnections") {
+            assert!(text.contains("/live/POST/@connections/*"), "{name}");
+            managing.insert(name);
+        }
+    }
+    assert_eq!(
+        pushing,
+        set(&[ANSWER_INGEST, OPERATOR, AGENT, LIVE]),
+        "the functions given LIVE_CONNECTIONS_URL"
+    );
+    assert_eq!(managing, pushing);
 }

@@ -11,6 +11,7 @@ mod flow;
 mod handover_window;
 mod hostile;
 mod iam;
+mod live;
 mod load;
 mod local_runner;
 mod logs;

@@ -36,9 +36,14 @@ fn template_routes() -> BTreeSet<Route> {
             .as_str()
             .expect("every function names its binary")
             .to_owned();
-        let events = resource["Properties"]["Events"]
-            .as_mapping()
-            .expect("Events");
+        // live-connection is invoked by the WebSocket API's integration, not by HTTP API events.
+        let Some(events) = resource["Properties"]["Events"].as_mapping() else {
+            assert_eq!(
+                binary, "live-connection",
+                "only live-connection has no events"
+            );
+            continue;
+        };
         for (_, event) in events {
             assert_eq!(event["Type"], "HttpApi");
             assert_eq!(event["Properties"]["PayloadFormatVersion"], "2.0");
@@ -78,9 +83,54 @@ fn template_openapi_and_router_serve_the_same_routes() {
     assert_eq!(openapi_routes(), without_function, "OpenAPI vs code");
 }
 
+/// The WebSocket API's routes: those that reach live-connection are the ones its handler tells apart
+/// (`handover_core::http::LIVE_ROUTES`), and `ping` is answered by a mock integration.
+#[test]
+fn the_websocket_api_routes_what_live_connection_handles() {
+    let template: Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let mut to_function = BTreeSet::new();
+    let mut to_mock = BTreeSet::new();
+    for (_, resource) in resources {
+        if resource["Type"] != "AWS::ApiGatewayV2::Route" {
+            continue;
+        }
+        let key = resource["Properties"]["RouteKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let target = serde_yaml::to_string(&resource["Properties"]["Target"]).unwrap();
+        if target.contains("${LiveIntegration}") {
+            to_function.insert(key);
+        } else {
+            assert!(target.contains("${LivePingIntegration}"), "{key}: {target}");
+            to_mock.insert(key);
+        }
+    }
+    let handled: BTreeSet<String> = handover_core::http::LIVE_ROUTES
+        .iter()
+        .map(|route| route.to_string())
+        .collect();
+    assert_eq!(to_function, handled);
+    assert_eq!(to_mock, BTreeSet::from(["ping".to_owned()]));
+    assert!(TEMPLATE.contains("RouteSelectionExpression: $request.body.type"));
+}
+
+fn template_binaries() -> BTreeSet<String> {
+    let template: Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    resources
+        .iter()
+        .filter(|(_, resource)| resource["Type"] == "AWS::Serverless::Function")
+        .filter_map(|(_, resource)| resource["Metadata"]["BuildProperties"]["Binary"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn every_function_in_the_template_is_a_workspace_binary() {
-    for (_, _, binary) in template_routes() {
+    assert_eq!(template_binaries().len(), 6);
+    for binary in template_binaries() {
         let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../functions")
             .join(&binary)
@@ -128,7 +178,8 @@ fn caic_webhooks_are_reachable_only_through_their_own_api_and_msc_webhooks_are_t
         }
         for (_, event) in resource["Properties"]["Events"]
             .as_mapping()
-            .expect("Events")
+            .into_iter()
+            .flatten()
         {
             let api = serde_yaml::to_string(&event["Properties"]["ApiId"]).unwrap();
             let route = format!(

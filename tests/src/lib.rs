@@ -4,6 +4,7 @@
 pub mod contract;
 pub mod counting;
 pub mod faulty;
+pub mod live;
 pub mod tls;
 pub mod world;
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::Router;
 use handover_core::config::{
-    AgentEventsConfig, AnswerIngestConfig, Env, HandoverConfig, PresenceCheckConfig,
+    AgentEventsConfig, AnswerIngestConfig, Env, HandoverConfig, LiveConnectionConfig,
+    PresenceCheckConfig,
 };
 use handover_core::{clients, http as routes, startup, Clock, ManualClock, SessionStore};
 use http::StatusCode;
@@ -44,6 +45,10 @@ pub struct World {
     pub prechat: Router,
     pub handover: Router,
     pub agent: Router,
+    /// live-connection, behind the WebSocket API.
+    pub live: Router,
+    /// API Gateway's management API (`LIVE_CONNECTIONS_URL`), where every live push lands.
+    pub connections: crate::live::ManagementStub,
 }
 
 impl World {
@@ -56,6 +61,7 @@ impl World {
         let caic = MockServer::start().await;
         let msc = MockServer::start().await;
         let channel = MockServer::start().await;
+        let connections = crate::live::ManagementStub::start().await;
         let channel_url = format!("{}/hook", channel.uri());
         let caic_url = caic.uri();
         let presence_url = format!("{}/presence", msc.uri());
@@ -82,6 +88,7 @@ impl World {
             ("CHANNEL_WEBHOOK_SECRET", CHANNEL_WEBHOOK_KEY),
             ("CHANNEL_WEBHOOK_TIMEOUT_MS", "500"),
             ("CONVERSATION_TOKEN_SECRET", CONVERSATION_TOKEN_SECRET),
+            ("LIVE_CONNECTIONS_URL", &connections.url),
         ];
         for (name, value) in overrides {
             vars.retain(|(n, _)| n != name);
@@ -90,8 +97,25 @@ impl World {
         let env = Env::from_pairs(vars);
         let clock: Arc<dyn Clock> = harness.clock.clone();
         // The very clients a deployment builds: one per peer, no redirects followed.
-        let http = clients::PeerClients::deployed(&env).expect("peer clients");
+        let http = clients::PeerClients::deployed(&env)
+            .expect("peer clients")
+            .with_live_connections(env.optional("LIVE_CONNECTIONS_URL"))
+            .await
+            .expect("live connections");
         let store = harness.store.clone();
+        let live = match LiveConnectionConfig::from_env(&env) {
+            Ok(config) => {
+                let post = http.live.clone().expect("the management API");
+                routes::serve(startup::live_connection_routes(
+                    &config,
+                    store.clone(),
+                    clock.clone(),
+                    post,
+                ))
+            }
+            // Without tokens or the endpoint there is no live-connection function.
+            Err(_) => Router::new(),
+        };
         World {
             ingest: routes::serve(startup::answer_ingest_routes(
                 &AnswerIngestConfig::from_env(&env).expect("answer-ingest configuration"),
@@ -124,6 +148,8 @@ impl World {
                 clock,
                 http.clone(),
             )),
+            live,
+            connections,
             caic,
             msc,
             channel,
@@ -322,6 +348,47 @@ impl World {
         received(&self.msc, "/presence/api/v1").await
     }
 
+    /// A conversation token bound to `session_id`, as the reply to its first message carries it.
+    pub fn token_for(&self, session_id: &str) -> String {
+        let keys = handover_core::token::TokenKeys::new(
+            handover_core::config::Keys {
+                current: CONVERSATION_TOKEN_SECRET.into(),
+                next: None,
+            },
+            86_400,
+        );
+        let now = self.now();
+        let session = handover_core::SessionId::parse(session_id).expect("a session id");
+        let (unbound, _) = keys.issue(None, now).expect("a token");
+        let token = keys.verify(&unbound, now).expect("valid");
+        keys.follow(&token, Some(&session), now).expect("a token").0
+    }
+
+    /// A page's WebSocket handshake (`$connect`) with `token` in the query string.
+    pub async fn live_connect(&self, connection: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let request = websocket_event("$connect", connection, token, None);
+        read(send(&self.live, request).await)
+    }
+
+    /// A page's frame on its connection, on the route API Gateway picks by its `type`.
+    pub async fn live_frame(&self, connection: &str, frame: &Value) -> StatusCode {
+        let route = match frame["type"].as_str() {
+            Some("resume") => "resume",
+            _ => "$default",
+        };
+        let request = websocket_event(route, connection, None, Some(&frame.to_string()));
+        send(&self.live, request).await.status()
+    }
+
+    /// Connects and resumes after `after`: what a page does when it opens its live connection.
+    pub async fn live_resume(&self, connection: &str, session_id: &str, after: u64) {
+        let token = self.token_for(session_id);
+        let (status, body) = self.live_connect(connection, Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        let resume = json!({"type": "resume", "token": token, "after": after});
+        assert_eq!(self.live_frame(connection, &resume).await, 200);
+    }
+
     pub fn now(&self) -> i64 {
         self.clock.now()
     }
@@ -346,6 +413,37 @@ pub fn query_of(request: &Received, name: &str) -> Option<String> {
 }
 
 /// An API Gateway HTTP API (payload 2.0) event from the fixture, as Lambda would deliver it.
+const WEBSOCKET_FIXTURE: &str = include_str!("../data/apigw_websocket_request.json");
+
+/// A WebSocket API event for live-connection: `$connect` with `token` in its query string, or a
+/// page's frame on `route_key` (`resume`, `$default`).
+pub fn websocket_event(
+    route_key: &str,
+    connection: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> lambda_http::Request {
+    let mut event: Value = serde_json::from_str(WEBSOCKET_FIXTURE).expect("fixture is JSON");
+    let context = &mut event["requestContext"];
+    context["routeKey"] = json!(route_key);
+    context["connectionId"] = json!(connection);
+    if route_key != "$connect" {
+        context["eventType"] = json!("MESSAGE");
+        context["messageId"] = json!(uuid::Uuid::new_v4().to_string());
+        for name in ["headers", "multiValueHeaders"] {
+            event.as_object_mut().map(|e| e.remove(name));
+        }
+    }
+    if let Some(token) = token {
+        event["queryStringParameters"] = json!({"token": token});
+        event["multiValueQueryStringParameters"] = json!({"token": [token]});
+    }
+    if let Some(body) = body {
+        event["body"] = json!(body);
+    }
+    lambda_http::request::from_str(&event.to_string()).expect("valid WebSocket API event")
+}
+
 pub fn event(
     http_method: &str,
     raw_path: &str,

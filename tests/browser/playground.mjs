@@ -58,7 +58,8 @@ try {
     await userSays("hi, about my invoice");
     await shows("agent-log", "hi, about my invoice");
   });
-  await step("the agent's reply reaches the end user", async () => {
+  await step("the agent's reply reaches the end user over the live connection, not by polling", async () => {
+    await page.locator("#live-status", { hasText: "open, caught up" }).waitFor({ timeout: 10_000 });
     await page.fill("#agent-input", "Hello Jane, I am looking at your invoice.");
     await page.press("#agent-input", "Enter");
     await shows("user-log", "Hello Jane, I am looking at your invoice.");

@@ -84,3 +84,130 @@ async fn a_handover_walks_through_the_sandbox_on_one_port() {
     assert_eq!(unauthorized.status(), 401);
     running.task.abort();
 }
+
+/// The playground's end user sees the agent without polling: a real WebSocket client on the runner's
+/// one port gets an agent's reply as it is sent; closed and reopened with its cursor, it gets what it
+/// missed, once, then the next reply live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_socket_carries_agent_replies_and_resumes_from_a_cursor() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = start(listener, Env::from_pairs([]))
+        .await
+        .expect("runner starts");
+    let base = format!("http://{}", running.addr);
+    let http = handover_core::clients::new_http_client(None).expect("http client");
+    let minted: Value = http
+        .post(format!("{base}/v1/conversations"))
+        .bearer_auth(LOCAL_CHANNEL_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut token = minted["token"].as_str().unwrap().to_owned();
+    let mut session = None::<String>;
+    for text in ["agent please", "Jane Doe", "jane@example.com"] {
+        let mut body = json!({"text": text});
+        if let Some(s) = &session {
+            body["sessionId"] = json!(s);
+        }
+        let reply: Value = http
+            .post(format!("{base}/v1/messages"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(bound) = reply["token"].as_str() {
+            token = bound.to_owned();
+        }
+        session = reply["sessionId"].as_str().map(str::to_owned);
+    }
+    let session = session.expect("a session");
+    let agent_says = |text: &'static str| {
+        http.post(format!("{base}/sandbox/msc/agent/reply"))
+            .json(&json!({"sessionId": session, "text": text}))
+            .send()
+    };
+    let ws = format!("ws://{}/v1/live", running.addr);
+
+    let refused = tokio_tungstenite::connect_async(format!("{ws}?token=forged")).await;
+    assert!(
+        refused.is_err(),
+        "a forged token is refused at the handshake"
+    );
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}?token={token}"))
+        .await
+        .expect("connects");
+    let resume = |after: u64| {
+        Message::Text(
+            json!({"type": "resume", "token": token, "after": after})
+                .to_string()
+                .into(),
+        )
+    };
+    socket.send(resume(0)).await.unwrap();
+    let resumed = next_frame(&mut socket).await;
+    assert_eq!(
+        resumed,
+        json!({"type": "resumed", "cursor": 0, "handledBy": "agent"})
+    );
+    agent_says("Hello Jane, Sam here.").await.unwrap();
+    let first = next_frame(&mut socket).await;
+    assert_eq!(first["type"], "message");
+    assert_eq!(first["message"]["text"], "Hello Jane, Sam here.");
+    assert_eq!(first["message"]["cursor"], 1);
+    socket.close(None).await.unwrap();
+
+    agent_says("Are you still there?").await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}?token={token}"))
+        .await
+        .expect("reconnects");
+    socket.send(resume(1)).await.unwrap();
+    let missed = next_frame(&mut socket).await;
+    assert_eq!(missed["message"]["text"], "Are you still there?");
+    assert_eq!(
+        next_frame(&mut socket).await,
+        json!({"type": "resumed", "cursor": 2, "handledBy": "agent"})
+    );
+    socket
+        .send(Message::Text(json!({"type": "ping"}).to_string().into()))
+        .await
+        .unwrap();
+    agent_says("Here is the answer.").await.unwrap();
+    let live = next_frame(&mut socket).await;
+    assert_eq!(live["message"]["cursor"], 3, "nothing twice: {live}");
+    running.task.abort();
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text frame, as JSON, within five seconds (a push, not a poll).
+async fn next_frame(socket: &mut Socket) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let read = async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str::<Value>(&text).expect("JSON frame")
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("a frame within 5 s")
+}

@@ -90,7 +90,7 @@ async fn a_handover_walks_through_the_sandbox_on_one_port() {
 /// missed, once, then the next reply live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_socket_carries_agent_replies_and_resumes_from_a_cursor() {
-    use futures::{SinkExt, StreamExt};
+    use futures::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -40,6 +40,12 @@ mod prices {
     pub const DYNAMODB_WRU_PER_MILLION: f64 = 0.625;
     pub const DYNAMODB_RRU_PER_MILLION: f64 = 0.125;
     pub const MEMORY_MB: f64 = 128.0;
+    /// API Gateway WebSocket API, first billion messages a month (each up to 32 KB), per million.
+    pub const WEBSOCKET_MESSAGES_PER_MILLION: f64 = 1.00;
+    /// API Gateway WebSocket API, per million connection minutes.
+    pub const WEBSOCKET_CONNECTION_MINUTES_PER_MILLION: f64 = 0.25;
+    /// Amazon Connect chat, per message sent or received.
+    pub const CONNECT_CHAT_PER_MESSAGE: f64 = 0.004;
 }
 
 const KEY: &str = "bench-key-0123456789";

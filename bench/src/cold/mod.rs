@@ -63,24 +63,36 @@ enum Scenario {
     WidgetQuery,
     EndSlot,
     AgentReply,
+    /// An agent reply to a conversation whose page holds a live connection: to the page.
+    AgentReplyLive,
+    /// A page polling the outbox instead.
+    OutboxPoll,
+    /// A page's live connection resuming (nothing missed).
+    LiveResume,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 9] = [
         Scenario::Bot,
         Scenario::Relayed,
         Scenario::Livechat,
         Scenario::WidgetQuery,
         Scenario::EndSlot,
         Scenario::AgentReply,
+        Scenario::AgentReplyLive,
+        Scenario::OutboxPoll,
+        Scenario::LiveResume,
     ];
 
     fn function(self) -> &'static str {
         match self {
-            Scenario::Bot | Scenario::Relayed | Scenario::Livechat => "answer-ingest",
+            Scenario::Bot | Scenario::Relayed | Scenario::Livechat | Scenario::OutboxPoll => {
+                "answer-ingest"
+            }
             Scenario::WidgetQuery => "presence-check",
             Scenario::EndSlot => "prechat-complete",
-            Scenario::AgentReply => "agent-events",
+            Scenario::AgentReply | Scenario::AgentReplyLive => "agent-events",
+            Scenario::LiveResume => "live-connection",
         }
     }
 
@@ -92,6 +104,9 @@ impl Scenario {
             Scenario::WidgetQuery => "widget query",
             Scenario::EndSlot => "end slot (handover)",
             Scenario::AgentReply => "agent reply",
+            Scenario::AgentReplyLive => "agent reply, page connected",
+            Scenario::OutboxPoll => "outbox poll",
+            Scenario::LiveResume => "live resume",
         }
     }
 
@@ -112,13 +127,40 @@ impl Scenario {
             // the channel. (Every reply names one conversation that an earlier session holds: the
             // link is refused beside the push, and nothing is adopted.)
             Scenario::AgentReply => &[SecretsManager, DynamoDb, DynamoDb, Channel],
+            // The same, then the announcement to the page's connections and the push to the one.
+            Scenario::AgentReplyLive => &[
+                SecretsManager,
+                DynamoDb,
+                DynamoDb,
+                DynamoDb,
+                LiveConnections,
+            ],
+            Scenario::OutboxPoll => &[SecretsManager, DynamoDb],
+            // Read the outbox, register the connection, say it is caught up.
+            Scenario::LiveResume => &[SecretsManager, DynamoDb, DynamoDb, LiveConnections],
         }
+    }
+
+    /// The deployment's environment as this scenario's function has it.
+    fn env(self, base: &[(String, String)], peers: &Peers) -> Vec<(String, String)> {
+        let mut env = base.to_vec();
+        if matches!(self, Scenario::AgentReplyLive | Scenario::LiveResume) {
+            // The push to the page alone: without the channel's webhook beside it.
+            env.retain(|(name, _)| name != "CHANNEL_WEBHOOK_URL");
+            env.push((
+                "LIVE_CONNECTIONS_URL".into(),
+                format!("{}/live", peers.url(Peer::LiveConnections)),
+            ));
+        }
+        env
     }
 
     /// Requests the turn makes beside its chain, which nothing waits for: not in the floor.
     fn beside_the_chain(self, request: &Served) -> bool {
         // An agent reply links MSC's conversation to its session while the reply is pushed.
-        self == Scenario::AgentReply && request.peer == Peer::DynamoDb && request.what == "PutItem"
+        matches!(self, Scenario::AgentReply | Scenario::AgentReplyLive)
+            && request.peer == Peer::DynamoDb
+            && request.what == "PutItem"
     }
 
     /// The scenario's event, with the session it needs put in place by `helper`. `cold`: an agent
@@ -153,19 +195,58 @@ impl Scenario {
                     &json!({"sessionId": session, "slots": [{"name": "name", "value": "Jane"}]}),
                 )
             }
-            Scenario::AgentReply => apigw_event(
+            Scenario::AgentReply | Scenario::AgentReplyLive => apigw_event(
                 "POST",
                 "/v1/msc/messages",
                 "",
                 &json!({"ChannelAccountExternalIdentifier": "bench",
                         "ConversationGuid": "c0ffee00-0000-4000-8000-000000000001",
-                        "ConversationExternalIdentifier": helper.agent_conversation(cold).await,
+                        "ConversationExternalIdentifier":
+                            helper.agent_conversation(cold, self == Scenario::AgentReplyLive).await,
                         "MessageExternalIdentifier": fresh(), "RelationName": "Sam",
                         "Content": "Hello, how can I help?", "IsPrivate": false,
                         "SentDateTime": "2026-12-01T10:00:00Z", "Attachments": []}),
             ),
+            Scenario::OutboxPoll => apigw_event(
+                "GET",
+                &format!("/v1/sessions/{relayed_session}/messages"),
+                "after=0",
+                &Value::Null,
+            ),
+            Scenario::LiveResume => live_resume_event(relayed_session),
         }
     }
+}
+
+/// The WebSocket API's event for a page's `resume` frame (nothing missed) on a new connection.
+fn live_resume_event(session: &str) -> Value {
+    let keys = handover_core::token::TokenKeys::new(
+        handover_core::config::Keys {
+            current: KEY.into(),
+            next: None,
+        },
+        86_400,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (unbound, _) = keys.issue(None, now).expect("a token");
+    let session_id = handover_core::SessionId::parse(session).expect("a session id");
+    let token = keys
+        .verify(&unbound, now)
+        .and_then(|token| keys.follow(&token, Some(&session_id), now))
+        .expect("a bound token")
+        .0;
+    let connection = format!("bench{}=", &uuid::Uuid::new_v4().simple().to_string()[..11]);
+    json!({
+        "requestContext": {"routeKey": "resume", "eventType": "MESSAGE", "messageId": "bench",
+            "extendedRequestId": "bench", "requestTime": "03/Dec/2026:17:00:00 +0000",
+            "messageDirection": "IN", "stage": "live", "connectedAt": 0, "requestTimeEpoch": 0,
+            "identity": {"sourceIp": "127.0.0.1"}, "requestId": "bench",
+            "domainName": "bench.local", "connectionId": connection, "apiId": "bench"},
+        "body": json!({"type": "resume", "token": token, "after": 1_000_000}).to_string(),
+        "isBase64Encoded": false
+    })
 }
 
 /// answer-ingest at full speed, outside the cgroup: puts sessions where a scenario starts.
@@ -173,6 +254,8 @@ struct Helper {
     function: crate::Function,
     /// The session agent replies go to, and how many it has had.
     agent_session: tokio::sync::Mutex<(String, usize)>,
+    /// The sessions table, directly: where a page's live connection is registered.
+    store: handover_core::store::dynamodb::DynamoDbStore,
 }
 
 /// Agent replies per conversation before the next: a conversation's outbox keeps its last 50, so a
@@ -180,20 +263,36 @@ struct Helper {
 const REPLIES_PER_CONVERSATION: usize = 10;
 
 impl Helper {
-    fn new(function: crate::Function) -> Self {
+    fn new(function: crate::Function, moto: &str, table: &str) -> Self {
         Self {
             function,
             agent_session: tokio::sync::Mutex::new((String::new(), REPLIES_PER_CONVERSATION)),
+            store: handover_core::store::dynamodb::DynamoDbStore::new(
+                handover_tests::client_at(moto),
+                table,
+                std::sync::Arc::new(handover_core::SystemClock),
+                handover_core::LockPolicy::default(),
+            ),
         }
     }
 
     /// A handed-over session for the next agent reply: a new one for a cold start, or every
-    /// `REPLIES_PER_CONVERSATION` replies.
-    async fn agent_conversation(&self, new: bool) -> String {
+    /// `REPLIES_PER_CONVERSATION` replies; with a page's live connection registered if `page`.
+    async fn agent_conversation(&self, new: bool, page: bool) -> String {
+        use handover_core::store::LiveStore;
         let mut current = self.agent_session.lock().await;
-        if new || current.1 >= REPLIES_PER_CONVERSATION {
-            let session = format!("cold-agent-{}", uuid::Uuid::new_v4().simple());
+        if new || current.1 >= REPLIES_PER_CONVERSATION || page != current.0.contains("-page-") {
+            let kind = if page { "page" } else { "hook" };
+            let session = format!("cold-agent-{kind}-{}", uuid::Uuid::new_v4().simple());
             self.handed_over(&session).await;
+            if page {
+                let connection = handover_core::domain::ConnectionId::parse("benchPage0Conn=")
+                    .expect("a connection id");
+                self.store
+                    .register_connection(&session, &connection, 0)
+                    .await
+                    .expect("the page's connection registered");
+            }
             *current = (session, 0);
         }
         current.1 += 1;
@@ -246,6 +345,69 @@ struct Row {
     /// CPU time of the cold first turn, from process start to the response.
     cpu: Duration,
     warm: Option<Warm>,
+    /// An agent reply with a page connected: when the push reached the management API.
+    to_page: Option<ToPage>,
+}
+
+/// From MSC posting an agent reply to the management API receiving the push for the page (API
+/// Gateway's own hop from there to the socket is inside AWS, the same for any design, and not here).
+#[derive(Default)]
+struct ToPage {
+    cold: Vec<Duration>,
+    cold_floors: Vec<Duration>,
+    warm: Vec<Duration>,
+    warm_floors: Vec<Duration>,
+    /// When the reply was stored in the outbox (the write answered): where a polling page's wait
+    /// starts.
+    stored: Vec<Duration>,
+}
+
+/// When the push for the page arrived at the management API.
+fn pushed_at(served: &[Served]) -> Instant {
+    served
+        .iter()
+        .find(|s| s.peer == Peer::LiveConnections)
+        .map(|s| s.received)
+        .expect("the reply was pushed to the page")
+}
+
+/// When the amendment that stored the reply was answered back at the function: the received time
+/// of the second DynamoDB request, its answer time and the way back.
+fn stored_at(served: &[Served], round_trips: &RoundTrips) -> Instant {
+    served
+        .iter()
+        .filter(|s| s.peer == Peer::DynamoDb)
+        .nth(1)
+        .map(|s| s.received + s.answer_time + round_trips.aws / 2)
+        .expect("the reply was stored")
+}
+
+/// The chain the floor of a push to a page counts: the reply's own store requests (the read and the
+/// write that stores it), then one way to the management API. Not the announcement: the floor is
+/// what any push after the write must take.
+fn chain_to_page(served: &[Served]) -> Vec<Served> {
+    let mut dynamodb = 0;
+    served
+        .iter()
+        .filter(|s| match s.peer {
+            Peer::DynamoDb => {
+                dynamodb += 1;
+                dynamodb <= 2
+            }
+            Peer::LiveConnections => false,
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}
+
+fn warm_floor_to_page(served: &[Served], round_trips: &RoundTrips) -> Duration {
+    warm_floor(&chain_to_page(served), round_trips) + round_trips.aws / 2
+}
+
+fn cold_floor_to_page(served: &[Served], round_trips: &RoundTrips) -> Duration {
+    // The management API's connection, too, opened at process start (two round trips).
+    cold_floor(&chain_to_page(served), round_trips).max(2 * round_trips.aws) + round_trips.aws / 2
 }
 
 struct Warm {
@@ -355,7 +517,8 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
         .secret_string(
             json!({"CHANNEL_API_KEY": KEY, "CAIC_WEBHOOK_SECRET": KEY, "MSC_WEBHOOK_SECRET": KEY,
                    "CHANNEL_WEBHOOK_SECRET": KEY, "CAIC_API_KEY": "bench",
-                   "MSC_PRESENCE_API_KEY": "bench", "MSC_API_KEY": "bench", "MSC_API_SECRET": "bench"})
+                   "MSC_PRESENCE_API_KEY": "bench", "MSC_API_KEY": "bench", "MSC_API_SECRET": "bench",
+                   "CONVERSATION_TOKEN_SECRET": KEY})
             .to_string(),
         )
         .send()
@@ -371,7 +534,11 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
     let env = deployed_env(&peers, &ca, &secret_arn, &table);
 
     // The relayed turns' session: handed over once, by a function at full speed.
-    let helper = Helper::new(crate::launch(&release.join("answer-ingest"), &env).await);
+    let helper = Helper::new(
+        crate::launch(&release.join("answer-ingest"), &env).await,
+        moto,
+        &table,
+    );
     let relayed_session = format!("cold-relayed-{}", uuid::Uuid::new_v4().simple());
     helper.handed_over(&relayed_session).await;
     peers.take_served();
@@ -380,6 +547,8 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
     for share in &shares {
         for scenario in Scenario::ALL {
             let binary = release.join(scenario.function());
+            let env = scenario.env(&env, &peers);
+            let mut to_page = ToPage::default();
             let mut colds = Vec::new();
             let mut floors = Vec::new();
             let mut cpus = Vec::new();
@@ -415,6 +584,13 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                     }
                 }
                 check_requests(&served, scenario);
+                if scenario == Scenario::AgentReplyLive {
+                    let started = Instant::now() - elapsed;
+                    to_page.cold.push(pushed_at(&served) - started);
+                    to_page
+                        .cold_floors
+                        .push(cold_floor_to_page(&served, &round_trips));
+                }
                 colds.push(elapsed);
                 floors.push(cold_floor(&served, &round_trips));
                 cpus.push(cpu_time(&child));
@@ -440,6 +616,15 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                     .into_iter()
                     .partition(|s| scenario.beside_the_chain(s));
                 let floor = warm_floor(&chain, &round_trips);
+                if scenario == Scenario::AgentReplyLive {
+                    to_page.warm.push(pushed_at(&chain) - started);
+                    to_page
+                        .warm_floors
+                        .push(warm_floor_to_page(&chain, &round_trips));
+                    to_page
+                        .stored
+                        .push(stored_at(&chain, &round_trips) - started);
+                }
                 turns.push(elapsed);
                 warm_floors.push(floor);
                 overheads.push(elapsed.saturating_sub(floor));
@@ -454,6 +639,7 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                 cold: median(colds),
                 cold_floor: median(floors),
                 cpu: median(cpus),
+                to_page: (scenario == Scenario::AgentReplyLive).then_some(to_page),
                 warm: (!turns.is_empty()).then(|| Warm {
                     cpu_per_turn,
                     p50: percentile(turns.clone(), 50),
@@ -497,6 +683,7 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                 cold: median(colds),
                 cold_floor: median(floors),
                 cpu: median(cpus),
+                to_page: None,
                 warm: None,
             });
         }
@@ -606,4 +793,153 @@ fn print_report(rows: &[Row], options: &Options) {
             ms(python.cold) / ms(rust.cold).max(0.001)
         );
     }
+    print_live(rows);
+}
+
+/// A page polling every `POLL_EVERY` waits for the next poll after the reply is stored.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// The agent's reply to the page: pushed on the live connection, against the floor and a page that
+/// polls; then what a conversation costs.
+fn print_live(rows: &[Row]) {
+    println!(
+        "\n### An agent's reply to the page: pushed, or polled every {} s\n",
+        POLL_EVERY.as_secs()
+    );
+    println!("From MSC's post reaching agent-events to the push reaching API Gateway's management API (its hop on to the socket is inside AWS and not here). Floor: the reply's own store requests (the read and the write that stores it) and one way to the management API, as above. Polling: each warm sample's time to the stored reply, plus a wait for the next poll spread evenly over {} s, plus the warm outbox poll's p50.\n", POLL_EVERY.as_secs());
+    println!("| memory MB | cold to page ms | cold floor ms | × floor | warm p50 ms | warm p99 ms | warm floor p50 ms | × floor (p50) | polling p50 ms | polling p99 ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows.iter().filter(|r| r.to_page.is_some()) {
+        let Some(live) = &row.to_page else { continue };
+        let poll = rows
+            .iter()
+            .find(|r| r.memory_mb == row.memory_mb && r.scenario == Scenario::OutboxPoll.name())
+            .and_then(|r| r.warm.as_ref())
+            .map_or(Duration::ZERO, |w| w.p50);
+        // Evenly spread phases (the golden ratio's multiples), the same every run.
+        let polled: Vec<Duration> = live
+            .stored
+            .iter()
+            .enumerate()
+            .map(|(i, stored)| {
+                let phase = (i as f64 * 0.618_033_988_75).fract();
+                *stored + POLL_EVERY.mul_f64(phase) + poll
+            })
+            .collect();
+        let (cold, cold_floor) = (median(live.cold.clone()), median(live.cold_floors.clone()));
+        let (p50, floor) = (
+            percentile(live.warm.clone(), 50),
+            percentile(live.warm_floors.clone(), 50),
+        );
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} |",
+            row.memory_mb,
+            ms(cold),
+            ms(cold_floor),
+            ms(cold) / ms(cold_floor).max(0.001),
+            ms(p50),
+            ms(percentile(live.warm.clone(), 99)),
+            ms(floor),
+            ms(p50) / ms(floor).max(0.001),
+            ms(percentile(polled.clone(), 50)),
+            ms(percentile(polled, 99)),
+        );
+    }
+    print_conversation_costs(rows);
+}
+
+/// What one conversation costs at 128 MB, from the warm p50 durations measured above (billed per
+/// 1 ms) and the DynamoDB requests the tests count (tests/it/costs.rs, tests/it/live.rs), each at one
+/// request unit.
+fn print_conversation_costs(rows: &[Row]) {
+    let warm = |scenario: Scenario| {
+        rows.iter()
+            .find(|r| r.memory_mb == 128 && r.scenario == scenario.name())
+            .and_then(|r| r.warm.as_ref())
+            .map(|w| w.p50)
+    };
+    let (
+        Some(bot),
+        Some(livechat),
+        Some(end_slot),
+        Some(relayed),
+        Some(reply),
+        Some(poll),
+        Some(resume),
+    ) = (
+        warm(Scenario::Bot),
+        warm(Scenario::Livechat),
+        warm(Scenario::EndSlot),
+        warm(Scenario::Relayed),
+        warm(Scenario::AgentReplyLive),
+        warm(Scenario::OutboxPoll),
+        warm(Scenario::LiveResume),
+    )
+    else {
+        println!("\n(No conversation costs: they need every scenario at 128 MB.)");
+        return;
+    };
+    let gb = 128.0 / 1024.0;
+    let lambda = |d: Duration| {
+        prices::LAMBDA_REQUESTS_PER_MILLION / 1e6
+            + ms(d).ceil().max(1.0) / 1_000.0 * gb * prices::LAMBDA_ARM_GB_SECOND
+    };
+    let http = |d: Duration| prices::HTTP_API_PER_MILLION / 1e6 + lambda(d);
+    let dynamo = |reads: f64, writes: f64| {
+        reads * prices::DYNAMODB_RRU_PER_MILLION / 1e6
+            + writes * prices::DYNAMODB_WRU_PER_MILLION / 1e6
+    };
+    let minutes = 15.0;
+    // A page's turn with its token: the turn's own requests and one write of its quota.
+    let bot_only = 10.0 * (http(bot) + dynamo(1.0, 1.0));
+    // 5 page turns with the bot: 3 plain, the livechat turn and the intake's answer; the end slot;
+    // the handover's requests as counted (1 read, 3 writes) and the turns' quota writes.
+    let handover = 3.0 * (http(bot) + dynamo(1.0, 1.0))
+        + http(livechat)
+        + http(bot)
+        + http(end_slot)
+        + dynamo(1.0, 3.0 + 2.0);
+    // 10 relayed turns: a read and the quota's write each, and the lock's slide every 5 minutes.
+    let relays = 10.0 * (http(relayed) + dynamo(1.0, 1.0)) + dynamo(0.0, minutes / 5.0);
+    // 10 agent replies: a read, the reply's write and its announcement; the first also links MSC's
+    // conversation (a read and two writes more).
+    let replies = 10.0 * (http(reply) + dynamo(1.0, 2.0)) + dynamo(1.0, 2.0);
+    // The page connected for 15 minutes: $connect and the resume (one read, one write), the resume
+    // frame, `resumed`, 10 pushes and a ping every 5 minutes.
+    let messages = 1.0 + 1.0 + 10.0 + minutes / 5.0;
+    let live = lambda(Duration::from_millis(1))
+        + lambda(resume)
+        + dynamo(1.0, 1.0)
+        + messages * prices::WEBSOCKET_MESSAGES_PER_MILLION / 1e6
+        + minutes * prices::WEBSOCKET_CONNECTION_MINUTES_PER_MILLION / 1e6;
+    let polls = minutes * 60.0 / POLL_EVERY.as_secs_f64();
+    let polling = polls * (http(poll) + dynamo(1.0, 0.0));
+    let connect = |messages: f64| messages * prices::CONNECT_CHAT_PER_MESSAGE;
+    println!(
+        "\n### What a conversation costs (128 MB, {})\n",
+        prices::AS_OF
+    );
+    println!(
+        "| conversation | USD | on Amazon Connect chat (USD {} a message) |",
+        prices::CONNECT_CHAT_PER_MESSAGE
+    );
+    println!("|---|---|---|");
+    println!(
+        "| bot only: 10 turns of a page with its token | {bot_only:.6} | {:.2} (20 messages) |",
+        connect(20.0)
+    );
+    let handed_over = handover + relays + replies + live;
+    println!(
+        "| handed over: 5 bot turns, 10 relayed, 10 agent replies, the page connected for 15 minutes | {handed_over:.6} | {:.2} (30 messages) |",
+        connect(30.0)
+    );
+    println!(
+        "| the same, the page polling every {} s instead of connected ({polls:.0} polls) | {:.6} | |",
+        POLL_EVERY.as_secs(),
+        handover + relays + replies + polling
+    );
+    println!(
+        "\nOf the handed-over conversation: the live connection {live:.6}, its announcements {:.6}; polling would cost {polling:.6}.",
+        dynamo(0.0, 10.0)
+    );
 }

@@ -26,6 +26,8 @@ pub enum Peer {
     Msc,
     /// The channel's webhook, where agent replies are pushed.
     Channel,
+    /// API Gateway's management API, where pushes to the pages' live connections are posted.
+    LiveConnections,
 }
 
 impl Peer {
@@ -36,6 +38,7 @@ impl Peer {
             Peer::Caic => "CAIC",
             Peer::Msc => "MSC",
             Peer::Channel => "channel",
+            Peer::LiveConnections => "management API",
         }
     }
 }
@@ -62,7 +65,7 @@ pub struct RoundTrips {
 impl RoundTrips {
     pub fn of(&self, peer: Peer) -> Duration {
         match peer {
-            Peer::SecretsManager | Peer::DynamoDb => self.aws,
+            Peer::SecretsManager | Peer::DynamoDb | Peer::LiveConnections => self.aws,
             Peer::Caic | Peer::Msc | Peer::Channel => self.cm,
         }
     }
@@ -88,7 +91,7 @@ impl Peers {
     }
 }
 
-/// Starts the four peers; `moto` is the plain-HTTP endpoint that answers Secrets Manager and DynamoDB.
+/// Starts the peers; `moto` is the plain-HTTP endpoint that answers Secrets Manager and DynamoDB.
 pub async fn start(ca: &TestCa, moto: &str, round_trips: RoundTrips) -> Peers {
     let served: Arc<Mutex<Vec<Served>>> = Arc::default();
     let upstream = handover_core::clients::new_http_client(None).expect("HTTP client to moto");
@@ -99,6 +102,7 @@ pub async fn start(ca: &TestCa, moto: &str, round_trips: RoundTrips) -> Peers {
         Peer::Caic,
         Peer::Msc,
         Peer::Channel,
+        Peer::LiveConnections,
     ] {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
         urls.push((
@@ -176,11 +180,11 @@ async fn answer(
                 .to_owned();
             (forward(&upstream, &moto, parts, body).await, what)
         }
-        Peer::Caic | Peer::Msc | Peer::Channel => {
+        Peer::Caic | Peer::Msc | Peer::Channel | Peer::LiveConnections => {
             if peer == Peer::Caic {
                 wait_until(received + caic_answer).await;
             }
-            let (status, body) = if peer == Peer::Channel {
+            let (status, body) = if matches!(peer, Peer::Channel | Peer::LiveConnections) {
                 (200, String::new())
             } else {
                 crate::stub_answer(&path, &query)

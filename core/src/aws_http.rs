@@ -9,8 +9,9 @@
 //! timeouts (`clients::sdk_timeouts`), which wrap every call made through this connector. The
 //! connection timeout is the reqwest client's.
 //!
-//! Made for the JSON-protocol services these functions call (DynamoDB, Secrets Manager): bodies in
-//! memory and the path `/`. The request goes out with the signed method, URI and headers unchanged
+//! Made for the services these functions call (DynamoDB, Secrets Manager: JSON to the path `/`; API
+//! Gateway's management API: `/{stage}/@connections/{id}`, the id percent-encoded by the SDK and kept
+//! as it is by URL parsing): bodies in memory. The request goes out with the signed method, URI and headers unchanged
 //! (reqwest may add `accept`, which is not signed); a service whose paths need byte-exact encoding
 //! (S3 keys) would want a check that URL parsing keeps them as signed.
 

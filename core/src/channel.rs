@@ -10,14 +10,28 @@ use sha2::Sha256;
 
 use crate::clock::Clock;
 use crate::config::{ChannelWebhookSettings, Keys};
-use crate::domain::{OutboxMessage, Sender};
+use crate::domain::{ConnectionId, OutboxMessage, Sender};
 use crate::telemetry::ErrorChain;
+
+/// What a push can learn before its message is stored, looked up beside the write that stores it:
+/// the pages' live connections, each with the cursor its page had read (nothing, for the webhook).
+pub type Ahead = Vec<(ConnectionId, u64)>;
 
 #[async_trait]
 pub trait ChannelPush: Send + Sync {
     /// Pushes one message. Never fails the caller: a push that does not get through is logged, and
     /// the message stays in the outbox for the channel to fetch.
     async fn push(&self, session_id: &str, message: &OutboxMessage);
+
+    /// Looks up what [`ChannelPush::push_ahead`] can use, while the message is being stored.
+    async fn look_ahead(&self, _session_id: &str) -> Ahead {
+        Vec::new()
+    }
+
+    /// [`ChannelPush::push`], with what was looked up ahead.
+    async fn push_ahead(&self, session_id: &str, message: &OutboxMessage, _ahead: Ahead) {
+        self.push(session_id, message).await;
+    }
 }
 
 /// No `CHANNEL_WEBHOOK_URL`: the channel polls the outbox.

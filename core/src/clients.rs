@@ -230,6 +230,8 @@ pub struct PeerClients {
     pub msc: reqwest::Client,
     pub presence: reqwest::Client,
     pub channel: reqwest::Client,
+    /// What the management API of the pages' live connections is called with (by the AWS SDK).
+    pub management: reqwest::Client,
     /// The pages' live connections, when the function pushes to them: deployed, API Gateway's
     /// management API ([`PeerClients::with_live_connections`]); locally, the runner's sockets.
     pub live: Option<std::sync::Arc<dyn crate::live::ConnectionPost>>,
@@ -245,6 +247,7 @@ impl PeerClients {
             msc: client()?,
             presence: client()?,
             channel: client()?,
+            management: client()?,
             live: None,
         })
     }
@@ -257,6 +260,7 @@ impl PeerClients {
         if let Some(url) = url {
             self.live = Some(std::sync::Arc::new(crate::live::ManagementApi::new(
                 &sdk_config().await?,
+                self.management.clone(),
                 url,
             )));
         }
@@ -271,6 +275,8 @@ pub enum Peer {
     Msc,
     Presence,
     Channel,
+    /// API Gateway's management API, where pushes to pages' live connections go.
+    Live,
 }
 
 impl PeerClients {
@@ -282,6 +288,7 @@ impl PeerClients {
                 Peer::Msc => (&self.msc, &urls.msc),
                 Peer::Presence => (&self.presence, &urls.presence),
                 Peer::Channel => (&self.channel, &urls.channel),
+                Peer::Live => (&self.management, &urls.live),
             };
             if let Some(url) = url {
                 crate::open_ahead::open_ahead(client, url);
@@ -297,6 +304,7 @@ impl From<&reqwest::Client> for PeerClients {
             msc: client.clone(),
             presence: client.clone(),
             channel: client.clone(),
+            management: client.clone(),
             live: None,
         }
     }

@@ -27,6 +27,7 @@ pub struct PeerUrls {
     pub msc: Option<String>,
     pub presence: Option<String>,
     pub channel: Option<String>,
+    pub live: Option<String>,
 }
 
 impl PeerUrls {
@@ -36,6 +37,7 @@ impl PeerUrls {
             msc: env.http_url("MSC_API_URL").ok(),
             presence: env.http_url("MSC_PRESENCE_URL").ok(),
             channel: env.http_url("CHANNEL_WEBHOOK_URL").ok(),
+            live: env.http_url("LIVE_CONNECTIONS_URL").ok(),
         }
     }
 }

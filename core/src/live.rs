@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::channel::ChannelPush;
+use crate::channel::{Ahead, ChannelPush};
 use crate::domain::{ConnectionId, OutboxMessage};
 use crate::store::LiveStore;
 
@@ -80,20 +80,12 @@ pub struct LivePush {
     pub post: Arc<dyn ConnectionPost>,
 }
 
-#[async_trait]
-impl ChannelPush for LivePush {
-    async fn push(&self, session_id: &str, message: &OutboxMessage) {
-        let connections = match self.store.announce(session_id, message.cursor).await {
-            Ok(connections) => connections,
-            Err(err) => {
-                tracing::warn!(error = %err, "message not announced to live connections; it stays in the outbox");
-                crate::metrics::count("LivePushesFailed");
-                return;
-            }
-        };
-        let frame = message_frame(session_id, message);
+impl LivePush {
+    /// Posts `frame` to each of `connections` at once; forgets those that are gone, closes those that
+    /// could not be reached.
+    async fn post_all(&self, session_id: &str, connections: &[ConnectionId], frame: &str) {
         let posts = connections.iter().map(|connection| async {
-            match self.post.post(connection, &frame).await {
+            match self.post.post(connection, frame).await {
                 Ok(()) => {}
                 Err(PostError::Gone) => {
                     tracing::info!("live connection gone; forgotten");
@@ -114,6 +106,52 @@ impl ChannelPush for LivePush {
     }
 }
 
+#[async_trait]
+impl ChannelPush for LivePush {
+    async fn push(&self, session_id: &str, message: &OutboxMessage) {
+        self.push_ahead(session_id, message, Vec::new()).await;
+    }
+
+    async fn look_ahead(&self, session_id: &str) -> Ahead {
+        self.store
+            .connections(session_id)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::info!(error = %err, "live connections not looked up ahead; the announcement names them");
+                Vec::new()
+            })
+    }
+
+    /// The connections found ahead (registered before the message was stored, so their pages had not
+    /// read it) are pushed to at once, beside the announcement; the announcement's answer adds those
+    /// that registered in between without having read it. Each connection is posted to once.
+    async fn push_ahead(&self, session_id: &str, message: &OutboxMessage, ahead: Ahead) {
+        let frame = message_frame(session_id, message);
+        let early: Vec<ConnectionId> = ahead
+            .into_iter()
+            .filter(|(_, seen)| *seen < message.cursor)
+            .map(|(id, _)| id)
+            .collect();
+        let (announced, ()) = tokio::join!(
+            self.store.announce(session_id, message.cursor),
+            self.post_all(session_id, &early, &frame)
+        );
+        match announced {
+            Ok(connections) => {
+                let rest: Vec<ConnectionId> = connections
+                    .into_iter()
+                    .filter(|connection| !early.contains(connection))
+                    .collect();
+                self.post_all(session_id, &rest, &frame).await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "message not announced to live connections; it stays in the outbox");
+                crate::metrics::count("LivePushesFailed");
+            }
+        }
+    }
+}
+
 /// Every push at once: the channel's webhook and the pages' live connections.
 pub struct Pushes(pub Vec<Arc<dyn ChannelPush>>);
 
@@ -121,6 +159,20 @@ pub struct Pushes(pub Vec<Arc<dyn ChannelPush>>);
 impl ChannelPush for Pushes {
     async fn push(&self, session_id: &str, message: &OutboxMessage) {
         futures::future::join_all(self.0.iter().map(|push| push.push(session_id, message))).await;
+    }
+
+    async fn look_ahead(&self, session_id: &str) -> Ahead {
+        let found =
+            futures::future::join_all(self.0.iter().map(|push| push.look_ahead(session_id)));
+        found.await.into_iter().flatten().collect()
+    }
+
+    async fn push_ahead(&self, session_id: &str, message: &OutboxMessage, ahead: Ahead) {
+        let pushes = self
+            .0
+            .iter()
+            .map(|push| push.push_ahead(session_id, message, ahead.clone()));
+        futures::future::join_all(pushes).await;
     }
 }
 
@@ -178,9 +230,11 @@ pub struct ManagementApi {
 }
 
 impl ManagementApi {
-    /// `endpoint`: `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`.
-    pub fn new(sdk: &aws_config::SdkConfig, endpoint: &str) -> Self {
+    /// `endpoint`: `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`; `http`: a client of
+    /// its own (one host), so that its connection can be opened ahead at a cold start.
+    pub fn new(sdk: &aws_config::SdkConfig, http: reqwest::Client, endpoint: &str) -> Self {
         let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
+            .http_client(crate::aws_http::sdk_http_client(http))
             .endpoint_url(endpoint)
             .build();
         Self {

@@ -248,7 +248,8 @@ pub async fn start_answer_ingest() -> Result<Router, StartupError> {
 }
 
 pub async fn start_agent_events() -> Result<Router, StartupError> {
-    start(&[Peer::Channel], |env, clients| async move {
+    // Every agent reply is pushed to the channel's webhook and to the page's live connections.
+    start(&[Peer::Channel, Peer::Live], |env, clients| async move {
         let config = AgentEventsConfig::from_env(&env)?;
         let (store, clock) = deployed_sessions(&config.sessions).await?;
         let clients = clients
@@ -260,11 +261,12 @@ pub async fn start_agent_events() -> Result<Router, StartupError> {
 }
 
 pub async fn start_live_connection() -> Result<Router, StartupError> {
-    start(&[], |env, _clients| async move {
+    start(&[Peer::Live], |env, clients| async move {
         let config = LiveConnectionConfig::from_env(&env)?;
         let (store, clock) = deployed_sessions(&config.sessions).await?;
         let post = Arc::new(crate::live::ManagementApi::new(
             &clients::sdk_config().await?,
+            clients.management,
             &config.live_connections,
         ));
         Ok(live_connection_routes(&config, store, clock, post))

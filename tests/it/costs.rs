@@ -105,10 +105,11 @@ async fn a_relayed_turn_is_one_read_and_writes_only_to_slide_the_lock() {
     );
 }
 
-/// With live connections on (as deployed), every message stored in the outbox is also announced to
-/// the conversation's pages: one write more, whether or not a page is connected.
+/// With live connections on (as deployed), every reply stored in the outbox is also announced to the
+/// conversation's pages, and their connections are looked up beside the write that stores it: one
+/// read and one write more, whether or not a page is connected.
 #[tokio::test]
-async fn an_agent_reply_is_one_read_and_two_writes_once_its_conversation_is_linked() {
+async fn an_agent_reply_is_two_reads_and_two_writes_once_its_conversation_is_linked() {
     let (world, counter) = world().await;
     world
         .channel_answers(wiremock::ResponseTemplate::new(204))
@@ -127,16 +128,16 @@ async fn an_agent_reply_is_one_read_and_two_writes_once_its_conversation_is_link
     world.msc_posts_message(reply("m-1")).await;
     assert_eq!(
         (counter.reads(), counter.writes()),
-        (2, 4),
-        "the first: the reply and its announcement, then the link and its record: {:?}",
+        (3, 4),
+        "the first: the reply, its look-ahead and announcement, then the link and its record: {:?}",
         counter.snapshot()
     );
     counter.reset();
     world.msc_posts_message(reply("m-2")).await;
     assert_eq!(
         (counter.reads(), counter.writes()),
-        (1, 2),
-        "the next: the reply and its announcement: {:?}",
+        (2, 2),
+        "the next: the reply, its look-ahead and its announcement: {:?}",
         counter.snapshot()
     );
 }

@@ -60,18 +60,18 @@ async fn an_agent_reply_reaches_every_live_connection_of_its_conversation_and_no
     let world = World::on(dynamodb_harness().await).await;
     handed_over(&world, "live-a").await;
     handed_over(&world, "live-b").await;
-    world.live_resume("tab-a1", "live-a", 0).await;
+    world.live_resume("L0SM9cOFvHcCIhw=", "live-a", 0).await;
     world.live_resume("tab-a2", "live-a", 0).await;
     world.live_resume("tab-b1", "live-b", 0).await;
     assert_eq!(
-        world.connections.frames("tab-a1"),
+        world.connections.frames("L0SM9cOFvHcCIhw="),
         vec![json!({"type": "resumed", "cursor": 0, "handledBy": "agent"})]
     );
 
     agent_says(&world, "live-a", "m-1", "Hello Jane, Sam here.").await;
 
     let (_, outbox) = world.outbox("live-a", "after=0").await;
-    for tab in ["tab-a1", "tab-a2"] {
+    for tab in ["L0SM9cOFvHcCIhw=", "tab-a2"] {
         assert_eq!(
             messages(&world.connections.frames(tab)),
             outbox["messages"].as_array().unwrap().clone(),

@@ -836,6 +836,11 @@ pub async fn live_connections_are_registered_announced_to_and_forgotten(h: Harne
         h.store.register_connection(SID, &two, 1).await.unwrap(),
         registered(vec![])
     );
+    assert_eq!(
+        h.store.connections(SID).await.unwrap(),
+        vec![(one.clone(), 0), (two.clone(), 1)],
+        "each with what its page had read"
+    );
     // Announced late (after 3): the page that had read 1 still gets 2; each gets what it had not read.
     assert_eq!(
         h.store.announce(SID, 3).await.unwrap(),
@@ -871,6 +876,7 @@ pub async fn live_connections_are_registered_announced_to_and_forgotten(h: Harne
         h.store.announce(SID, 5).await.unwrap().is_empty(),
         "a connection expires"
     );
+    assert!(h.store.connections(SID).await.unwrap().is_empty());
     // Past the limit, the oldest is let go.
     let many: Vec<_> = (0..=CONNECTIONS_PER_CONVERSATION)
         .map(|i| connection(&format!("tab-{i:02}")))

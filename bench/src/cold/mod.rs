@@ -127,14 +127,9 @@ impl Scenario {
             // the channel. (Every reply names one conversation that an earlier session holds: the
             // link is refused beside the push, and nothing is adopted.)
             Scenario::AgentReply => &[SecretsManager, DynamoDb, DynamoDb, Channel],
-            // The same, then the announcement to the page's connections and the push to the one.
-            Scenario::AgentReplyLive => &[
-                SecretsManager,
-                DynamoDb,
-                DynamoDb,
-                DynamoDb,
-                LiveConnections,
-            ],
+            // The same, the push going to the page: its connection looked up beside the read, and
+            // announced beside the push.
+            Scenario::AgentReplyLive => &[SecretsManager, DynamoDb, DynamoDb, LiveConnections],
             Scenario::OutboxPoll => &[SecretsManager, DynamoDb],
             // Read the outbox, register the connection, say it is caught up.
             Scenario::LiveResume => &[SecretsManager, DynamoDb, DynamoDb, LiveConnections],
@@ -158,9 +153,13 @@ impl Scenario {
     /// Requests the turn makes beside its chain, which nothing waits for: not in the floor.
     fn beside_the_chain(self, request: &Served) -> bool {
         // An agent reply links MSC's conversation to its session while the reply is pushed.
-        matches!(self, Scenario::AgentReply | Scenario::AgentReplyLive)
+        let link = matches!(self, Scenario::AgentReply | Scenario::AgentReplyLive)
             && request.peer == Peer::DynamoDb
-            && request.what == "PutItem"
+            && request.what == "PutItem";
+        // Looking up and announcing to the page's connections, beside the reply's read and its push.
+        let live = self == Scenario::AgentReplyLive
+            && matches!(request.what.as_str(), "GetItem live" | "UpdateItem live");
+        link || live
     }
 
     /// The scenario's event, with the session it needs put in place by `helper`. `cold`: an agent
@@ -200,7 +199,7 @@ impl Scenario {
                 "/v1/msc/messages",
                 "",
                 &json!({"ChannelAccountExternalIdentifier": "bench",
-                        "ConversationGuid": "c0ffee00-0000-4000-8000-000000000001",
+                        "ConversationGuid": AGENT_GUID,
                         "ConversationExternalIdentifier":
                             helper.agent_conversation(cold, self == Scenario::AgentReplyLive).await,
                         "MessageExternalIdentifier": fresh(), "RelationName": "Sam",
@@ -213,10 +212,14 @@ impl Scenario {
                 "after=0",
                 &Value::Null,
             ),
-            Scenario::LiveResume => live_resume_event(relayed_session),
+            // A conversation of its own each time: a conversation keeps at most 10 connections.
+            Scenario::LiveResume => live_resume_event(&fresh()),
         }
     }
 }
+
+/// MSC's conversation of every agent reply.
+const AGENT_GUID: &str = "c0ffee00-0000-4000-8000-000000000001";
 
 /// The WebSocket API's event for a page's `resume` frame (nothing missed) on a new connection.
 fn live_resume_event(session: &str) -> Value {
@@ -383,20 +386,12 @@ fn stored_at(served: &[Served], round_trips: &RoundTrips) -> Instant {
 }
 
 /// The chain the floor of a push to a page counts: the reply's own store requests (the read and the
-/// write that stores it), then one way to the management API. Not the announcement: the floor is
-/// what any push after the write must take.
+/// write that stores it), then one way to the management API. Not the live item's: the floor is what
+/// any push after the write must take.
 fn chain_to_page(served: &[Served]) -> Vec<Served> {
-    let mut dynamodb = 0;
     served
         .iter()
-        .filter(|s| match s.peer {
-            Peer::DynamoDb => {
-                dynamodb += 1;
-                dynamodb <= 2
-            }
-            Peer::LiveConnections => false,
-            _ => true,
-        })
+        .filter(|s| s.peer != Peer::LiveConnections && !s.what.ends_with(" live"))
         .cloned()
         .collect()
 }
@@ -541,6 +536,11 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
     );
     let relayed_session = format!("cold-relayed-{}", uuid::Uuid::new_v4().simple());
     helper.handed_over(&relayed_session).await;
+    // The conversation every agent reply names belongs to another session from the start, so that
+    // each reply's link is refused beside the push (and nothing is adopted), from the first sample on.
+    handover_core::AgentStore::link_msc_conversation(&helper.store, AGENT_GUID, "cold-guid-holder")
+        .await
+        .expect("the conversation linked");
     peers.take_served();
 
     let mut rows = Vec::new();

@@ -171,13 +171,20 @@ async fn answer(
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let (response, what) = match peer {
         Peer::SecretsManager | Peer::DynamoDb => {
-            let what = parts
+            let operation = parts
                 .headers
                 .get("x-amz-target")
                 .and_then(|t| t.to_str().ok())
                 .and_then(|t| t.rsplit('.').next())
-                .unwrap_or("?")
-                .to_owned();
+                .unwrap_or("?");
+            // A conversation's live connections are an item of their own: told apart from the
+            // session's.
+            let live = body.windows(5).any(|w| w == b"live#");
+            let what = if live {
+                format!("{operation} live")
+            } else {
+                operation.to_owned()
+            };
             (forward(&upstream, &moto, parts, body).await, what)
         }
         Peer::Caic | Peer::Msc | Peer::Channel | Peer::LiveConnections => {

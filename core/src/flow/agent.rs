@@ -54,7 +54,13 @@ pub async fn agent_reply(
     let message_id = reply.message_id.clone();
     let guid = reply.conversation_guid.clone();
     let change = HandoverChange::AgentReply(reply);
-    let mut amended = deps.store.amend_handover(session_id, &change).await?;
+    // The pages' connections are looked up beside the write, so the push to them need not wait for
+    // the announcement after it (see `live::LivePush::push_ahead`).
+    let (amended, ahead) = tokio::join!(
+        deps.store.amend_handover(session_id, &change),
+        deps.channel.look_ahead(session_id)
+    );
+    let mut amended = amended?;
     if let Amended::NotHandedOver(Some(unfinished)) = &amended {
         if unfinished.state == SessionState::HandingOver {
             // An agent answering proves MSC accepted the handover: its holder crashed, or could not
@@ -87,7 +93,7 @@ pub async fn agent_reply(
     };
     let push = async {
         if let Some(message) = session.agent.outbox.iter().find(|m| m.id == message_id) {
-            deps.channel.push(session_id, message).await;
+            deps.channel.push_ahead(session_id, message, ahead).await;
         }
     };
     // The push does not wait for the link: the reply is in the outbox already.

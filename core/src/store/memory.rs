@@ -430,6 +430,23 @@ impl LiveStore for MemoryStore {
         Ok(connections)
     }
 
+    async fn connections(&self, session_id: &str) -> Result<Vec<(ConnectionId, u64)>, StoreError> {
+        let now = self.clock.now();
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut connections: Vec<(ConnectionId, u64)> = live
+            .get(session_id)
+            .map(|item| {
+                item.connections
+                    .iter()
+                    .filter(|(_, (until, _))| *until > now)
+                    .map(|(id, (_, seen))| (id.clone(), *seen))
+                    .collect()
+            })
+            .unwrap_or_default();
+        connections.sort();
+        Ok(connections)
+    }
+
     async fn remove_connection(
         &self,
         session_id: &str,

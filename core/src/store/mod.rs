@@ -425,6 +425,11 @@ pub trait LiveStore: Send + Sync {
         cursor: u64,
     ) -> Result<Vec<ConnectionId>, StoreError>;
 
+    /// The connections registered now, each with the cursor its page had read: what a writer looks up
+    /// beside its write, to push without waiting for the announcement (an eventually consistent read:
+    /// a connection it misses is in the announcement's answer).
+    async fn connections(&self, session_id: &str) -> Result<Vec<(ConnectionId, u64)>, StoreError>;
+
     /// Forgets a connection that is gone (API Gateway answered 410).
     async fn remove_connection(
         &self,

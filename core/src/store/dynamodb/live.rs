@@ -190,6 +190,29 @@ impl LiveStore for DynamoDbStore {
         Ok(live)
     }
 
+    async fn connections(&self, session_id: &str) -> Result<Vec<(ConnectionId, u64)>, StoreError> {
+        let now = self.clock.now();
+        let (pk, key) = live_key(session_id);
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(pk, key)
+            .send()
+            .await
+            .map_err(super::unavailable)?;
+        let mut live: Vec<(ConnectionId, u64)> = output
+            .item()
+            .map(connections)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, until, _)| *until > now)
+            .map(|(id, _, seen)| (id, seen))
+            .collect();
+        live.sort();
+        Ok(live)
+    }
+
     async fn remove_connection(
         &self,
         session_id: &str,

@@ -56,6 +56,19 @@ fn connections(item: &Item) -> Vec<(ConnectionId, i64, u64)> {
         .collect()
 }
 
+/// The item's connections that have not expired, each with what its page had read, in id order.
+fn unexpired(item: Option<&Item>, now: i64) -> Vec<(ConnectionId, u64)> {
+    let mut live: Vec<(ConnectionId, u64)> = item
+        .map(connections)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, until, _)| *until > now)
+        .map(|(id, _, seen)| (id, seen))
+        .collect();
+    live.sort();
+    live
+}
+
 impl DynamoDbStore {
     /// Drops the named connections' attributes (expired, evicted): one write, skipped when empty.
     async fn drop_connections(
@@ -178,20 +191,14 @@ impl LiveStore for DynamoDbStore {
                 WriteFailure::Other(err) => return Err(err),
             },
         };
-        let mut live: Vec<ConnectionId> = item
-            .as_ref()
-            .map(connections)
-            .unwrap_or_default()
+        Ok(unexpired(item.as_ref(), now)
             .into_iter()
-            .filter(|(_, until, seen)| *until > now && *seen < cursor)
-            .map(|(id, _, _)| id)
-            .collect();
-        live.sort();
-        Ok(live)
+            .filter(|(_, seen)| *seen < cursor)
+            .map(|(id, _)| id)
+            .collect())
     }
 
     async fn connections(&self, session_id: &str) -> Result<Vec<(ConnectionId, u64)>, StoreError> {
-        let now = self.clock.now();
         let (pk, key) = live_key(session_id);
         let output = self
             .client
@@ -201,16 +208,7 @@ impl LiveStore for DynamoDbStore {
             .send()
             .await
             .map_err(super::unavailable)?;
-        let mut live: Vec<(ConnectionId, u64)> = output
-            .item()
-            .map(connections)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, until, _)| *until > now)
-            .map(|(id, _, seen)| (id, seen))
-            .collect();
-        live.sort();
-        Ok(live)
+        Ok(unexpired(output.item(), self.clock.now()))
     }
 
     async fn remove_connection(

@@ -63,6 +63,8 @@ pub async fn start_with(
     env.set_default("MSC_WEBHOOK_SECRET", LOCAL_MSC_WEBHOOK_SECRET);
     env.set_default("CONVERSATION_TOKEN_SECRET", LOCAL_CONVERSATION_TOKEN_SECRET);
     env.set_default("HANDOVER_STORE", "memory");
+    // The widget on the runner's own pages mints its conversation token as a site's page does.
+    env.set_default("ALLOWED_ORIGINS", format!("http://{addr}"));
     // Locally the way back is worth seeing: an agent closing the conversation hands it to the bot.
     env.set_default("RELEASE_ON_ARCHIVE", "true");
     let config = LocalConfig::from_env(&env).map_err(StartupError::from)?;
@@ -126,10 +128,12 @@ pub async fn start_with(
         };
         app = app.route("/v1/live", get(live::upgrade).with_state(live));
     }
+    app = app.route("/widget.js", get(widget));
     if use_sandbox {
         app = app
             .nest("/sandbox", sandbox::routes(&env, addr, client))
-            .route("/", get(playground(&config)));
+            .route("/", get(playground(&config)))
+            .route("/site", get(site));
     }
     let app = routes::serve(app)
         .layer(from_fn(run_to_completion))
@@ -158,6 +162,34 @@ fn playground(config: &LocalConfig) -> Html<String> {
                 &config.operator_handover.caller_key.current,
             ),
     )
+}
+
+/// The chat widget a site loads (`widget/widget.js`, as it is shipped).
+async fn widget() -> Response {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../widget/widget.js"),
+    )
+        .into_response()
+}
+
+/// A site's page with the widget's one script tag, under the strict Content Security Policy the
+/// README states: scripts from the page's own origin only, no inline script or style, requests to the
+/// service only.
+async fn site() -> Response {
+    let csp = "default-src 'none'; script-src 'self'; connect-src 'self' ws: wss:; \
+               img-src 'self'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    (
+        [(axum::http::header::CONTENT_SECURITY_POLICY, csp)],
+        Html(include_str!("site.html")),
+    )
+        .into_response()
 }
 
 /// The connection's peer, where API Gateway's `sourceIp` would be: what a page's quotas count.

@@ -1,0 +1,294 @@
+// The handover chat widget: one script tag on a site's page,
+//   <script src=".../widget.js" data-api="https://<api>" async></script>
+// Plain modern JavaScript, no build step and no dependency; it talks to the service only (its public
+// routes with a conversation token, and the live connection) and works under a strict Content Security
+// Policy (no eval, no inline script or style: its styles are a constructed stylesheet in its shadow root).
+// Optional attributes: data-live (the WebSocket URL, deployed the stack's LiveUrl; by default the API's
+// origin at /v1/live), data-title, data-lang (en, nl), data-position (right, left).
+(() => {
+  "use strict";
+  const script = /** @type {HTMLScriptElement | null} */ (document.currentScript);
+  if (!script || script.dataset.api === undefined) return;
+  // An empty data-api: the service is the page's own origin.
+  const api = (script.dataset.api || location.origin).replace(/\/+$/, "");
+  const liveUrl = script.dataset.live || api.replace(/^http/, "ws") + "/v1/live";
+  const lang = (script.dataset.lang || document.documentElement.lang || "en").slice(0, 2) === "nl" ? "nl" : "en";
+
+  /** @type {Record<string, Record<string, string>>} */
+  const TEXTS = {
+    en: {
+      title: "Chat with us", open: "Open chat", close: "Close chat", message: "Message", send: "Send",
+      placeholder: "Write a message", typing: "typing…", agent: "Agent", colleague: "You are now chatting with a colleague.",
+      ended: "The conversation with our colleague has ended.", retry: "Try again", failed: "The message could not be sent.",
+      unread: "unread", you: "You", bot: "Assistant", queued: "Your message is kept until a colleague takes over.",
+      offline: "Connection lost; reconnecting…",
+    },
+    nl: {
+      title: "Chat met ons", open: "Chat openen", close: "Chat sluiten", message: "Bericht", send: "Versturen",
+      placeholder: "Schrijf een bericht", typing: "typt…", agent: "Medewerker", colleague: "U chat nu met een collega.",
+      ended: "Het gesprek met onze collega is beëindigd.", retry: "Opnieuw proberen", failed: "Het bericht kon niet worden verstuurd.",
+      unread: "ongelezen", you: "U", bot: "Assistent", queued: "Uw bericht wordt bewaard tot een collega het overneemt.",
+      offline: "Verbinding verbroken; opnieuw verbinden…",
+    },
+  };
+  const t = (/** @type {string} */ key) => TEXTS[lang][key] || TEXTS.en[key];
+  const title = script.dataset.title || t("title");
+
+  // The conversation, kept in the page's storage so a reload or a second tab shows the same one.
+  const storageKey = "handover:" + api;
+  /** @typedef {{kind: string, text: string, who?: string, id?: string, options?: {label: string, send: string}[], links?: {label: string, url: string}[]}} Item */
+  /** @type {{token?: string, expiresAt?: string, sessionId?: string, cursor: number, handledBy: string, items: Item[]}} */
+  let state = { cursor: 0, handledBy: "bot", items: [] };
+  try {
+    state = Object.assign(state, JSON.parse(localStorage.getItem(storageKey) || "{}"));
+  } catch (_) { /* a broken entry starts a new conversation */ }
+  const save = () => {
+    state.items = state.items.slice(-100);
+    try { localStorage.setItem(storageKey, JSON.stringify(state)); } catch (_) { /* storage full or off */ }
+  };
+
+  const host = document.createElement("div");
+  host.setAttribute("data-handover-widget", "");
+  // The host page's styles stop at the shadow root; `all: initial` undoes what inherits into it.
+  host.style.cssText = "all: initial; position: fixed; z-index: 2147483000; bottom: 0; display: block !important;"
+    + (script.dataset.position === "left" ? "left: 0;" : "right: 0;");
+  const root = host.attachShadow({ mode: "open" });
+  const sheet = new CSSStyleSheet();
+  sheet.replaceSync(`
+    :host { --handover-accent: #1d4ed8; --handover-text: #111827; --handover-bg: #ffffff; --handover-muted: #4b5563; }
+    * { box-sizing: border-box; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; }
+    [hidden] { display: none !important; }
+    button { cursor: pointer; min-height: 44px; min-width: 44px; border-radius: 8px; border: 1px solid var(--handover-accent); }
+    .launcher { position: fixed; bottom: 20px; right: 20px; background: var(--handover-accent); color: #fff; padding: 0 18px; border-radius: 24px; font-weight: 600; }
+    .left .launcher { right: auto; left: 20px; }
+    .badge { display: inline-block; margin-left: 8px; background: #fff; color: var(--handover-accent); border-radius: 10px; padding: 0 7px; font-size: 13px; }
+    .panel { position: fixed; bottom: 20px; right: 20px; width: 370px; height: min(560px, calc(100vh - 40px)); display: flex; flex-direction: column;
+      background: var(--handover-bg); color: var(--handover-text); border: 1px solid #d1d5db; border-radius: 12px; box-shadow: 0 8px 30px rgba(0,0,0,.2); }
+    .left .panel { right: auto; left: 20px; }
+    header { display: flex; align-items: center; justify-content: space-between; padding: 6px 8px 6px 14px; background: var(--handover-accent); color: #fff; border-radius: 12px 12px 0 0; }
+    h2 { margin: 0; font-size: 16px; font-weight: 600; }
+    header button { background: transparent; color: #fff; border-color: transparent; font-size: 20px; }
+    .log { flex: 1; overflow-y: auto; padding: 10px; }
+    .msg { margin: 6px 0; padding: 7px 10px; border-radius: 10px; max-width: 85%; white-space: pre-wrap; overflow-wrap: anywhere; }
+    .user { background: #dbeafe; margin-left: auto; }
+    .bot { background: #f3f4f6; }
+    .agent { background: #dcfce7; }
+    .notice { color: var(--handover-muted); font-style: italic; text-align: center; max-width: 100%; }
+    .who { display: block; font-size: 12px; color: var(--handover-muted); }
+    .options { display: flex; flex-wrap: wrap; gap: 6px; margin: 4px 0; }
+    .options button, .status button { background: #fff; color: var(--handover-accent); padding: 0 12px; }
+    a { color: var(--handover-accent); }
+    .typing, .status { padding: 0 12px; color: var(--handover-muted); min-height: 22px; }
+    form { display: flex; gap: 6px; padding: 8px; border-top: 1px solid #e5e7eb; }
+    input { flex: 1; min-height: 44px; padding: 0 10px; border: 1px solid #9ca3af; border-radius: 8px; color: var(--handover-text); background: #fff; }
+    form button { background: var(--handover-accent); color: #fff; padding: 0 14px; }
+    :focus-visible { outline: 3px solid #f59e0b; outline-offset: 1px; }
+    @media (max-width: 480px) { .panel { inset: 0; width: auto; height: var(--handover-height, 100%); border-radius: 0; } header { border-radius: 0; } }
+  `);
+  root.adoptedStyleSheets = [sheet];
+
+  const el = (/** @type {string} */ tag, /** @type {Record<string, string>} */ attrs = {}, text = "") => {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+    if (text) node.textContent = text;
+    return node;
+  };
+  const wrap = el("div", { class: script.dataset.position === "left" ? "left" : "right" });
+  const launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-label": t("open") }, title);
+  const badge = el("span", { class: "badge", hidden: "" });
+  launcher.appendChild(badge);
+  const panel = el("div", { class: "panel", role: "dialog", "aria-label": title, hidden: "" });
+  const header = el("header");
+  const closeButton = el("button", { type: "button", "aria-label": t("close") }, "×");
+  header.append(el("h2", {}, title), closeButton);
+  const log = el("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": title });
+  const typing = el("div", { class: "typing", "aria-live": "polite" });
+  const status = el("div", { class: "status", role: "status" });
+  const form = el("form");
+  const input = /** @type {HTMLInputElement} */ (el("input", { type: "text", "aria-label": t("message"), placeholder: t("placeholder"), autocomplete: "off", maxlength: "2000" }));
+  form.append(input, el("button", { type: "submit" }, t("send")));
+  panel.append(header, log, typing, status, form);
+  wrap.append(launcher, panel);
+  root.appendChild(wrap);
+
+  let unread = 0;
+  const isOpen = () => !panel.hidden;
+  const showUnread = () => {
+    badge.hidden = unread === 0;
+    badge.textContent = String(unread);
+    launcher.setAttribute("aria-label", t("open") + (unread ? ` (${unread} ${t("unread")})` : ""));
+  };
+
+  /** Adds an item to the log (and, unless `restoring`, to the stored conversation). */
+  const render = (/** @type {Item} */ item, restoring = false) => {
+    if (item.id && !restoring && state.items.some((i) => i.id === item.id)) return;
+    if (!restoring) { state.items.push(item); save(); }
+    const row = el("div", { class: "msg " + item.kind });
+    if (item.kind === "agent" || item.kind === "bot") {
+      row.appendChild(el("span", { class: "who" }, item.kind === "bot" ? t("bot") : item.who || t("agent")));
+    }
+    row.appendChild(document.createTextNode(item.text));
+    log.appendChild(row);
+    if (item.options && item.options.length) {
+      const group = el("div", { class: "options", role: "group" });
+      for (const option of item.options) {
+        const button = el("button", { type: "button" }, option.label);
+        button.addEventListener("click", () => { for (const b of group.querySelectorAll("button")) b.setAttribute("disabled", ""); send(option.send, option.label); });
+        group.appendChild(button);
+      }
+      log.appendChild(group);
+    }
+    for (const link of item.links || []) {
+      if (!/^https?:\/\//i.test(link.url)) continue;
+      const p = el("div", { class: "msg bot" });
+      p.appendChild(el("a", { href: link.url, target: "_blank", rel: "noopener noreferrer" }, link.label));
+      log.appendChild(p);
+    }
+    log.scrollTop = log.scrollHeight;
+    if (!restoring && !isOpen() && item.kind !== "user") { unread += 1; showUnread(); }
+  };
+
+  /** @param {string} path @param {RequestInit} init */
+  const call = async (path, init = {}) => {
+    const headers = /** @type {Record<string, string>} */ ({ "content-type": "application/json" });
+    if (state.token) headers.authorization = "Bearer " + state.token;
+    const response = await fetch(api + path, Object.assign({ headers, credentials: "omit" }, init));
+    const body = await response.json().catch(() => ({}));
+    return { status: response.status, body };
+  };
+
+  const ensureToken = async () => {
+    const expires = state.expiresAt ? Date.parse(state.expiresAt) : 0;
+    if (state.token && expires - Date.now() > 3600e3) return;
+    if (state.token && expires > Date.now()) {
+      const refreshed = await call("/v1/conversations/refresh", { method: "POST", body: "{}" });
+      if (refreshed.status === 200) { state.token = refreshed.body.token; state.expiresAt = refreshed.body.expiresAt; save(); return; }
+    }
+    state.token = undefined;
+    const minted = await call("/v1/conversations", { method: "POST", body: "{}" });
+    if (minted.status !== 201) throw new Error("no conversation token (" + minted.status + ")");
+    state = { cursor: 0, handledBy: "bot", items: state.items, token: minted.body.token, expiresAt: minted.body.expiresAt };
+    save();
+  };
+
+  const setHandledBy = (/** @type {string} */ who) => {
+    if (who === "agent" && state.handledBy !== "agent") render({ kind: "notice", text: t("colleague") });
+    state.handledBy = who;
+    save();
+  };
+
+  const send = async (/** @type {string} */ text, shown = text) => {
+    render({ kind: "user", text: shown });
+    status.replaceChildren();
+    typing.textContent = state.handledBy === "agent" ? "" : t("typing");
+    try {
+      await ensureToken();
+      const body = /** @type {Record<string, string>} */ ({ text });
+      if (state.sessionId) body.sessionId = state.sessionId;
+      const { status: code, body: reply } = await call("/v1/messages", { method: "POST", body: JSON.stringify(body) });
+      if (code !== 200) throw new Error((reply.error && reply.error.message) || String(code));
+      if (reply.token && reply.token !== state.token) { state.token = reply.token; state.expiresAt = reply.tokenExpiresAt || state.expiresAt; closeLive(); }
+      state.sessionId = reply.sessionId;
+      for (const output of reply.outputs || []) render({ kind: "bot", text: output.text || "", options: output.options, links: output.links });
+      if (reply.queued) render({ kind: "notice", text: t("queued") });
+      setHandledBy(reply.handledBy);
+      save();
+      connectLive();
+    } catch (err) {
+      const retry = el("button", { type: "button" }, t("retry"));
+      retry.addEventListener("click", () => { state.items.pop(); save(); log.lastChild && log.removeChild(log.lastChild); send(text, shown); });
+      status.replaceChildren(document.createTextNode(t("failed") + " "), retry);
+    } finally {
+      typing.textContent = "";
+    }
+  };
+
+  /** A message of the outbox, from the live connection or a poll: shown once, by id. */
+  const outbox = (/** @type {any} */ m) => {
+    state.cursor = Math.max(state.cursor, m.cursor || 0);
+    // The turn that completes a handover is still the bot's: the agent's first words say it is over.
+    if (m.from === "agent") { setHandledBy("agent"); render({ kind: "agent", id: m.id, who: m.agentName, text: m.text }); }
+    else { render({ kind: "notice", id: m.id, text: m.text || t("ended") }); setHandledBy("bot"); }
+    save();
+  };
+
+  // The live connection: opened once the token names the conversation; resumed from the last cursor;
+  // reconnected with jittered backoff; after three failures in a row, the outbox is polled instead.
+  /** @type {WebSocket | null} */
+  let socket = null;
+  let failures = 0;
+  /** @type {number | undefined} */
+  let poller;
+  const closeLive = () => { if (socket) { const s = socket; socket = null; s.close(); } };
+  const poll = async () => {
+    if (!state.sessionId || !state.token) return;
+    const { status: code, body } = await call(`/v1/sessions/${encodeURIComponent(state.sessionId)}/messages?after=${state.cursor}`).catch(() => ({ status: 0, body: {} }));
+    if (code === 200) { for (const m of body.messages) outbox(m); if (body.handledBy) setHandledBy(body.handledBy); }
+  };
+  const connectLive = () => {
+    if (socket || !state.token || !state.sessionId || typeof WebSocket === "undefined") return;
+    if (failures >= 3) { if (!poller) poller = window.setInterval(poll, 3000); return; }
+    const mine = new WebSocket(liveUrl + "?token=" + encodeURIComponent(state.token));
+    socket = mine;
+    let opened = false;
+    mine.onopen = () => { opened = true; mine.send(JSON.stringify({ type: "resume", token: state.token, after: state.cursor })); };
+    mine.onmessage = (event) => {
+      const frame = JSON.parse(event.data);
+      if (frame.type === "message") outbox(frame.message);
+      else if (frame.type === "resumed") { failures = 0; status.replaceChildren(); setHandledBy(frame.handledBy); }
+    };
+    mine.onclose = () => {
+      if (socket !== mine) return;
+      socket = null;
+      failures = opened ? 0 : failures + 1;
+      if (opened) status.textContent = t("offline");
+      const wait = Math.min(30e3, 500 * 2 ** failures) * (0.5 + Math.random());
+      window.setTimeout(connectLive, wait);
+    };
+  };
+  window.setInterval(() => { if (socket && socket.readyState === WebSocket.OPEN) socket.send('{"type":"ping"}'); }, 5 * 60e3);
+
+  const open = () => {
+    panel.hidden = false;
+    launcher.hidden = true;
+    launcher.setAttribute("aria-expanded", "true");
+    unread = 0;
+    showUnread();
+    input.focus();
+  };
+  const close = () => {
+    panel.hidden = true;
+    launcher.hidden = false;
+    launcher.setAttribute("aria-expanded", "false");
+    launcher.focus();
+  };
+  launcher.addEventListener("click", open);
+  closeButton.addEventListener("click", close);
+  panel.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") { close(); return; }
+    if (event.key !== "Tab") return;
+    // Focus stays in the open panel.
+    const focusable = /** @type {HTMLElement[]} */ ([...panel.querySelectorAll("button:not([disabled]), input, a[href]")]);
+    const first = focusable[0], last = focusable[focusable.length - 1];
+    if (event.shiftKey && root.activeElement === first) { event.preventDefault(); last.focus(); }
+    else if (!event.shiftKey && root.activeElement === last) { event.preventDefault(); first.focus(); }
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = "";
+    send(text);
+  });
+  // On a phone the panel follows the visible viewport, so the input stays above the keyboard.
+  if (window.visualViewport) {
+    const fit = () => host.style.setProperty("--handover-height", window.visualViewport.height + "px");
+    window.visualViewport.addEventListener("resize", fit);
+    fit();
+  }
+
+  for (const item of state.items) render(item, true);
+  const start = () => { document.body.appendChild(host); connectLive(); };
+  if (document.body) start();
+  else document.addEventListener("DOMContentLoaded", start);
+})();

@@ -17,14 +17,14 @@
   /** @type {Record<string, Record<string, string>>} */
   const TEXTS = {
     en: {
-      title: "Chat with us", open: "Open chat", close: "Close chat", message: "Message", send: "Send",
+      title: "Chat with us", close: "Close chat", message: "Message", send: "Send",
       placeholder: "Write a message", typing: "typing…", agent: "Agent", colleague: "You are now chatting with a colleague.",
       ended: "The conversation with our colleague has ended.", retry: "Try again", failed: "The message could not be sent.",
       unread: "unread", you: "You", bot: "Assistant", queued: "Your message is kept until a colleague takes over.",
       offline: "Connection lost; reconnecting…",
     },
     nl: {
-      title: "Chat met ons", open: "Chat openen", close: "Chat sluiten", message: "Bericht", send: "Versturen",
+      title: "Chat met ons", close: "Chat sluiten", message: "Bericht", send: "Versturen",
       placeholder: "Schrijf een bericht", typing: "typt…", agent: "Medewerker", colleague: "U chat nu met een collega.",
       ended: "Het gesprek met onze collega is beëindigd.", retry: "Opnieuw proberen", failed: "Het bericht kon niet worden verstuurd.",
       unread: "ongelezen", you: "U", bot: "Assistent", queued: "Uw bericht wordt bewaard tot een collega het overneemt.",
@@ -94,14 +94,15 @@
     return node;
   };
   const wrap = el("div", { class: script.dataset.position === "left" ? "left" : "right" });
-  const launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-label": t("open") }, title);
+  const launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", "aria-label": title }, title);
   const badge = el("span", { class: "badge", hidden: "" });
   launcher.appendChild(badge);
   const panel = el("div", { class: "panel", role: "dialog", "aria-label": title, hidden: "" });
   const header = el("header");
   const closeButton = el("button", { type: "button", "aria-label": t("close") }, "×");
   header.append(el("h2", {}, title), closeButton);
-  const log = el("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": title });
+  // Focusable, so that a keyboard can scroll the conversation.
+  const log = el("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": title, tabindex: "0" });
   const typing = el("div", { class: "typing", "aria-live": "polite" });
   const status = el("div", { class: "status", role: "status" });
   const form = el("form");
@@ -116,7 +117,8 @@
   const showUnread = () => {
     badge.hidden = unread === 0;
     badge.textContent = String(unread);
-    launcher.setAttribute("aria-label", t("open") + (unread ? ` (${unread} ${t("unread")})` : ""));
+    // The visible text first, as the accessible name must contain it.
+    launcher.setAttribute("aria-label", title + (unread ? `, ${unread} ${t("unread")}` : ""));
   };
 
   /** Adds an item to the log (and, unless `restoring`, to the stored conversation). */
@@ -184,6 +186,9 @@
     try {
       await ensureToken();
       const body = /** @type {Record<string, string>} */ ({ text });
+      // The page the end user is on: MSC routes on it, and the agent sees it (the service takes pages
+      // of named hosts only).
+      if (/[a-z]/i.test(location.hostname.split(".").pop() || "") && location.href.length <= 2048) body.endUserUrl = location.href;
       if (state.sessionId) body.sessionId = state.sessionId;
       const { status: code, body: reply } = await call("/v1/messages", { method: "POST", body: JSON.stringify(body) });
       if (code !== 200) throw new Error((reply.error && reply.error.message) || String(code));

@@ -64,7 +64,10 @@ pub async fn start_with(
     env.set_default("CONVERSATION_TOKEN_SECRET", LOCAL_CONVERSATION_TOKEN_SECRET);
     env.set_default("HANDOVER_STORE", "memory");
     // The widget on the runner's own pages mints its conversation token as a site's page does.
-    env.set_default("ALLOWED_ORIGINS", format!("http://{addr}"));
+    env.set_default(
+        "ALLOWED_ORIGINS",
+        format!("http://{addr},http://localhost:{}", addr.port()),
+    );
     // Locally the way back is worth seeing: an agent closing the conversation hands it to the bot.
     env.set_default("RELEASE_ON_ARCHIVE", "true");
     let config = LocalConfig::from_env(&env).map_err(StartupError::from)?;

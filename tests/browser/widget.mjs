@@ -2,7 +2,11 @@
 // Content Security Policy) in headless Chromium, desktop and phone, through a whole conversation with
 // the widget only; the sandbox agent answers through the sandbox MSC, as MSC would.
 // Usage: node widget.mjs <base URL> [screenshot prefix]. On failure it saves widget-failure.png.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { chromium, devices } from "playwright-core";
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 const base = process.argv[2];
 const screenshots = process.argv[3];
@@ -13,8 +17,9 @@ const browser = await chromium.launch({
 let passed = 0;
 let page;
 
-const run = async (name, options, steps) => {
-  const context = await browser.newContext(options);
+const run = async (name, options, steps, path = "/site") => {
+  const { host, ...contextOptions } = options;
+  const context = await browser.newContext(contextOptions);
   page = await context.newPage();
   const violations = [];
   page.on("console", (message) => {
@@ -22,12 +27,23 @@ const run = async (name, options, steps) => {
   });
   const requests = [];
   page.on("request", (request) => requests.push(request.url()));
-  await page.goto(base + "/site");
+  await page.goto((options.host ? base.replace("127.0.0.1", options.host) : base) + path);
   await steps();
   if (violations.length) throw new Error(`${name}: CSP violations: ${violations.join("; ")}`);
-  const elsewhere = requests.filter((url) => !url.startsWith(base) && !url.startsWith(base.replace(/^http/, "ws")));
+  const origin = new URL(page.url()).origin;
+  const elsewhere = requests.filter((url) => !url.startsWith(origin) && !url.startsWith(origin.replace(/^http/, "ws")));
   if (elsewhere.length) throw new Error(`${name}: requests outside the service: ${elsewhere.join(", ")}`);
   await context.close();
+};
+// axe-core in the page (evaluated through the DevTools protocol, which the page's CSP does not govern):
+// no serious or critical violation, inside the widget's shadow root included.
+const axe = async (state) => {
+  await page.evaluate(axeSource);
+  const results = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
+  const bad = results.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  if (bad.length) {
+    throw new Error(`axe, ${state}: ${bad.map((v) => `${v.id} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`).join("; ")}`);
+  }
 };
 const step = async (name, body) => {
   await body();
@@ -50,9 +66,11 @@ const agentSays = async (text) => {
 try {
   await run("desktop", { viewport: { width: 1280, height: 800 } }, async () => {
     await step("desktop: the launcher opens the panel, and the bot answers", async () => {
+      await axe("closed");
       await page.locator("[data-handover-widget] .launcher").click();
       await say("hello");
       await shows("bot", 'You said "hello"');
+      await axe("open, with the bot");
     });
     await step("desktop: the intake and the handover, told as they happen", async () => {
       await say("I want an agent");
@@ -66,6 +84,7 @@ try {
       await agentSays("Hello Jane, I am looking at your invoice.");
       await shows("agent", "Hello Jane, I am looking at your invoice.");
       await shows("notice", "You are now chatting with a colleague.");
+      await axe("with the agent");
       if (screenshots) await page.screenshot({ path: `${screenshots}-desktop.png` });
     });
     await step("desktop: after a reload the history is there and the next reply arrives live", async () => {
@@ -104,6 +123,52 @@ try {
       const viewport = page.viewportSize();
       if (!box || box.width < viewport.width - 1) throw new Error(`the panel is ${box && box.width} px wide on a ${viewport.width} px screen`);
       if (screenshots) await page.screenshot({ path: `${screenshots}-phone.png` });
+      await axe("phone");
+    });
+  });
+
+  await run("live connection refused", { viewport: { width: 1280, height: 800 } }, async () => {
+    await page.routeWebSocket(/\/v1\/live/, (socket) => socket.close());
+    await step("live connection refused: the widget polls, and the agent's reply still arrives", async () => {
+      await page.locator("[data-handover-widget] .launcher").click();
+      for (const [text, answer] of [["agent", "What is your name?"], ["Jane Doe", "e-mail address"], ["jane@example.com", "take over"]]) {
+        await say(text);
+        await shows("bot", answer);
+      }
+      await agentSays("Hello, the socket is down but I am here.");
+      await page.locator("[data-handover-widget] .msg.agent", { hasText: "the socket is down" }).first().waitFor({ timeout: 30_000 });
+    });
+  });
+
+  // On localhost: a named host, so the widget sends its page (the service takes no IP address), and
+  // presence is asked for this page rather than answered from the cache the other pages filled.
+  await run("agents offline", { viewport: { width: 1280, height: 800 }, host: "localhost" }, async () => {
+    await step("agents offline: the end user is told, and the intake goes on", async () => {
+      await page.request.post(base + "/sandbox/settings", { data: { agentsOnline: false } });
+      try {
+        await page.locator("[data-handover-widget] .launcher").click();
+        await say("agent");
+        await shows("bot", "offline");
+        await axe("agents offline");
+      } finally {
+        await page.request.post(base + "/sandbox/settings", { data: { agentsOnline: true } });
+      }
+    });
+  }, "/site?agents=offline");
+
+  await run("hostile host page", { viewport: { width: 1280, height: 800 }, bypassCSP: true }, async () => {
+    // Every element of the page hidden but html and body (which hold the widget: hidden, nothing in
+    // them could show), and a huge font and colour on everything.
+    await step("the host page's CSS (its elements hidden, a huge font) does not reach the widget", async () => {
+      await page.addStyleTag({
+        content: "body * { display: none !important; } * { font-size: 40px !important; color: red !important; line-height: 3 !important; }",
+      });
+      const launcher = page.locator("[data-handover-widget] .launcher");
+      await launcher.click();
+      await say("hello");
+      await shows("bot", 'You said "hello"');
+      const size = await page.locator("[data-handover-widget] .msg.bot").first().evaluate((node) => getComputedStyle(node).fontSize);
+      if (size !== "15px") throw new Error(`the widget's text is ${size}`);
     });
   });
   console.log(`widget: ${passed} passed, 0 failed`);

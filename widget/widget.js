@@ -4,7 +4,9 @@
 // routes with a conversation token, and the live connection) and works under a strict Content Security
 // Policy (no eval, no inline script or style: its styles are a constructed stylesheet in its shadow root).
 // Optional attributes: data-live (the WebSocket URL, deployed the stack's LiveUrl; by default the API's
-// origin at /v1/live), data-title, data-lang (en, nl), data-position (right, left).
+// origin at /v1/live), data-title, data-lang (en, nl), data-position (right, left), data-channel (MSC's
+// channel, for presence), data-identity-token (the customer, signed by the site's backend), data-texts
+// (JSON: any of the strings below replaced).
 (() => {
   "use strict";
   const script = /** @type {HTMLScriptElement | null} */ (document.currentScript);
@@ -21,16 +23,20 @@
       placeholder: "Write a message", typing: "typing…", agent: "Agent", colleague: "You are now chatting with a colleague.",
       ended: "The conversation with our colleague has ended.", retry: "Try again", failed: "The message could not be sent.",
       unread: "unread", you: "You", bot: "Assistant", queued: "Your message is kept until a colleague takes over.",
-      offline: "Connection lost; reconnecting…",
+      offline: "Connection lost; reconnecting…", away: "Our colleagues are not available right now; the assistant can help you.",
+      closed: "We are closed. We open again {at}.",
     },
     nl: {
       title: "Chat met ons", close: "Chat sluiten", message: "Bericht", send: "Versturen",
       placeholder: "Schrijf een bericht", typing: "typt…", agent: "Medewerker", colleague: "U chat nu met een collega.",
       ended: "Het gesprek met onze collega is beëindigd.", retry: "Opnieuw proberen", failed: "Het bericht kon niet worden verstuurd.",
       unread: "ongelezen", you: "U", bot: "Assistent", queued: "Uw bericht wordt bewaard tot een collega het overneemt.",
-      offline: "Verbinding verbroken; opnieuw verbinden…",
+      offline: "Verbinding verbroken; opnieuw verbinden…", away: "Onze collega's zijn nu niet beschikbaar; de assistent helpt u graag.",
+      closed: "We zijn gesloten. We zijn weer open {at}.",
     },
   };
+  // Any string can be replaced: data-texts='{"title": "Ask us"}'.
+  try { Object.assign(TEXTS[lang], JSON.parse(script.dataset.texts || "{}")); } catch (_) { /* keep the built-in ones */ }
   const t = (/** @type {string} */ key) => TEXTS[lang][key] || TEXTS.en[key];
   const title = script.dataset.title || t("title");
 
@@ -79,6 +85,8 @@
     .options button, .status button { background: #fff; color: var(--handover-accent); padding: 0 12px; }
     a { color: var(--handover-accent); }
     .typing, .status { padding: 0 12px; color: var(--handover-muted); min-height: 22px; }
+    .availability { padding: 4px 12px; margin: 0; }
+    .availability:empty { display: none; }
     form { display: flex; gap: 6px; padding: 8px; border-top: 1px solid #e5e7eb; }
     input { flex: 1; min-height: 44px; padding: 0 10px; border: 1px solid #9ca3af; border-radius: 8px; color: var(--handover-text); background: #fff; }
     form button { background: var(--handover-accent); color: #fff; padding: 0 14px; }
@@ -167,7 +175,9 @@
       if (refreshed.status === 200) { state.token = refreshed.body.token; state.expiresAt = refreshed.body.expiresAt; save(); return; }
     }
     state.token = undefined;
-    const minted = await call("/v1/conversations", { method: "POST", body: "{}" });
+    // The customer the site's backend vouches for, if it signed one (IDENTITY_SECRET).
+    const identity = script.dataset.identityToken ? { identityToken: script.dataset.identityToken } : {};
+    const minted = await call("/v1/conversations", { method: "POST", body: JSON.stringify(identity) });
     if (minted.status !== 201) throw new Error("no conversation token (" + minted.status + ")");
     state = { cursor: 0, handledBy: "bot", items: state.items, token: minted.body.token, expiresAt: minted.body.expiresAt };
     save();
@@ -253,7 +263,26 @@
   };
   window.setInterval(() => { if (socket && socket.readyState === WebSocket.OPEN) socket.send('{"type":"ping"}'); }, 5 * 60e3);
 
+  // Whether a colleague could take over now, told when the panel opens; closed: when it opens again,
+  // in the end user's own time zone.
+  const availability = el("div", { class: "notice availability", role: "status" });
+  log.before(availability);
+  const askPresence = async () => {
+    try {
+      await ensureToken();
+      const query = new URLSearchParams({ channel: script.dataset.channel || "WebChat" });
+      if (/[a-z]/i.test(location.hostname.split(".").pop() || "")) query.set("referrer", location.href.slice(0, 2048));
+      const { status: code, body } = await call("/v1/presence?" + query);
+      if (code !== 200 || body.agentStatus === "online") { availability.textContent = ""; return; }
+      const at = body.opensAt
+        ? new Intl.DateTimeFormat(lang, { weekday: "long", hour: "2-digit", minute: "2-digit" }).format(new Date(body.opensAt))
+        : "";
+      availability.textContent = body.reason === "closed" && at ? t("closed").replace("{at}", at) : t("away");
+    } catch (_) { availability.textContent = ""; }
+  };
+
   const open = () => {
+    if (state.handledBy !== "agent") askPresence();
     panel.hidden = false;
     launcher.hidden = true;
     launcher.setAttribute("aria-expanded", "true");
@@ -286,9 +315,10 @@
     send(text);
   });
   // On a phone the panel follows the visible viewport, so the input stays above the keyboard.
-  if (window.visualViewport) {
-    const fit = () => host.style.setProperty("--handover-height", window.visualViewport.height + "px");
-    window.visualViewport.addEventListener("resize", fit);
+  const viewport = window.visualViewport;
+  if (viewport) {
+    const fit = () => host.style.setProperty("--handover-height", viewport.height + "px");
+    viewport.addEventListener("resize", fit);
     fit();
   }
 

@@ -147,6 +147,7 @@ try {
       await page.request.post(base + "/sandbox/settings", { data: { agentsOnline: false } });
       try {
         await page.locator("[data-handover-widget] .launcher").click();
+        await page.locator("[data-handover-widget] .availability", { hasText: "not available right now" }).waitFor({ timeout: 10_000 });
         await say("agent");
         await shows("bot", "offline");
         await axe("agents offline");

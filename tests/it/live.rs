@@ -318,12 +318,10 @@ async fn a_reconnect_storm_costs_each_page_one_read_and_one_write() {
         .collect()
         .await;
     assert!(statuses.iter().all(|s| *s == 200));
+    // Counted as the operations the code called: on a loaded machine the SDK may retry one whose
+    // attempt timed out, which is the same operation again, not a page costing more.
     let snapshot = counter.snapshot();
-    assert_eq!(
-        (counter.reads(), counter.writes()),
-        (pages, pages),
-        "{snapshot:?}"
-    );
+    assert_eq!(counter.operations(), (pages, pages), "{snapshot:?}");
     for page in 0..pages {
         let expected: Vec<u64> = if page < with_agent.len() {
             vec![1]

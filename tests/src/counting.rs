@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 pub struct DynamoCounter {
     pub url: String,
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// Each request's operation and the SDK's `amz-sdk-invocation-id` (the same on its retries).
+    invocations: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
     /// The operation (and a text its body holds) whose next response is lost (see
     /// [`DynamoCounter::lose_next_response`]).
     lose: Arc<Mutex<Option<(String, String)>>>,
@@ -42,18 +44,21 @@ impl DynamoCounter {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let invocations: Arc<Mutex<std::collections::HashSet<(String, String)>>> = Arc::default();
         let lose: Arc<Mutex<Option<(String, String)>>> = Arc::default();
         let fail: Arc<Mutex<Option<(String, String, usize)>>> = Arc::default();
         let client = handover_core::clients::new_http_client(None).expect("http client");
         let counter = DynamoCounter {
             url,
             counts: counts.clone(),
+            invocations: invocations.clone(),
             lose: lose.clone(),
             fail: fail.clone(),
         };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let counts = counts.clone();
+                let invocations = invocations.clone();
                 let lose = lose.clone();
                 let fail = fail.clone();
                 let client = client.clone();
@@ -61,6 +66,7 @@ impl DynamoCounter {
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let counts = counts.clone();
+                        let invocations = invocations.clone();
                         let lose = lose.clone();
                         let fail = fail.clone();
                         let client = client.clone();
@@ -101,6 +107,16 @@ impl DynamoCounter {
                                     }
                                     _ => false,
                                 };
+                                if let Some(id) = parts
+                                    .headers
+                                    .get("amz-sdk-invocation-id")
+                                    .and_then(|v| v.to_str().ok())
+                                {
+                                    invocations
+                                        .lock()
+                                        .unwrap()
+                                        .insert((operation.clone(), id.to_owned()));
+                                }
                                 *counts.lock().unwrap().entry(operation).or_default() += 1;
                                 if refuse {
                                     let refusal = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}"#;
@@ -164,6 +180,20 @@ impl DynamoCounter {
 
     pub fn reset(&self) {
         self.counts.lock().unwrap().clear();
+        self.invocations.lock().unwrap().clear();
+    }
+
+    /// Reads and writes as operations the code called: an SDK's retry of one (after an attempt
+    /// timed out under load) is the same operation, as its `amz-sdk-invocation-id` says.
+    pub fn operations(&self) -> (usize, usize) {
+        let invocations = self.invocations.lock().unwrap();
+        let of = |kinds: &[&str]| {
+            invocations
+                .iter()
+                .filter(|(op, _)| kinds.contains(&op.as_str()))
+                .count()
+        };
+        (of(READS), of(WRITES))
     }
 
     pub fn count(&self, operation: &str) -> usize {

@@ -154,17 +154,14 @@ pub async fn start_with(
     })
 }
 
-/// The playground page: both sides of a handover on one page, talking to the same routes as anyone
-/// (the local keys written into it; the page is served by the local runner only, with the sandbox).
+/// The playground page: both sides of a handover on one page: the end user is the widget on the site
+/// page in a frame; the agent's side and the session view talk to the sandbox and the operator route
+/// (the local operator key written into it; the page is served by the local runner only).
 fn playground(config: &LocalConfig) -> Html<String> {
-    Html(
-        include_str!("playground.html")
-            .replace("{{CHANNEL_KEY}}", &config.answer_ingest.channel_key.current)
-            .replace(
-                "{{OPERATOR_KEY}}",
-                &config.operator_handover.caller_key.current,
-            ),
-    )
+    Html(include_str!("playground.html").replace(
+        "{{OPERATOR_KEY}}",
+        &config.operator_handover.caller_key.current,
+    ))
 }
 
 /// The chat widget a site loads (`widget/widget.js`, as it is shipped).
@@ -187,7 +184,7 @@ async fn widget() -> Response {
 /// service only.
 async fn site() -> Response {
     let csp = "default-src 'none'; script-src 'self'; connect-src 'self' ws: wss:; \
-               img-src 'self'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+               img-src 'self'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
     (
         [(axum::http::header::CONTENT_SECURITY_POLICY, csp)],
         Html(include_str!("site.html")),

@@ -96,6 +96,46 @@ try {
       const count = await page.locator("[data-handover-widget] .msg.agent", { hasText: "looking at your invoice" }).count();
       if (count !== 1) throw new Error(`the first reply is shown ${count} times`);
     });
+    await step("desktop: a second tab shows the same conversation, and a reply reaches both", async () => {
+      const first = page;
+      const second = await page.context().newPage();
+      await second.goto(page.url());
+      await second.locator("[data-handover-widget] .launcher").click();
+      await second.locator("[data-handover-widget] .msg.agent", { hasText: "It is corrected now." }).first().waitFor({ timeout: 10_000 });
+      await agentSays("Both of your tabs see this.");
+      for (const tab of [first, second]) {
+        await tab.locator("[data-handover-widget] .msg.agent", { hasText: "Both of your tabs see this." }).first().waitFor({ timeout: 10_000 });
+      }
+      await second.close();
+    });
+    await step("desktop: closed, the widget counts what arrived; opened, the count is gone", async () => {
+      await page.keyboard.press("Escape");
+      await agentSays("One more thing.");
+      const badge = page.locator("[data-handover-widget] .badge", { hasText: "1" });
+      await badge.waitFor({ timeout: 10_000 });
+      const name = await page.locator("[data-handover-widget] .launcher").getAttribute("aria-label");
+      if (!name.includes("1 unread")) throw new Error(`the launcher is named "${name}"`);
+      await page.locator("[data-handover-widget] .launcher").click();
+      await badge.waitFor({ state: "hidden" });
+    });
+    await step("desktop: a message that fails to send says so, and Try again sends it once", async () => {
+      let refused = false;
+      await page.route("**/v1/messages", (route) => {
+        if (refused) return route.continue();
+        refused = true;
+        return route.abort("connectionrefused");
+      });
+      await say("are you there?");
+      await page.locator("[data-handover-widget] .status", { hasText: "could not be sent" }).waitFor({ timeout: 10_000 });
+      await page.locator("[data-handover-widget] .status button", { hasText: "Try again" }).click();
+      await page.locator("[data-handover-widget] .status", { hasText: "could not be sent" }).waitFor({ state: "hidden" });
+      await page.unroute("**/v1/messages");
+      const sent = await page.locator("[data-handover-widget] .msg.user", { hasText: "are you there?" }).count();
+      if (sent !== 1) throw new Error(`the message is shown ${sent} times`);
+      const inbox = await (await page.request.get(base + "/sandbox/msc/api/messages")).json();
+      const relayed = inbox.messages.filter((m) => m.Content === "are you there?").length;
+      if (relayed !== 1) throw new Error(`the agent got the message ${relayed} times`);
+    });
     await step("desktop: the agent closes, and the bot answers again", async () => {
       const response = await page.request.post(base + "/sandbox/msc/agent/archive", { data: { sessionId: await session() } });
       if (!response.ok()) throw new Error(`sandbox archive: ${response.status()}`);

@@ -10,6 +10,8 @@ const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/
 
 const base = process.argv[2];
 const screenshots = process.argv[3];
+// A runner whose business hours are closed today and tomorrow, if given.
+const closedBase = process.argv[4];
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking"],
@@ -18,7 +20,7 @@ let passed = 0;
 let page;
 
 const run = async (name, options, steps, path = "/site") => {
-  const { host, ...contextOptions } = options;
+  const { host, base: _, ...contextOptions } = options;
   const context = await browser.newContext(contextOptions);
   page = await context.newPage();
   const violations = [];
@@ -27,7 +29,8 @@ const run = async (name, options, steps, path = "/site") => {
   });
   const requests = [];
   page.on("request", (request) => requests.push(request.url()));
-  await page.goto((options.host ? base.replace("127.0.0.1", options.host) : base) + path);
+  const at = options.base || base;
+  await page.goto((options.host ? at.replace("127.0.0.1", options.host) : at) + path);
   await steps();
   if (violations.length) throw new Error(`${name}: CSP violations: ${violations.join("; ")}`);
   const origin = new URL(page.url()).origin;
@@ -212,6 +215,18 @@ try {
       if (size !== "15px") throw new Error(`the widget's text is ${size}`);
     });
   });
+  if (closedBase) {
+    await run("closed", { viewport: { width: 1280, height: 800 }, base: closedBase }, async () => {
+      await step("outside business hours: closed, and when it opens again", async () => {
+        await page.locator("[data-handover-widget] .launcher").click();
+        const notice = page.locator("[data-handover-widget] .availability", { hasText: "We are closed." });
+        await notice.waitFor({ timeout: 10_000 });
+        const text = await notice.textContent();
+        if (!/9:00|09:00/.test(text)) throw new Error(`no opening time in "${text}"`);
+        await axe("closed");
+      });
+    });
+  }
   console.log(`widget: ${passed} passed, 0 failed`);
 } catch (error) {
   console.error(`not ok - after ${passed} steps: ${error.message}`);

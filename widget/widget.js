@@ -143,7 +143,12 @@
       const group = el("div", { class: "options", role: "group" });
       for (const option of item.options) {
         const button = el("button", { type: "button" }, option.label);
-        button.addEventListener("click", () => { for (const b of group.querySelectorAll("button")) b.setAttribute("disabled", ""); send(option.send, option.label); });
+        button.addEventListener("click", () => {
+          for (const b of group.querySelectorAll("button")) b.setAttribute("disabled", "");
+          // The buttons are spent: the keyboard goes on in the input.
+          input.focus();
+          send(option.send, option.label);
+        });
         group.appendChild(button);
       }
       log.appendChild(group);

@@ -170,6 +170,36 @@ try {
     });
   });
 
+  await run("keyboard only", { viewport: { width: 1280, height: 800 } }, async () => {
+    await step("keyboard only: Tab to the launcher, the whole handover typed, the agent's reply, Escape", async () => {
+      // The page's one link, then the launcher.
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Enter");
+      for (const [text, answer] of [["help", "talk to a colleague"]]) {
+        await page.keyboard.type(text);
+        await page.keyboard.press("Enter");
+        await shows("bot", answer);
+      }
+      // Shift+Tab from the input reaches the answer buttons (focus stays in the panel): pick Yes.
+      const focusedText = () => page.evaluate(() => document.querySelector("[data-handover-widget]").shadowRoot.activeElement?.textContent);
+      for (let i = 0; i < 8 && (await focusedText()) !== "Yes"; i++) await page.keyboard.press("Shift+Tab");
+      if ((await focusedText()) !== "Yes") throw new Error("the Yes button was not reached by keyboard");
+      await page.keyboard.press("Enter");
+      await shows("bot", "What is your name?");
+      for (const [text, answer] of [["Jane Doe", "e-mail address"], ["jane@example.com", "take over"]]) {
+        await page.keyboard.type(text);
+        await page.keyboard.press("Enter");
+        await shows("bot", answer);
+      }
+      await agentSays("Hello from the keyboard test.");
+      await shows("agent", "Hello from the keyboard test.");
+      await page.keyboard.press("Escape");
+      const focused = await page.evaluate(() => document.querySelector("[data-handover-widget]").shadowRoot.activeElement?.className);
+      if (focused !== "launcher") throw new Error(`focus on ${focused}`);
+    });
+  });
+
   await run("live connection refused", { viewport: { width: 1280, height: 800 } }, async () => {
     await page.routeWebSocket(/\/v1\/live/, (socket) => socket.close());
     await step("live connection refused: the widget polls, and the agent's reply still arrives", async () => {

@@ -228,6 +228,7 @@
     state.cursor = Math.max(state.cursor, m.cursor || 0);
     // The turn that completes a handover is still the bot's: the agent's first words say it is over.
     if (m.from === "agent") { setHandledBy("agent"); render({ kind: "agent", id: m.id, who: m.agentName, text: m.text }); }
+    else if (m.event === "agent_joined") { setHandledBy("agent"); render({ kind: "notice", id: m.id, text: m.text }); }
     else { render({ kind: "notice", id: m.id, text: m.text || t("ended") }); setHandledBy("bot"); }
     save();
   };

@@ -144,6 +144,12 @@ pub fn body(session_id: &str, message: &OutboxMessage) -> Value {
             body["event"] = json!("handover_ended");
             body["reason"] = json!(ended.as_str());
         }
+        Sender::Joined { agent_name } => {
+            body["event"] = json!("agent_joined");
+            if let Some(name) = agent_name {
+                body["agentName"] = json!(name);
+            }
+        }
     }
     body
 }

@@ -87,6 +87,8 @@ try {
       await agentSays("Hello Jane, I am looking at your invoice.");
       await shows("agent", "Hello Jane, I am looking at your invoice.");
       await shows("notice", "You are now chatting with a colleague.");
+      // MSC says who took the conversation (the sandbox does after the first reply): the name shows.
+      await shows("notice", "Sam (sandbox agent) has joined the conversation.");
       await axe("with the agent");
       if (screenshots) await page.screenshot({ path: `${screenshots}-desktop.png` });
     });

@@ -267,7 +267,13 @@ async fn the_agent_closing_the_conversation_hands_it_back_to_the_bot_when_config
 
     let outbox = world.outbox(SID, "after=1").await.1;
     assert_eq!(outbox["handledBy"], "bot");
-    let ended = &outbox["messages"][0];
+    let joined = &outbox["messages"][0];
+    assert_eq!(
+        (&joined["from"], &joined["event"], &joined["agentName"]),
+        (&json!("system"), &json!("agent_joined"), &json!("Sam"))
+    );
+    assert_eq!(joined["text"], "Sam has joined the conversation.");
+    let ended = &outbox["messages"][1];
     assert_eq!(ended["from"], "system");
     assert_eq!(ended["event"], "handover_ended");
     assert_eq!(ended["reason"], "agent_closed");

@@ -166,18 +166,22 @@ async fn the_live_socket_carries_agent_replies_and_resumes_from_a_cursor() {
     assert_eq!(first["type"], "message");
     assert_eq!(first["message"]["text"], "Hello Jane, Sam here.");
     assert_eq!(first["message"]["cursor"], 1);
+    // The sandbox MSC says who took the conversation after its first reply, as MSC does.
+    let joined = next_frame(&mut socket).await;
+    assert_eq!(joined["message"]["event"], "agent_joined", "{joined}");
+    assert_eq!(joined["message"]["cursor"], 2);
     socket.close(None).await.unwrap();
 
     agent_says("Are you still there?").await.unwrap();
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}?token={token}"))
         .await
         .expect("reconnects");
-    socket.send(resume(1)).await.unwrap();
+    socket.send(resume(2)).await.unwrap();
     let missed = next_frame(&mut socket).await;
     assert_eq!(missed["message"]["text"], "Are you still there?");
     assert_eq!(
         next_frame(&mut socket).await,
-        json!({"type": "resumed", "cursor": 2, "handledBy": "agent"})
+        json!({"type": "resumed", "cursor": 3, "handledBy": "agent"})
     );
     socket
         .send(Message::Text(json!({"type": "ping"}).to_string().into()))
@@ -185,7 +189,7 @@ async fn the_live_socket_carries_agent_replies_and_resumes_from_a_cursor() {
         .unwrap();
     agent_says("Here is the answer.").await.unwrap();
     let live = next_frame(&mut socket).await;
-    assert_eq!(live["message"]["cursor"], 3, "nothing twice: {live}");
+    assert_eq!(live["message"]["cursor"], 4, "nothing twice: {live}");
     running.task.abort();
 }
 

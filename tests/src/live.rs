@@ -21,6 +21,9 @@ struct Seen {
     gone: BTreeMap<String, usize>,
     /// Every post answered with this status (0: none).
     failing: u16,
+    /// The SDK's `amz-sdk-invocation-id` of each post recorded: its retry of a post whose answer came
+    /// too late (a loaded machine) is the same post, recorded once.
+    invocations: BTreeSet<String>,
 }
 
 #[derive(Clone)]
@@ -97,6 +100,11 @@ impl ManagementStub {
 
 async fn answer(State(seen): State<Arc<Mutex<Seen>>>, request: Request) -> Response {
     let method = request.method().clone();
+    let invocation = request
+        .headers()
+        .get("amz-sdk-invocation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let path = request.uri().path().to_owned();
     let Some(encoded) = path.strip_prefix("/live/@connections/") else {
         return StatusCode::NOT_FOUND.into_response();
@@ -134,6 +142,11 @@ async fn answer(State(seen): State<Arc<Mutex<Seen>>>, request: Request) -> Respo
         seen.deleted.push(connection.clone());
         seen.stale.insert(connection);
         return StatusCode::NO_CONTENT.into_response();
+    }
+    if let Some(id) = invocation {
+        if !seen.invocations.insert(id) {
+            return StatusCode::OK.into_response();
+        }
     }
     let frame: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     seen.posts.entry(connection).or_default().push(frame);

@@ -37,13 +37,18 @@ pub enum Sender {
     },
     /// The service itself: the handover ended.
     System { ended: EndReason },
+    /// The service itself: an agent took the conversation (MSC's `ConversationStarted`).
+    Joined {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_name: Option<String>,
+    },
 }
 
 impl Sender {
     pub fn as_str(&self) -> &'static str {
         match self {
             Sender::Agent { .. } => "agent",
-            Sender::System { .. } => "system",
+            Sender::System { .. } | Sender::Joined { .. } => "system",
         }
     }
 }
@@ -54,6 +59,7 @@ impl fmt::Debug for Sender {
         match self {
             Sender::Agent { .. } => f.write_str("Agent"),
             Sender::System { ended } => write!(f, "System({ended:?})"),
+            Sender::Joined { .. } => f.write_str("Joined"),
         }
     }
 }
@@ -109,7 +115,9 @@ impl OutboxMessage {
     /// What the message adds to the session item, roughly: its texts and names.
     fn stored_bytes(&self) -> usize {
         let name = match &self.from {
-            Sender::Agent { agent_name } => agent_name.as_ref().map_or(0, String::len),
+            Sender::Agent { agent_name } | Sender::Joined { agent_name } => {
+                agent_name.as_ref().map_or(0, String::len)
+            }
             Sender::System { .. } => 0,
         };
         self.text.len() + self.id.len() + name + 64
@@ -317,9 +325,27 @@ pub fn apply(
             side.msc_linked_at = Some(*at);
         }
         HandoverChange::AgentJoined { agent_name, at, .. } => {
+            // MSC's retry, or a repeat for the agent who has it already: nothing new to tell.
+            let known = agent_name.is_none() || *agent_name == side.agent_name;
+            if side.agent_joined_at.is_some() && known {
+                return None;
+            }
             side.agent_name = agent_name.clone().or(side.agent_name.take());
             side.agent_joined_at = Some(*at);
             events.push(HistoryEvent::new(now, "agent_assigned", None));
+            side.last_cursor += 1;
+            side.outbox.push(OutboxMessage {
+                cursor: side.last_cursor,
+                id: format!("{}-joined-{}", next.session_id, side.last_cursor),
+                from: Sender::Joined {
+                    agent_name: side.agent_name.clone(),
+                },
+                text: match &side.agent_name {
+                    Some(name) => format!("{name} has joined the conversation."),
+                    None => "A colleague has joined the conversation.".to_owned(),
+                },
+                sent_at: *at,
+            });
         }
         HandoverChange::End(reason) => end(&mut next, &mut events, *reason, now, lock_expiry),
         HandoverChange::Closed { .. } => end(

@@ -210,7 +210,14 @@ pub async fn conversation_event(
             announce_end(deps.channel.as_ref(), &session_id, &ended).await;
             EventOutcome::Ended
         }
-        Amended::Applied(_) | Amended::Unchanged(_) => EventOutcome::AgentJoined,
+        // The agent who took the conversation, told to the end user (the change wrote that message).
+        Amended::Applied(joined) => {
+            if let Some(message) = joined.agent.outbox.last() {
+                deps.channel.push(&session_id, message).await;
+            }
+            EventOutcome::AgentJoined
+        }
+        Amended::Unchanged(_) => EventOutcome::AgentJoined,
         Amended::NotHandedOver(Some(current))
             if current.state == SessionState::HandedOver && current.is_live(deps.clock.now()) =>
         {

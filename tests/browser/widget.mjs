@@ -100,6 +100,7 @@ try {
       await shows("agent", "It is corrected now.");
       const count = await page.locator("[data-handover-widget] .msg.agent", { hasText: "looking at your invoice" }).count();
       if (count !== 1) throw new Error(`the first reply is shown ${count} times`);
+      await axe("after a reload");
     });
     await step("desktop: a second tab shows the same conversation, and a reply reaches both", async () => {
       const first = page;
@@ -167,8 +168,23 @@ try {
       const box = await page.locator("[data-handover-widget] .panel").boundingBox();
       const viewport = page.viewportSize();
       if (!box || box.width < viewport.width - 1) throw new Error(`the panel is ${box && box.width} px wide on a ${viewport.width} px screen`);
-      if (screenshots) await page.screenshot({ path: `${screenshots}-phone.png` });
       await axe("phone");
+    });
+    await step("phone: the whole conversation, touch: the handover, the agent live, the end, the bot again", async () => {
+      for (const [text, answer] of [["agent", "What is your name?"], ["Jane Doe", "e-mail address"], ["jane@example.com", "take over"]]) {
+        await say(text);
+        await shows("bot", answer);
+      }
+      await agentSays("Hello from the agent, on your phone.");
+      await shows("agent", "Hello from the agent, on your phone.");
+      if (screenshots) await page.screenshot({ path: `${screenshots}-phone.png` });
+      await axe("phone, with the agent");
+      const response = await page.request.post(base + "/sandbox/msc/agent/archive", { data: { sessionId: await session() } });
+      if (!response.ok()) throw new Error(`sandbox archive: ${response.status()}`);
+      await shows("notice", "closed the conversation");
+      await page.locator("[data-handover-widget] form button").tap();
+      await say("hello again");
+      await shows("bot", 'You said "hello again"');
     });
   });
 
@@ -212,6 +228,7 @@ try {
       }
       await agentSays("Hello, the socket is down but I am here.");
       await page.locator("[data-handover-widget] .msg.agent", { hasText: "the socket is down" }).first().waitFor({ timeout: 30_000 });
+      await axe("polling");
     });
   });
 

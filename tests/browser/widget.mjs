@@ -2,6 +2,7 @@
 // Content Security Policy) in headless Chromium, desktop and phone, through a whole conversation with
 // the widget only; the sandbox agent answers through the sandbox MSC, as MSC would.
 // Usage: node widget.mjs <base URL> [screenshot prefix]. On failure it saves widget-failure.png.
+import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium, devices } from "playwright-core";
@@ -264,6 +265,41 @@ try {
       if (size !== "15px") throw new Error(`the widget's text is ${size}`);
     });
   });
+  // A site that vouches for its customer (the runner's IDENTITY_SECRET) and speaks Dutch: a page of
+  // its own, served here as the site would, with the widget's one tag carrying the signed identity.
+  const identitySecret = process.env.WIDGET_IDENTITY_SECRET;
+  if (identitySecret) {
+    const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: "customer-42", name: "Jane Doe", exp: Math.floor(Date.now() / 1000) + 600 })}`;
+    const identity = `${unsigned}.${createHmac("sha256", identitySecret).update(unsigned).digest("base64url")}`;
+    await run("verified identity, in Dutch", { viewport: { width: 1280, height: 800 } }, async () => {
+      await page.route("**/site-nl", (route) =>
+        route.fulfill({
+          contentType: "text/html",
+          headers: { "content-security-policy": "default-src 'none'; script-src 'self'; connect-src 'self' ws:" },
+          body: `<!doctype html><html lang="nl"><head><meta charset="utf-8"><title>Winkel</title></head><body><main><h1>Winkel</h1></main>`
+            + `<script src="/widget.js" data-api="" data-lang="nl" data-identity-token="${identity}" async></script></body></html>`,
+        }));
+      await page.goto(base + "/site-nl");
+      await step("in Dutch, with the customer the site signed: the agent's handover names the verified customer", async () => {
+        const launcher = page.locator("[data-handover-widget] .launcher", { hasText: "Chat met ons" });
+        await launcher.click();
+        for (const [text, answer] of [["agent", "What is your name?"], ["Jane Doe", "e-mail address"], ["jane@example.com", "take over"]]) {
+          await say(text);
+          await shows("bot", answer);
+        }
+        const inbox = await (await page.request.get(base + "/sandbox/msc/api/messages")).json();
+        const id = await session();
+        const handover = inbox.messages.filter((m) => m.ConversationExternalIdentifier === id).find((m) => m.Subject);
+        if (!handover || !handover.Content.includes("Verified by the site:") || !handover.Content.includes("customer-42")) {
+          throw new Error(`the handover does not name the verified customer: ${handover && handover.Content}`);
+        }
+        await page.locator("[data-handover-widget] input[placeholder='Schrijf een bericht']").waitFor();
+        await axe("in Dutch");
+      });
+    });
+  }
+
   if (closedBase) {
     await run("closed", { viewport: { width: 1280, height: 800 }, base: closedBase }, async () => {
       await step("outside business hours: closed, and when it opens again", async () => {

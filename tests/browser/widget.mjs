@@ -213,6 +213,15 @@ try {
       }
       await agentSays("Hello from the keyboard test.");
       await shows("agent", "Hello from the keyboard test.");
+      // Focus stays in the open panel, whichever way Tab goes.
+      for (const key of [...Array(8).fill("Tab"), ...Array(8).fill("Shift+Tab")]) {
+        await page.keyboard.press(key);
+        const inside = await page.evaluate(() => {
+          const root = document.querySelector("[data-handover-widget]").shadowRoot;
+          return Boolean(root.activeElement && root.querySelector(".panel").contains(root.activeElement));
+        });
+        if (!inside) throw new Error(`${key} took the focus out of the open panel`);
+      }
       await page.keyboard.press("Escape");
       const focused = await page.evaluate(() => document.querySelector("[data-handover-widget]").shadowRoot.activeElement?.className);
       if (focused !== "launcher") throw new Error(`focus on ${focused}`);

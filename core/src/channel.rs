@@ -49,6 +49,7 @@ pub struct ChannelWebhook {
     http: reqwest::Client,
     settings: ChannelWebhookSettings,
     clock: std::sync::Arc<dyn Clock>,
+    files: std::sync::Arc<dyn crate::files::FileStore>,
 }
 
 impl ChannelWebhook {
@@ -56,11 +57,13 @@ impl ChannelWebhook {
         http: reqwest::Client,
         settings: ChannelWebhookSettings,
         clock: std::sync::Arc<dyn Clock>,
+        files: std::sync::Arc<dyn crate::files::FileStore>,
     ) -> Self {
         Self {
             http,
             settings,
             clock,
+            files,
         }
     }
 
@@ -101,7 +104,8 @@ impl ChannelWebhook {
 #[async_trait]
 impl ChannelPush for ChannelWebhook {
     async fn push(&self, session_id: &str, message: &OutboxMessage) {
-        let body = body(session_id, message).to_string().into_bytes();
+        let files = crate::files::shown(self.files.as_ref(), message).await;
+        let body = body(session_id, message, &files).to_string().into_bytes();
         let mut pauses = BACKOFF.iter();
         loop {
             match self.attempt(&body).await {
@@ -125,8 +129,8 @@ impl ChannelPush for ChannelWebhook {
     }
 }
 
-/// What the channel receives.
-pub fn body(session_id: &str, message: &OutboxMessage) -> Value {
+/// What the channel receives: `files`, the message's files with links made for this delivery.
+pub fn body(session_id: &str, message: &OutboxMessage, files: &[crate::files::ShownFile]) -> Value {
     let mut body = json!({
         "sessionId": session_id,
         "id": message.id,
@@ -135,6 +139,9 @@ pub fn body(session_id: &str, message: &OutboxMessage) -> Value {
         "text": message.text,
         "sentAt": crate::clock::rfc3339(message.sent_at),
     });
+    if !files.is_empty() {
+        body["files"] = json!(files);
+    }
     match &message.from {
         Sender::Agent {
             agent_name: Some(name),

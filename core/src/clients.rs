@@ -98,6 +98,7 @@ const ENDPOINT_URL_VARIABLES: &[&str] = &[
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "AWS_ENDPOINT_URL_S3",
 ];
 
 /// `AWS_ENDPOINT_URL_<SERVICE>`, then `AWS_ENDPOINT_URL`, as the SDK's loader resolves them (its
@@ -235,6 +236,9 @@ pub struct PeerClients {
     /// The pages' live connections, when the function pushes to them: deployed, API Gateway's
     /// management API ([`PeerClients::with_live_connections`]); locally, the runner's sockets.
     pub live: Option<std::sync::Arc<dyn crate::live::ConnectionPost>>,
+    /// Where the conversations' files are kept: deployed, the stack's bucket
+    /// ([`PeerClients::with_files`]); locally, the runner's memory. None: files are off.
+    pub files: Option<std::sync::Arc<dyn crate::files::FileStore>>,
 }
 
 impl PeerClients {
@@ -249,7 +253,24 @@ impl PeerClients {
             channel: client()?,
             management: client()?,
             live: None,
+            files: None,
         })
+    }
+
+    /// The bucket `FILES_BUCKET` for the conversations' files, if set (addressed by path when an
+    /// endpoint of its own is configured: an S3-compatible server).
+    pub async fn with_files(mut self, bucket: Option<&str>) -> Result<Self, HttpClientError> {
+        if let Some(bucket) = bucket {
+            let own_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+                .iter()
+                .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
+            self.files = Some(std::sync::Arc::new(crate::files::s3::S3Files::new(
+                &sdk_config().await?,
+                bucket,
+                own_endpoint,
+            )));
+        }
+        Ok(self)
     }
 
     /// The management API at `url` (`LIVE_CONNECTIONS_URL`) for the live connections, if set.
@@ -306,6 +327,7 @@ impl From<&reqwest::Client> for PeerClients {
             channel: client.clone(),
             management: client.clone(),
             live: None,
+            files: None,
         }
     }
 }

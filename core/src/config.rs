@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::domain::files::{FileRules, MAX_FILE_BYTES};
 use crate::domain::LockPolicy;
 use crate::hours::BusinessHours;
 
@@ -407,6 +408,64 @@ impl TokenSettings {
     }
 }
 
+/// The files of live conversations: where they are kept, and which are carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    /// `FILES_BUCKET`: the stack's bucket. Unset, a deployed function keeps no files (files are off);
+    /// the local runner keeps them itself.
+    pub bucket: Option<String>,
+    /// `FILE_TYPES` (comma-separated types, or `none`) and `FILE_MAX_BYTES`.
+    pub rules: FileRules,
+}
+
+impl FileSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let types = match env.optional("FILE_TYPES") {
+            None => FileRules::default().types,
+            Some(raw) if raw.trim().eq_ignore_ascii_case("none") => Vec::new(),
+            Some(raw) => raw
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    let well_formed = t.split_once('/').is_some_and(|(kind, sub)| {
+                        let token = |s: &str| {
+                            !s.is_empty()
+                                && s.bytes().all(|b| {
+                                    b.is_ascii_lowercase()
+                                        || b.is_ascii_digit()
+                                        || b"+-.".contains(&b)
+                                })
+                        };
+                        token(kind) && token(sub)
+                    });
+                    well_formed
+                        .then(|| t.to_owned())
+                        .ok_or_else(|| ConfigError::Invalid {
+                            name: "FILE_TYPES",
+                            reason: format!(
+                                "{t:?} is not a lower-case type like image/png (or say none)"
+                            ),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let max_bytes = env.positive("FILE_MAX_BYTES", MAX_FILE_BYTES)?;
+        if max_bytes > MAX_FILE_BYTES {
+            return Err(ConfigError::Invalid {
+                name: "FILE_MAX_BYTES",
+                reason: format!(
+                    "at most {MAX_FILE_BYTES} (what MSC can post to a function in Base64), got {max_bytes}"
+                ),
+            });
+        }
+        Ok(Self {
+            bucket: env.optional("FILES_BUCKET").map(str::to_owned),
+            rules: FileRules { types, max_bytes },
+        })
+    }
+}
+
 /// answer-ingest: `POST /v1/messages`.
 #[derive(Clone)]
 pub struct AnswerIngestConfig {
@@ -424,6 +483,7 @@ pub struct AnswerIngestConfig {
     pub transcript_turns: usize,
     pub business_hours: BusinessHours,
     pub live_connections: Option<String>,
+    pub files: FileSettings,
 }
 
 impl AnswerIngestConfig {
@@ -444,6 +504,7 @@ impl AnswerIngestConfig {
             allowed_origins: allowed_origins(env)?,
             business_hours: business_hours(env)?,
             live_connections: live_connections_url(env)?,
+            files: FileSettings::from_env(env)?,
             transcript_turns: match env.optional("TRANSCRIPT_TURNS") {
                 None => 10,
                 Some(raw) => raw
@@ -593,6 +654,7 @@ pub struct AgentEventsConfig {
     /// otherwise (the default, the seed's behaviour) it stays locked until 24 hours of inactivity.
     pub release_on_archive: bool,
     pub live_connections: Option<String>,
+    pub files: FileSettings,
 }
 
 impl AgentEventsConfig {
@@ -613,6 +675,7 @@ impl AgentEventsConfig {
             webhook_key: env.caller_key("MSC_WEBHOOK_SECRET")?,
             release_on_archive,
             live_connections: live_connections_url(env)?,
+            files: FileSettings::from_env(env)?,
         })
     }
 }
@@ -635,6 +698,7 @@ pub struct LiveConnectionConfig {
     pub sessions: SessionSettings,
     pub tokens: TokenSettings,
     pub live_connections: String,
+    pub files: FileSettings,
 }
 
 impl LiveConnectionConfig {
@@ -645,6 +709,7 @@ impl LiveConnectionConfig {
                 name: "CONVERSATION_TOKEN_SECRET",
             })?,
             live_connections: env.http_url("LIVE_CONNECTIONS_URL")?,
+            files: FileSettings::from_env(env)?,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod files;
 pub mod flow;
 pub mod hours;
 pub mod http;

@@ -53,8 +53,12 @@ pub enum PageFrame {
 }
 
 /// A message of the outbox, as the outbox route shows it.
-pub fn message_frame(session_id: &str, message: &OutboxMessage) -> String {
-    let mut shown = crate::channel::body(session_id, message);
+pub fn message_frame(
+    session_id: &str,
+    message: &OutboxMessage,
+    files: &[crate::files::ShownFile],
+) -> String {
+    let mut shown = crate::channel::body(session_id, message, files);
     if let Some(fields) = shown.as_object_mut() {
         fields.remove("sessionId");
     }
@@ -78,6 +82,8 @@ pub fn error_frame(code: &str, message: &str) -> String {
 pub struct LivePush {
     pub store: Arc<dyn LiveStore>,
     pub post: Arc<dyn ConnectionPost>,
+    /// Where a message's files are: each push carries links made for it.
+    pub files: Arc<dyn crate::files::FileStore>,
 }
 
 impl LivePush {
@@ -126,7 +132,8 @@ impl ChannelPush for LivePush {
     /// read it) are pushed to at once, beside the announcement; the announcement's answer adds those
     /// that registered in between without having read it. Each connection is posted to once.
     async fn push_ahead(&self, session_id: &str, message: &OutboxMessage, ahead: Ahead) {
-        let frame = message_frame(session_id, message);
+        let files = crate::files::shown(self.files.as_ref(), message).await;
+        let frame = message_frame(session_id, message, &files);
         let early: Vec<ConnectionId> = ahead
             .into_iter()
             .filter(|(_, seen)| *seen < message.cursor)

@@ -47,6 +47,15 @@ pub struct OutgoingMessage {
     pub conversation_guid: Option<String>,
     /// Epoch seconds.
     pub sent_at: i64,
+    /// Files for the agent: the Custom Channel API's `Attachments`.
+    pub attachments: Vec<OutgoingFile>,
+}
+
+/// A file for the agent, checked already: its name and its bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for OutgoingMessage {
@@ -57,6 +66,7 @@ impl std::fmt::Debug for OutgoingMessage {
             .field("message_id", &self.message_id)
             .field("referrer", &self.referrer)
             .field("routing_skill", &self.routing_skill)
+            .field("attachments", &self.attachments.len())
             .finish_non_exhaustive()
     }
 }
@@ -276,6 +286,19 @@ pub fn custom_channel_body(message: &OutgoingMessage, channel_account: &str) -> 
     if let Some(guid) = &message.conversation_guid {
         body["ConversationGuid"] = json!(guid);
     }
+    if !message.attachments.is_empty() {
+        use base64::Engine;
+        body["Attachments"] = message
+            .attachments
+            .iter()
+            .map(|file| {
+                json!({
+                    "FileName": file.name,
+                    "Base64Content": base64::engine::general_purpose::STANDARD.encode(&file.bytes),
+                })
+            })
+            .collect();
+    }
     body
 }
 
@@ -361,6 +384,10 @@ mod tests {
             subject: None,
             conversation_guid: None,
             sent_at: 0,
+            attachments: vec![OutgoingFile {
+                name: "photo.png".into(),
+                bytes: vec![0x89, b'P', b'N', b'G'],
+            }],
         };
         let body = custom_channel_body(&message, "acct");
         assert_eq!(body["ChannelAccountExternalIdentifier"], "acct");
@@ -370,6 +397,10 @@ mod tests {
         assert_eq!(body["RoutingKeywords"], "billing");
         assert_eq!(body["IsPrivate"], false);
         assert!(body.get("Subject").is_none());
+        assert_eq!(
+            body["Attachments"],
+            json!([{"FileName": "photo.png", "Base64Content": "iVBORw=="}])
+        );
         assert!(!format!("{message:?}").contains("hello"));
     }
 }

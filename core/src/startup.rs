@@ -17,6 +17,7 @@ use crate::config::{
     HandoverConfig, LiveConnectionConfig, PeerUrls, PresenceCheckConfig, SessionSettings,
     StoreSettings,
 };
+use crate::files::Files;
 use crate::flow::agent::AgentDeps;
 use crate::flow::live::LiveDeps;
 use crate::flow::IngestDeps;
@@ -71,12 +72,14 @@ fn channel_push(
     clients: &PeerClients,
     store: &Arc<dyn SessionStore>,
     clock: &Arc<dyn Clock>,
+    files: &Files,
 ) -> Arc<dyn ChannelPush> {
     let webhook: Option<Arc<dyn ChannelPush>> = settings.as_ref().map(|settings| {
         Arc::new(ChannelWebhook::new(
             clients.channel.clone(),
             settings.clone(),
             clock.clone(),
+            files.store.clone(),
         )) as Arc<dyn ChannelPush>
     });
     let live: Option<Arc<dyn ChannelPush>> = clients.live.as_ref().map(|post| {
@@ -84,6 +87,7 @@ fn channel_push(
         Arc::new(LivePush {
             store,
             post: post.clone(),
+            files: files.store.clone(),
         }) as Arc<dyn ChannelPush>
     });
     match (webhook, live) {
@@ -100,8 +104,10 @@ pub fn answer_ingest_routes(
     clients: impl Into<PeerClients>,
 ) -> Router {
     let clients = clients.into();
+    let files = Files::new(clients.files.clone(), &config.files.rules);
     let deps = IngestDeps {
-        channel: channel_push(&config.channel_webhook, &clients, &store, &clock),
+        channel: channel_push(&config.channel_webhook, &clients, &store, &clock, &files),
+        files,
         caic: Arc::new(CaicHttp::new(clients.caic, config.caic.clone())),
         presence: Arc::new(PresenceHttp::new(
             clients.presence,
@@ -159,8 +165,15 @@ pub fn handover_routes(
     router: HandoverRouter,
 ) -> Router {
     let clients = clients.into();
+    // The operator's and the intake's messages carry no files.
     let deps = Arc::new(HandoverDeps {
-        channel: channel_push(&config.channel_webhook, &clients, &store, &clock),
+        channel: channel_push(
+            &config.channel_webhook,
+            &clients,
+            &store,
+            &clock,
+            &Files::off(),
+        ),
         msc: Arc::new(MscHttp::new(clients.msc, config.msc.clone())),
         store,
         clock,
@@ -176,8 +189,11 @@ pub fn agent_events_routes(
     clock: Arc<dyn Clock>,
     clients: impl Into<PeerClients>,
 ) -> Router {
+    let clients = clients.into();
+    let files = Files::new(clients.files.clone(), &config.files.rules);
     let deps = AgentDeps {
-        channel: channel_push(&config.channel_webhook, &clients.into(), &store, &clock),
+        channel: channel_push(&config.channel_webhook, &clients, &store, &clock, &files),
+        files,
         store,
         clock,
         release_on_archive: config.release_on_archive,
@@ -192,12 +208,14 @@ pub fn live_connection_routes(
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     post: Arc<dyn crate::live::ConnectionPost>,
+    files: Option<Arc<dyn crate::files::FileStore>>,
 ) -> Router {
     http::live_connection(LiveDeps {
         store,
         post,
         tokens: crate::token::TokenKeys::from(&config.tokens),
         clock,
+        files: Files::new(files, &config.files.rules).store,
     })
 }
 
@@ -240,6 +258,8 @@ pub async fn start_answer_ingest() -> Result<Router, StartupError> {
             let (store, clock) = deployed_sessions(&config.sessions).await?;
             let clients = clients
                 .with_live_connections(config.live_connections.as_deref())
+                .await?
+                .with_files(config.files.bucket.as_deref())
                 .await?;
             Ok(answer_ingest_routes(&config, store, clock, clients))
         },
@@ -254,6 +274,8 @@ pub async fn start_agent_events() -> Result<Router, StartupError> {
         let (store, clock) = deployed_sessions(&config.sessions).await?;
         let clients = clients
             .with_live_connections(config.live_connections.as_deref())
+            .await?
+            .with_files(config.files.bucket.as_deref())
             .await?;
         Ok(agent_events_routes(&config, store, clock, clients))
     })
@@ -266,10 +288,14 @@ pub async fn start_live_connection() -> Result<Router, StartupError> {
         let (store, clock) = deployed_sessions(&config.sessions).await?;
         let post = Arc::new(crate::live::ManagementApi::new(
             &clients::sdk_config().await?,
-            clients.management,
+            clients.management.clone(),
             &config.live_connections,
         ));
-        Ok(live_connection_routes(&config, store, clock, post))
+        let files = clients
+            .with_files(config.files.bucket.as_deref())
+            .await?
+            .files;
+        Ok(live_connection_routes(&config, store, clock, post, files))
     })
     .await
 }

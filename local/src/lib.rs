@@ -83,6 +83,25 @@ pub async fn start_with(
     let mut peers =
         handover_core::clients::PeerClients::deployed(&env).map_err(StartupError::from)?;
     peers.live = Some(sockets.clone());
+    // The conversations' files stay in the runner's memory, behind links it serves itself, unless
+    // FILES_BUCKET names a bucket (then S3's presigned links, as deployed).
+    let local_files = match config.answer_ingest.files.bucket.as_deref() {
+        Some(bucket) => {
+            peers = peers
+                .with_files(Some(bucket))
+                .await
+                .map_err(StartupError::from)?;
+            None
+        }
+        None => {
+            let files = Arc::new(handover_core::files::local::LocalFiles::new(
+                &format!("http://{addr}"),
+                clock.clone(),
+            ));
+            peers.files = Some(files.clone());
+            Some(files)
+        }
+    };
     let store = match store {
         Some(store) => store,
         None => startup::session_store(&config.answer_ingest.sessions, clock.clone(), true).await?,
@@ -126,10 +145,21 @@ pub async fn start_with(
                 post: sockets.clone(),
                 tokens: handover_core::token::TokenKeys::from(tokens),
                 clock,
+                files: handover_core::files::Files::new(
+                    peers.files.clone(),
+                    &config.answer_ingest.files.rules,
+                )
+                .store,
             },
             sockets,
         };
         app = app.route("/v1/live", get(live::upgrade).with_state(live));
+    }
+    if let Some(files) = local_files {
+        app = app.merge(
+            handover_core::files::local::routes(files)
+                .layer(files_cors(&config.answer_ingest.allowed_origins)),
+        );
     }
     app = app.route("/widget.js", get(widget));
     if use_sandbox {
@@ -190,6 +220,20 @@ async fn site() -> Response {
         Html(include_str!("site.html")),
     )
         .into_response()
+}
+
+/// A page on one of the runner's names uploads to the links of the other (`localhost` and
+/// `127.0.0.1`), as a deployed page uploads to the bucket's origin: the bucket's CORS rule, here.
+fn files_cors(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderValue, Method};
+    let origins: Vec<HeaderValue> = allowed_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::PUT])
+        .allow_headers([header::CONTENT_TYPE])
 }
 
 /// The connection's peer, where API Gateway's `sourceIp` would be: what a page's quotas count.

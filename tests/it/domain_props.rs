@@ -236,6 +236,7 @@ async fn check_transitions(
                     agent_name: None,
                     text: "hello".into(),
                     sent_at: clock.now(),
+                    files: Vec::new(),
                 });
                 if let Amended::Applied(_) = store.amend_handover(sid, &reply).await.unwrap() {
                     prop_assert_eq!(phase_before, Phase::HandedOver);

@@ -7,6 +7,7 @@ mod costs;
 mod crash;
 mod domain_props;
 mod faults;
+mod files;
 mod flow;
 mod handover_window;
 mod hostile;

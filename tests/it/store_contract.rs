@@ -64,6 +64,7 @@ async fn dynamodb_items_leave_out_what_is_empty_and_an_unreadable_one_is_named()
         agent_name: None,
         text: "Hello".into(),
         sent_at: 0,
+        files: Vec::new(),
     });
     assert!(matches!(
         store.amend_handover("items-1", &reply).await,

@@ -597,6 +597,7 @@ fn agent_reply(id: &str) -> HandoverChange {
         agent_name: None,
         text: format!("reply {id}"),
         sent_at: T0,
+        files: Vec::new(),
     })
 }
 

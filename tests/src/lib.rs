@@ -213,6 +213,36 @@ pub fn secrets_client_at(endpoint: &str) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(&moto_config(endpoint))
 }
 
+/// The file store on moto's S3 (the DynamoDB test server serves S3 too), in a bucket of its own made
+/// now.
+pub async fn moto_files(bucket: &str) -> Arc<handover_core::files::s3::S3Files> {
+    let config = moto_config(&dynamodb_endpoint());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let made = s3
+        .create_bucket()
+        .bucket(bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await;
+    if let Err(err) = made {
+        let owned = err
+            .as_service_error()
+            .is_some_and(|e| e.is_bucket_already_owned_by_you());
+        assert!(owned, "bucket {bucket}: {err:?}");
+    }
+    Arc::new(handover_core::files::s3::S3Files::new(
+        &config, bucket, true,
+    ))
+}
+
 pub fn client_at(endpoint: &str) -> Client {
     Client::new(&moto_config(endpoint))
 }

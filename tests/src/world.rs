@@ -49,6 +49,8 @@ pub struct World {
     pub live: Router,
     /// API Gateway's management API (`LIVE_CONNECTIONS_URL`), where every live push lands.
     pub connections: crate::live::ManagementStub,
+    /// The bucket of moto's S3 the functions keep files in, when `FILES_BUCKET` is set.
+    pub files: Option<Arc<dyn handover_core::files::FileStore>>,
 }
 
 impl World {
@@ -97,11 +99,21 @@ impl World {
         let env = Env::from_pairs(vars);
         let clock: Arc<dyn Clock> = harness.clock.clone();
         // The very clients a deployment builds: one per peer, no redirects followed.
-        let http = clients::PeerClients::deployed(&env)
+        let mut http = clients::PeerClients::deployed(&env)
             .expect("peer clients")
             .with_live_connections(env.optional("LIVE_CONNECTIONS_URL"))
             .await
             .expect("live connections");
+        // FILES_BUCKET: the functions keep files in that bucket of moto's S3, as deployed.
+        let files = match env.optional("FILES_BUCKET") {
+            Some(bucket) => {
+                let files: Arc<dyn handover_core::files::FileStore> =
+                    crate::moto_files(bucket).await;
+                Some(files)
+            }
+            None => None,
+        };
+        http.files = files.clone();
         let store = harness.store.clone();
         let live = match LiveConnectionConfig::from_env(&env) {
             Ok(config) => {
@@ -111,6 +123,7 @@ impl World {
                     store.clone(),
                     clock.clone(),
                     post,
+                    files.clone(),
                 ))
             }
             // Without tokens or the endpoint there is no live-connection function.
@@ -150,6 +163,7 @@ impl World {
             )),
             live,
             connections,
+            files,
             caic,
             msc,
             channel,

@@ -109,6 +109,9 @@ pub struct OutboxMessage {
     /// Epoch seconds: MSC's `SentDateTime`, or when the handover ended.
     #[serde(default)]
     pub sent_at: i64,
+    /// The files an agent sent with the reply, kept in the file store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<super::files::FileRef>,
 }
 
 impl OutboxMessage {
@@ -120,7 +123,12 @@ impl OutboxMessage {
             }
             Sender::System { .. } => 0,
         };
-        self.text.len() + self.id.len() + name + 64
+        let files: usize = self
+            .files
+            .iter()
+            .map(|f| f.key.len() + f.name.len() + f.content_type.len() + 16)
+            .sum();
+        self.text.len() + self.id.len() + name + files + 64
     }
 }
 
@@ -210,6 +218,8 @@ pub struct AgentReply {
     pub agent_name: Option<String>,
     pub text: String,
     pub sent_at: i64,
+    /// Its files, already in the file store.
+    pub files: Vec<super::files::FileRef>,
 }
 
 /// A change to a handed-over session from the agent's side or an operator.
@@ -309,6 +319,7 @@ pub fn apply(
                 },
                 text: reply.text.clone(),
                 sent_at: reply.sent_at,
+                files: reply.files.clone(),
             });
             next.expires_at = lock_expiry;
         }
@@ -345,6 +356,7 @@ pub fn apply(
                     None => "A colleague has joined the conversation.".to_owned(),
                 },
                 sent_at: *at,
+                files: Vec::new(),
             });
         }
         HandoverChange::End(reason) => end(&mut next, &mut events, *reason, now, lock_expiry),
@@ -387,6 +399,7 @@ fn end(
         from: Sender::System { ended: reason },
         text: reason.text().to_owned(),
         sent_at: now,
+        files: Vec::new(),
     });
     side.end_reason = Some(reason);
     next.state = SessionState::Ended;
@@ -469,6 +482,7 @@ mod tests {
             agent_name: Some("Sam".into()),
             text: format!("text of {id}"),
             sent_at,
+            files: Vec::new(),
         })
     }
 

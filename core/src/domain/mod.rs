@@ -1,6 +1,7 @@
 //! Domain types and rules of the handover flow. No I/O lives here.
 
 mod agent;
+pub mod files;
 mod policy;
 pub mod text;
 

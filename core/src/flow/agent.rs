@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use crate::channel::ChannelPush;
 use crate::clock::Clock;
+use crate::domain::files::{cleaned_name, FileRef, FileRefused};
 use crate::domain::{
     since, AgentReply, EndReason, HandoverChange, OutboxMessage, Session, SessionState,
 };
+use crate::files::FileError;
 use crate::store::{Amended, Linked, SessionStore, StoreError};
 
 /// Everything the agent side touches.
@@ -18,6 +20,84 @@ pub struct AgentDeps {
     pub clock: Arc<dyn Clock>,
     /// `RELEASE_ON_ARCHIVE`.
     pub release_on_archive: bool,
+    /// Where an agent's files are kept for the end user, and which are carried.
+    pub files: crate::files::Files,
+}
+
+/// One file of an agent's reply as MSC sent it: its name, and its bytes (`Err`: not Base64).
+pub struct AgentFile {
+    pub name: String,
+    pub bytes: Result<Vec<u8>, ()>,
+}
+
+/// A file that did not come through, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedFile {
+    pub name: String,
+    pub reason: FileRefused,
+}
+
+/// An agent's files: those kept for the end user, and those refused.
+#[derive(Debug, Default)]
+pub struct KeptFiles {
+    pub files: Vec<FileRef>,
+    pub refused: Vec<RefusedFile>,
+}
+
+/// Checks each of an agent's files and keeps those that pass in the file store, under keys that stay
+/// the same when MSC delivers the reply again. Kept before the reply is written, so that no message
+/// ever names a file that is not there; `Err` when the store could not keep them (MSC may retry).
+pub async fn keep_agent_files(
+    deps: &AgentDeps,
+    session_id: &str,
+    message_id: &str,
+    files: Vec<AgentFile>,
+) -> Result<KeptFiles, FileError> {
+    let mut kept = KeptFiles::default();
+    let mut puts = Vec::new();
+    for (n, file) in files.into_iter().enumerate() {
+        let checked = file
+            .bytes
+            .map_err(|()| FileRefused::NotBase64)
+            .and_then(|bytes| {
+                deps.files
+                    .rules
+                    .check(&bytes, None)
+                    .map(|content_type| (bytes, content_type))
+            });
+        match checked {
+            Ok((bytes, content_type)) => {
+                let reference = FileRef {
+                    key: crate::files::agent_file_key(session_id, message_id, n),
+                    name: cleaned_name(&file.name, &content_type),
+                    size: bytes.len() as u64,
+                    content_type,
+                };
+                puts.push((reference.key.clone(), bytes, reference.content_type.clone()));
+                kept.files.push(reference);
+            }
+            Err(reason) => {
+                tracing::warn!(reason = reason.reason(), "an agent's file was refused");
+                crate::metrics::count_outcome("FilesRefused", "Reason", reason.reason());
+                kept.refused.push(RefusedFile {
+                    name: cleaned_name(&file.name, "application/octet-stream"),
+                    reason,
+                });
+            }
+        }
+    }
+    let stored = puts
+        .into_iter()
+        .map(|(key, bytes, content_type)| async move {
+            deps.files.store.put(&key, bytes, &content_type).await
+        });
+    for result in futures::future::join_all(stored).await {
+        result?;
+    }
+    for _ in &kept.files {
+        crate::metrics::count_outcome("FilesCarried", "From", "agent");
+    }
+    Ok(kept)
 }
 
 /// What became of an agent's reply. Every outcome is acknowledged to MSC, so it stops retrying.

@@ -17,6 +17,8 @@ pub struct LiveDeps {
     pub post: Arc<dyn ConnectionPost>,
     pub tokens: TokenKeys,
     pub clock: Arc<dyn Clock>,
+    /// Where the messages' files are: a catch-up carries links made for it.
+    pub files: Arc<dyn crate::files::FileStore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +85,10 @@ pub async fn resume(
         let session = deps.store.get(session_id).await?;
         let last = session.as_ref().map_or(0, |s| s.agent.last_cursor);
         for message in super::agent::messages_since(session.as_ref(), sent_up_to) {
+            let files = crate::files::shown(deps.files.as_ref(), message).await;
             match deps
                 .post
-                .post(connection, &message_frame(session_id, message))
+                .post(connection, &message_frame(session_id, message, &files))
                 .await
             {
                 Ok(()) => sent_up_to = sent_up_to.max(message.cursor),

@@ -34,6 +34,14 @@ pub enum FlowError {
     Msc(#[from] MscError),
     #[error("the handover is being made and its queue of messages is full")]
     QueueFull,
+    #[error("a file was sent while the bot answers")]
+    FilesNeedAgent,
+    #[error(transparent)]
+    FileRefused(crate::domain::files::FileRefused),
+    #[error("the upload a message names is not there")]
+    UploadNotFound,
+    #[error(transparent)]
+    Files(#[from] crate::files::FileError),
 }
 
 /// Whether an agent can take a conversation now.
@@ -358,6 +366,7 @@ fn for_msc(
         subject: None,
         conversation_guid: session.agent.msc_conversation.clone(),
         sent_at,
+        attachments: Vec::new(),
     }
 }
 
@@ -376,6 +385,15 @@ pub struct IncomingMessage {
     /// Who the site vouched for (from the caller's conversation token): kept when this turn starts a
     /// handover.
     pub verified: Option<crate::domain::VerifiedIdentity>,
+    /// A file the end user uploaded for the agent (`POST /v1/uploads`), sent with this message.
+    pub upload: Option<Upload>,
+}
+
+/// An end user's upload, as a message names it: its id in the conversation and its declared name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
@@ -430,6 +448,8 @@ pub struct IngestDeps {
     /// `TRANSCRIPT_TURNS`: how many of the channel's earlier turns the handover message shows.
     pub transcript_turns: usize,
     pub hours: Arc<BusinessHours>,
+    /// What an end user may send the agent, and where it waits until the relay fetches it.
+    pub files: crate::files::Files,
 }
 
 /// One end-user turn: the session lock decides who answers (rule 6); a `livechat` answer starts the
@@ -440,6 +460,8 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
     };
     let stored = match deps.store.get_stored(session_id).await {
         Ok(stored) => stored,
+        // A file is for the agent only, and without the store nobody knows whether one has it.
+        Err(err) if message.upload.is_some() => return Err(err.into()),
         // Rule 7: with the store down nobody can be handed over, and the bot is the one that can
         // still answer. A live lock is ignored for the outage; no flow starts meanwhile.
         Err(err) => {
@@ -447,7 +469,19 @@ pub async fn ingest(deps: &IngestDeps, message: IncomingMessage) -> Result<Inges
             return ask_bot_only(deps, &message).await;
         }
     };
-    let mut session = settle(deps, session_id, Found::of(stored, deps.clock.now())).await;
+    let found = Found::of(stored, deps.clock.now());
+    if message.upload.is_some() {
+        // Decided before anything is asked or written: a file the bot would get changes nothing.
+        if !deps.files.rules.enabled() {
+            return Err(FlowError::FileRefused(
+                crate::domain::files::FileRefused::Off,
+            ));
+        }
+        if !matches!(&found, Found::Live(s) if s.state == SessionState::HandedOver) {
+            return Err(FlowError::FilesNeedAgent);
+        }
+    }
+    let mut session = settle(deps, session_id, found).await;
     if session.as_ref().map(|s| s.state) == Some(SessionState::HandingOver) {
         match queue_behind_handover(deps, session_id, &message).await? {
             Ok(queued) => return Ok(queued),
@@ -774,7 +808,18 @@ async fn relay_to_agent(
         Some(key) => format!("{}-message-{}", session.session_id, key.as_str()),
         None => uuid::Uuid::new_v4().to_string(),
     };
-    let outgoing = for_msc(session, id, relation_of(session), message.text.clone(), now);
+    let mut outgoing = for_msc(session, id, relation_of(session), message.text.clone(), now);
+    let upload_key = match &message.upload {
+        Some(upload) => {
+            let (key, file) = fetch_upload(deps, session_id, upload).await?;
+            if outgoing.content.trim().is_empty() {
+                outgoing.content = text::labelled("Sent a file", &file.name);
+            }
+            outgoing.attachments.push(file);
+            Some(key)
+        }
+        None => None,
+    };
     if !session.queued.is_empty() {
         // Left over from the handover (a post failed then): they go first, under the same ids.
         flush_queue(
@@ -787,6 +832,13 @@ async fn relay_to_agent(
     }
     deps.msc.post(&outgoing).await?;
     metrics::count("MessagesRelayed");
+    if let Some(key) = upload_key {
+        // MSC has the file now: the service keeps no copy of what the end user sent.
+        metrics::count_outcome("FilesCarried", "From", "end_user");
+        if let Err(err) = deps.files.store.delete(&key).await {
+            tracing::warn!(error = %err, "a relayed upload was not deleted; the bucket's lifecycle will");
+        }
+    }
     match deps.store.slide_lock(session).await {
         Ok(SlideOutcome::Slid(_)) => tracing::debug!("session lock slid"),
         Ok(_) => {}
@@ -798,6 +850,44 @@ async fn relay_to_agent(
         routed: Routed::Agent,
         answers: Vec::new(),
     })
+}
+
+/// The end user's upload for this message, checked as every file is (its bytes' type against the
+/// allow-list and the type it was uploaded as, its size, its name's extension). A refused upload is
+/// deleted, and nothing reaches MSC.
+async fn fetch_upload(
+    deps: &IngestDeps,
+    session_id: &SessionId,
+    upload: &Upload,
+) -> Result<(String, crate::msc::OutgoingFile), FlowError> {
+    let rules = &deps.files.rules;
+    let key = crate::files::upload_key(session_id, &upload.id);
+    let stored = deps
+        .files
+        .store
+        .get(&key, rules.max_bytes)
+        .await?
+        .ok_or(FlowError::UploadNotFound)?;
+    let checked = rules
+        .check(&stored.bytes, stored.content_type.as_deref())
+        .and_then(|found| crate::domain::files::name_for_type(&upload.name, &found));
+    match checked {
+        Ok(name) => Ok((
+            key,
+            crate::msc::OutgoingFile {
+                name,
+                bytes: stored.bytes,
+            },
+        )),
+        Err(refused) => {
+            tracing::warn!(reason = refused.reason(), "an end user's file was refused");
+            metrics::count_outcome("FilesRefused", "Reason", refused.reason());
+            if let Err(err) = deps.files.store.delete(&key).await {
+                tracing::warn!(error = %err, "a refused upload was not deleted; the bucket's lifecycle will");
+            }
+            Err(FlowError::FileRefused(refused))
+        }
+    }
 }
 
 /// Posts the messages that waited behind the handover, in the order they arrived, each under an id

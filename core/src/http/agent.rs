@@ -13,7 +13,10 @@ use crate::domain::{
     lenient_bool, lenient_string, text, AgentReply, SessionId, AGENT_NAME_LIMIT_CHARS,
     AGENT_TEXT_LIMIT_CHARS, SHORTENED_MARKER,
 };
-use crate::flow::agent::{agent_reply, conversation_event, AgentDeps, EventOutcome};
+use crate::flow::agent::{
+    agent_reply, conversation_event, keep_agent_files, AgentDeps, AgentFile, EventOutcome,
+    KeptFiles, RefusedFile,
+};
 
 const MAX_MESSAGE_ID_CHARS: usize = 256;
 /// MSC's GUIDs are 36 characters; anything much longer is not one (and could not be a DynamoDB key).
@@ -92,14 +95,11 @@ pub async fn msc_message(
             "MessageExternalIdentifier must be 1-{MAX_MESSAGE_ID_CHARS} characters"
         )));
     }
-    let mut text = message.content.unwrap_or_default();
-    if text.trim().is_empty() {
-        if message.attachments.is_none_or(|a| a.is_empty()) {
-            tracing::info!("agent message without text or attachment; acknowledged, not delivered");
-            return Ok(Json(json!({"status": "empty"})));
-        }
-        // The attachment itself is MSC's to show; the channel learns that one was sent.
-        text = "(The agent sent an attachment.)".to_owned();
+    let attachments = attachments(message.attachments)?;
+    let text = message.content.unwrap_or_default();
+    if text.trim().is_empty() && attachments.is_empty() {
+        tracing::info!("agent message without text or attachment; acknowledged, not delivered");
+        return Ok(Json(json!({"status": "empty"})));
     }
     let (text, cut) = text::shortened(&text, AGENT_TEXT_LIMIT_CHARS, SHORTENED_MARKER);
     if cut {
@@ -108,19 +108,102 @@ pub async fn msc_message(
             "agent reply longer than the limit; delivered shortened"
         );
     }
+    let is_private = lenient_bool(&message.is_private);
+    let kept = if is_private {
+        // A private note is never shown to the end user: neither are its files.
+        KeptFiles::default()
+    } else {
+        keep_agent_files(&deps, &session_id, &message_id, attachments)
+            .await
+            .map_err(ApiError::Files)?
+    };
     let now = deps.clock.now();
     let reply = AgentReply {
         message_id,
         conversation_guid: conversation_id(message.conversation_guid.as_ref()),
         agent_name: None,
-        text,
+        text: with_refusals(text, &kept.refused),
         sent_at: epoch_secs(message.sent_date_time.as_deref(), now),
+        files: kept.files,
     };
-    let outcome = agent_reply(&deps, &session_id, reply, lenient_bool(&message.is_private))
+    let outcome = agent_reply(&deps, &session_id, reply, is_private)
         .await
         .map_err(ApiError::Store)?;
-    tracing::info!(outcome = outcome.as_str(), "agent reply handled");
-    Ok(Json(json!({"status": outcome.as_str()})))
+    tracing::info!(
+        outcome = outcome.as_str(),
+        files_refused = kept.refused.len(),
+        "agent reply handled"
+    );
+    let mut body = json!({"status": outcome.as_str()});
+    if !kept.refused.is_empty() {
+        body["refusedFiles"] = json!(kept
+            .refused
+            .iter()
+            .map(|r| json!({"name": r.name, "reason": r.reason.reason(), "message": r.reason.to_string()}))
+            .collect::<Vec<_>>());
+    }
+    Ok(Json(body))
+}
+
+/// The most files one agent reply may carry (their bytes are bounded by the route's body limit).
+const MAX_AGENT_FILES: usize = 5;
+
+/// MSC's `Attachments`, decoded: each `{FileName, Base64Content}` as a name and its bytes (`Err` when
+/// they are not Base64, refused with the rest).
+fn attachments(raw: Option<Vec<Value>>) -> Result<Vec<AgentFile>, ApiError> {
+    use base64::Engine;
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_AGENT_FILES {
+        return Err(ApiError::InvalidBody(format!(
+            "Attachments must hold at most {MAX_AGENT_FILES} files"
+        )));
+    }
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    raw.iter()
+        .map(|attachment| {
+            let Some(fields) = attachment.as_object() else {
+                return Err(ApiError::InvalidBody(
+                    "every attachment must be an object with FileName and Base64Content".into(),
+                ));
+            };
+            let name = fields
+                .get("FileName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let content: String = fields
+                .get("Base64Content")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_ascii_whitespace())
+                .collect();
+            Ok(AgentFile {
+                name,
+                bytes: lenient.decode(content).map_err(|_| ()),
+            })
+        })
+        .collect()
+}
+
+/// What the end user reads of files that did not come through: the agent's text, then a line per
+/// file naming it and why.
+fn with_refusals(text: String, refused: &[RefusedFile]) -> String {
+    let mut text = text;
+    for file in refused {
+        if !text.trim().is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&format!(
+            "(Our colleague sent a file that cannot be shown here: \"{}\", {}.)",
+            file.name, file.reason
+        ));
+    }
+    text
 }
 
 pub async fn msc_event(

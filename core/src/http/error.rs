@@ -66,6 +66,14 @@ pub enum ApiError {
     Caic(#[source] CaicError),
     #[error("Mobile Service Cloud did not accept the message")]
     Msc(#[source] MscError),
+    #[error("the file store is unavailable")]
+    Files(#[source] crate::files::FileError),
+    #[error("{0}")]
+    FileRefused(crate::domain::files::FileRefused),
+    #[error("files go to a colleague only (the chatbot cannot read them): send it once a colleague has taken over the conversation")]
+    FilesNeedAgent,
+    #[error("no such upload in this conversation: never uploaded, its link expired before it was used, or sent already")]
+    UploadNotFound,
 }
 
 impl ApiError {
@@ -101,6 +109,13 @@ impl ApiError {
             ApiError::Caic(_) => (S::BAD_GATEWAY, "caic_unavailable"),
             ApiError::Msc(MscError::Busy { .. }) => (S::SERVICE_UNAVAILABLE, "msc_busy"),
             ApiError::Msc(_) => (S::BAD_GATEWAY, "msc_unavailable"),
+            ApiError::Files(_) => (S::SERVICE_UNAVAILABLE, "files_unavailable"),
+            ApiError::FileRefused(crate::domain::files::FileRefused::Off) => {
+                (S::FORBIDDEN, "files_off")
+            }
+            ApiError::FileRefused(_) => (S::UNPROCESSABLE_ENTITY, "file_refused"),
+            ApiError::FilesNeedAgent => (S::CONFLICT, "files_need_agent"),
+            ApiError::UploadNotFound => (S::NOT_FOUND, "upload_not_found"),
         }
     }
 }
@@ -181,6 +196,10 @@ impl From<FlowError> for ApiError {
             FlowError::Caic(e) => ApiError::Caic(e),
             FlowError::Msc(e) => ApiError::Msc(e),
             FlowError::QueueFull => ApiError::QueueFull,
+            FlowError::FilesNeedAgent => ApiError::FilesNeedAgent,
+            FlowError::FileRefused(refused) => ApiError::FileRefused(refused),
+            FlowError::UploadNotFound => ApiError::UploadNotFound,
+            FlowError::Files(e) => ApiError::Files(e),
         }
     }
 }

@@ -18,6 +18,7 @@ use super::request::{
 };
 use super::ApiError;
 use crate::channel;
+use crate::domain::files::{declared_name, name_for_type, FILE_NAME_LIMIT_CHARS};
 use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn, VerifiedIdentity};
 use crate::flow::agent::{handled_by, messages_since};
 use crate::flow::{ingest, IncomingMessage, IngestDeps, Routed};
@@ -38,6 +39,15 @@ struct MessageBody {
     end_user: Option<EndUser>,
     #[serde(default, deserialize_with = "objects_or_null")]
     history: Vec<HistoryTurn>,
+    /// At most one file for the agent, by the id `POST /v1/uploads` gave it.
+    #[serde(default, deserialize_with = "objects_or_null")]
+    attachments: Vec<AttachmentBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AttachmentBody {
+    upload_id: String,
 }
 
 /// Accepted (and checked) for the channel's convenience; neither stored nor sent: the agent's inbox
@@ -114,7 +124,10 @@ pub async fn new_conversation(
         )
         .await?;
     }
-    issued(pages.keys.issue(identity.as_ref(), now))
+    issued(
+        pages.keys.issue(identity.as_ref(), now),
+        &state.deps.files.rules,
+    )
 }
 
 /// Who the site vouches for: a backend's plain identity (it holds the key), or the identity a site
@@ -155,10 +168,21 @@ fn vouched_for(
     }
 }
 
-/// A newly issued token as the routes that issue one answer it.
-fn issued(signed: Result<(String, i64), crate::token::TokenError>) -> Result<Response, ApiError> {
+/// A newly issued token as the routes that issue one answer it, with what files the conversation
+/// may carry (`null`: none), so a page shows an attach button only where it works.
+fn issued(
+    signed: Result<(String, i64), crate::token::TokenError>,
+    files: &crate::domain::files::FileRules,
+) -> Result<Response, ApiError> {
     let (token, expires_at) = signed.map_err(|_| ApiError::TokensOff)?;
-    let body = json!({"token": token, "expiresAt": crate::clock::rfc3339(expires_at)});
+    let files = files
+        .enabled()
+        .then(|| json!({"types": files.types, "maxBytes": files.max_bytes}));
+    let body = json!({
+        "token": token,
+        "expiresAt": crate::clock::rfc3339(expires_at),
+        "files": files,
+    });
     Ok((axum::http::StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -194,7 +218,10 @@ pub async fn refresh_conversation(
         record_session(session);
     }
     within_conversation_quota(&state, &token).await?;
-    issued(keys.follow(&token, token.session.as_ref(), state.deps.clock.now()))
+    issued(
+        keys.follow(&token, token.session.as_ref(), state.deps.clock.now()),
+        &state.deps.files.rules,
+    )
 }
 
 /// The address a mint quota counts: an IPv6 address by its /64, which one subscriber holds whole.
@@ -374,8 +401,17 @@ fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
         .as_deref()
         .map(SessionId::parse)
         .transpose()?;
+    let upload = match body.attachments.as_slice() {
+        [] => None,
+        [one] => Some(parse_upload_id(&one.upload_id)?),
+        _ => {
+            return Err(ApiError::InvalidBody(
+                "attachments may hold one file per message".into(),
+            ))
+        }
+    };
     let text = body.text.trim();
-    if text.is_empty() {
+    if text.is_empty() && upload.is_none() {
         return Err(ApiError::InvalidBody("text must not be empty".into()));
     }
     if text.chars().count() > MAX_TEXT_CHARS {
@@ -406,6 +442,7 @@ fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
         history: history(body.history)?,
         idempotency_key: None,
         verified: None,
+        upload,
     })
 }
 
@@ -502,10 +539,16 @@ pub async fn session_messages(
         Some(after) => cursor(&after)?,
     };
     let session = deps.store.get(&session_id).await.map_err(ApiError::Store)?;
-    let messages: Vec<Value> = messages_since(session.as_ref(), after)
+    let listed = messages_since(session.as_ref(), after);
+    let files = listed
+        .iter()
+        .map(|message| crate::files::shown(deps.files.store.as_ref(), message));
+    let files = futures::future::join_all(files).await;
+    let messages: Vec<Value> = listed
         .into_iter()
-        .map(|message| {
-            let mut shown = channel::body(&session_id, message);
+        .zip(files)
+        .map(|(message, files)| {
+            let mut shown = channel::body(&session_id, message, &files);
             if let Some(fields) = shown.as_object_mut() {
                 fields.remove("sessionId");
             }
@@ -525,4 +568,108 @@ fn cursor(after: &str) -> Result<u64, ApiError> {
         return Err(ApiError::InvalidCursor);
     }
     Ok(digits.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// `POST /v1/uploads`: a presigned `PUT` for one file for the agent, its type and size fixed. Only in
+/// a conversation an agent has: the bot cannot read files, and the end user is told so before a
+/// byte is sent.
+pub async fn new_upload(
+    State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let deps = &state.deps;
+    let asked: UploadBody = body.json()?;
+    let session_id = SessionId::parse(&asked.session_id)?;
+    record_session(&session_id);
+    caller.may_use(Some(&session_id))?;
+    let rules = &deps.files.rules;
+    let content_type = asked.content_type.trim();
+    rules
+        .admits_declared(content_type, asked.size)
+        .map_err(ApiError::FileRefused)?;
+    let name = declared_name(&asked.name)
+        .and_then(|name| name_for_type(&name, content_type))
+        .map_err(ApiError::FileRefused)?;
+    if let Caller::Conversation { token, .. } = &caller {
+        within_conversation_quota(&state, token).await?;
+    }
+    let session = deps.store.get(&session_id).await.map_err(ApiError::Store)?;
+    if handled_by(session.as_ref(), deps.clock.now()) != crate::flow::HandledBy::Agent {
+        return Err(ApiError::FilesNeedAgent);
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let link = deps
+        .files
+        .store
+        .upload_url(
+            &crate::files::upload_key(&session_id, &id),
+            content_type,
+            asked.size,
+            crate::files::UPLOAD_LINK_TTL,
+        )
+        .await
+        .map_err(ApiError::Files)?;
+    let ttl = i64::try_from(crate::files::UPLOAD_LINK_TTL.as_secs()).unwrap_or(0);
+    let headers: serde_json::Map<String, Value> = link
+        .headers
+        .into_iter()
+        // The browser sets the length itself (and may not set it by hand); the URL signs it.
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"))
+        .map(|(name, value)| (name, Value::String(value)))
+        .collect();
+    let body = json!({
+        "uploadId": upload_id(&id, &name),
+        "url": link.url,
+        "method": "PUT",
+        "headers": headers,
+        "expiresAt": crate::clock::rfc3339(deps.clock.now().saturating_add(ttl)),
+    });
+    Ok((axum::http::StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UploadBody {
+    session_id: String,
+    name: String,
+    #[serde(rename = "type")]
+    content_type: String,
+    size: u64,
+}
+
+/// An upload's id as the page sends it back with its message: the upload's own id and the name it
+/// declared (which a message cannot change: a name goes through the upload's checks once).
+fn upload_id(id: &str, name: &str) -> String {
+    use base64::Engine;
+    let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name.as_bytes());
+    format!("{id}.{name}")
+}
+
+fn parse_upload_id(raw: &str) -> Result<crate::flow::Upload, ApiError> {
+    use base64::Engine;
+    let refused = || {
+        ApiError::InvalidBody("attachments[0].uploadId is not an id from POST /v1/uploads".into())
+    };
+    let (id, name) = raw.split_once('.').ok_or_else(refused)?;
+    let hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let base64url = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let longest = FILE_NAME_LIMIT_CHARS * 4 * 4 / 3 + 4;
+    if id.len() != 32 || !hex(id) || name.is_empty() || name.len() > longest || !base64url(name) {
+        return Err(refused());
+    }
+    // Shaped like an id but not one the service issued: there is no such upload.
+    let name = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(name)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|name| declared_name(&name).ok())
+        .ok_or(ApiError::UploadNotFound)?;
+    Ok(crate::flow::Upload {
+        id: id.to_owned(),
+        name,
+    })
 }

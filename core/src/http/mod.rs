@@ -30,6 +30,11 @@ use crate::metrics;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// MSC's agent replies, files included: a file of [`crate::domain::files::MAX_FILE_BYTES`] is
+/// 5,592,408 bytes of Base64, and a Lambda request payload is at most 6,291,456 bytes, API Gateway's
+/// event around the body included; 6,000,000 leaves that event over 290 KB.
+pub const MSC_MESSAGE_BODY_BYTES: usize = 6_000_000;
+
 /// Which function serves a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
@@ -60,6 +65,7 @@ impl Function {
 /// three, and the routers below, to one set).
 pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/v1/messages", Function::AnswerIngest),
+    ("POST", "/v1/uploads", Function::AnswerIngest),
     ("POST", "/v1/conversations", Function::AnswerIngest),
     ("POST", "/v1/conversations/refresh", Function::AnswerIngest),
     ("POST", "/v1/presence", Function::PresenceCheck),
@@ -125,6 +131,10 @@ pub fn answer_ingest(
         .route(
             "/v1/messages",
             for_pages(post(messages::send_message).route_layer(page_or_channel.clone())),
+        )
+        .route(
+            "/v1/uploads",
+            for_pages(post(messages::new_upload).route_layer(page_or_channel.clone())),
         )
         .route(
             "/v1/sessions/{sessionId}/messages",
@@ -273,7 +283,10 @@ pub fn agent_events(deps: AgentDeps, msc_key: CallerKey) -> Router {
     Router::new()
         .route(
             "/v1/msc/messages",
-            post(agent::msc_message).route_layer(msc_only.clone()),
+            post(agent::msc_message)
+                .route_layer(msc_only.clone())
+                // Agents' files arrive as Base64 in the body: this route alone takes more.
+                .layer(DefaultBodyLimit::max(MSC_MESSAGE_BODY_BYTES)),
         )
         .route(
             "/v1/msc/events",

@@ -25,6 +25,8 @@
       unread: "unread", you: "You", bot: "Assistant", queued: "Your message is kept until a colleague takes over.",
       offline: "Connection lost; reconnecting…", away: "Our colleagues are not available right now; the assistant can help you.",
       closed: "We are closed. We open again {at}.",
+      attach: "Attach a file", uploading: "Sending {name}", fileFailed: "The file could not be sent:", tooBig: "the file is larger than {size}.",
+      fileType: "files of this type cannot be sent.", file: "File",
     },
     nl: {
       title: "Chat met ons", close: "Chat sluiten", message: "Bericht", send: "Versturen",
@@ -33,6 +35,8 @@
       unread: "ongelezen", you: "U", bot: "Assistent", queued: "Uw bericht wordt bewaard tot een collega het overneemt.",
       offline: "Verbinding verbroken; opnieuw verbinden…", away: "Onze collega's zijn nu niet beschikbaar; de assistent helpt u graag.",
       closed: "We zijn gesloten. We zijn weer open {at}.",
+      attach: "Bestand toevoegen", uploading: "{name} wordt verstuurd", fileFailed: "Het bestand kon niet worden verstuurd:", tooBig: "het bestand is groter dan {size}.",
+      fileType: "bestanden van dit type kunnen niet worden verstuurd.", file: "Bestand",
     },
   };
   // Any string can be replaced: data-texts='{"title": "Ask us"}'.
@@ -42,8 +46,9 @@
 
   // The conversation, kept in the page's storage so a reload or a second tab shows the same one.
   const storageKey = "handover:" + api;
-  /** @typedef {{kind: string, text: string, who?: string, id?: string, options?: {label: string, send: string}[], links?: {label: string, url: string}[]}} Item */
-  /** @type {{token?: string, expiresAt?: string, sessionId?: string, cursor: number, handledBy: string, items: Item[]}} */
+  /** @typedef {{name: string, type: string, size: number, url?: string | null}} FileInfo */
+  /** @typedef {{kind: string, text: string, who?: string, id?: string, options?: {label: string, send: string}[], links?: {label: string, url: string}[], files?: FileInfo[]}} Item */
+  /** @type {{token?: string, expiresAt?: string, sessionId?: string, cursor: number, handledBy: string, items: Item[], files?: {types: string[], maxBytes: number} | null}} */
   let state = { cursor: 0, handledBy: "bot", items: [] };
   try {
     state = Object.assign(state, JSON.parse(localStorage.getItem(storageKey) || "{}"));
@@ -90,6 +95,10 @@
     form { display: flex; gap: 6px; padding: 8px; border-top: 1px solid #e5e7eb; }
     input { flex: 1; min-height: 44px; padding: 0 10px; border: 1px solid #9ca3af; border-radius: 8px; color: var(--handover-text); background: #fff; }
     form button { background: var(--handover-accent); color: #fff; padding: 0 14px; }
+    form .attach { background: #fff; color: var(--handover-accent); padding: 0 10px; }
+    .thumb { display: block; max-width: 100%; max-height: 180px; margin-top: 4px; border-radius: 6px; }
+    .file { display: block; margin-top: 4px; }
+    progress { width: 100%; }
     :focus-visible { outline: 3px solid #f59e0b; outline-offset: 1px; }
     @media (max-width: 480px) { .panel { inset: 0; width: auto; height: var(--handover-height, 100%); border-radius: 0; } header { border-radius: 0; } }
   `);
@@ -115,7 +124,10 @@
   const status = el("div", { class: "status", role: "status" });
   const form = el("form");
   const input = /** @type {HTMLInputElement} */ (el("input", { type: "text", "aria-label": t("message"), placeholder: t("placeholder"), autocomplete: "off", maxlength: "2000" }));
-  form.append(input, el("button", { type: "submit" }, t("send")));
+  // Files go to a colleague only: the button shows once one has the conversation and files are on.
+  const attach = el("button", { type: "button", class: "attach", "aria-label": t("attach"), title: t("attach"), hidden: "" }, "📎");
+  const picker = /** @type {HTMLInputElement} */ (el("input", { type: "file", hidden: "", tabindex: "-1", "aria-hidden": "true" }));
+  form.append(attach, picker, input, el("button", { type: "submit" }, t("send")));
   panel.append(header, log, typing, status, form);
   wrap.append(launcher, panel);
   root.appendChild(wrap);
@@ -138,6 +150,14 @@
       row.appendChild(el("span", { class: "who" }, item.kind === "bot" ? t("bot") : item.who || t("agent")));
     }
     row.appendChild(document.createTextNode(item.text));
+    // Images as thumbnails, anything else as a download; the links are short-lived, made for this page.
+    for (const file of item.files || []) {
+      if (!file.url || !/^https?:\/\//i.test(file.url)) { row.appendChild(el("span", { class: "file" }, "📄 " + file.name)); continue; }
+      const link = el("a", { href: file.url, target: "_blank", rel: "noopener noreferrer", class: "file" });
+      if (/^image\/(png|jpeg|gif|webp)$/.test(file.type)) link.appendChild(el("img", { src: file.url, alt: file.name, class: "thumb" }));
+      else { link.setAttribute("download", file.name); link.textContent = "📄 " + file.name + " (" + kb(file.size) + ")"; }
+      row.appendChild(link);
+    }
     log.appendChild(row);
     if (item.options && item.options.length) {
       const group = el("div", { class: "options", role: "group" });
@@ -163,6 +183,9 @@
     if (!restoring && !isOpen() && item.kind !== "user") { unread += 1; showUnread(); }
   };
 
+  const kb = (/** @type {number} */ n) => n >= 1048576 ? (n / 1048576).toFixed(1) + " MB" : Math.max(1, Math.round(n / 1024)) + " KB";
+  const showAttach = () => { attach.hidden = !(state.files && state.handledBy === "agent"); };
+
   /** @param {string} path @param {RequestInit} init */
   const call = async (path, init = {}) => {
     const headers = /** @type {Record<string, string>} */ ({ "content-type": "application/json" });
@@ -184,15 +207,71 @@
     const identity = script.dataset.identityToken ? { identityToken: script.dataset.identityToken } : {};
     const minted = await call("/v1/conversations", { method: "POST", body: JSON.stringify(identity) });
     if (minted.status !== 201) throw new Error("no conversation token (" + minted.status + ")");
-    state = { cursor: 0, handledBy: "bot", items: state.items, token: minted.body.token, expiresAt: minted.body.expiresAt };
+    state = { cursor: 0, handledBy: "bot", items: state.items, token: minted.body.token, expiresAt: minted.body.expiresAt, files: minted.body.files };
     save();
   };
 
   const setHandledBy = (/** @type {string} */ who) => {
     if (who === "agent" && state.handledBy !== "agent") render({ kind: "notice", text: t("colleague") });
     state.handledBy = who;
+    showAttach();
     save();
   };
+
+  /** A message to the service; `attachments`: the upload a file message names. */
+  const post = async (/** @type {Record<string, any>} */ body) => {
+    // The page the end user is on: MSC routes on it, and the agent sees it (the service takes pages
+    // of named hosts only).
+    if (/[a-z]/i.test(location.hostname.split(".").pop() || "") && location.href.length <= 2048) body.endUserUrl = location.href;
+    if (state.sessionId) body.sessionId = state.sessionId;
+    const { status: code, body: reply } = await call("/v1/messages", { method: "POST", body: JSON.stringify(body) });
+    if (code !== 200) throw new Error((reply.error && reply.error.message) || String(code));
+    if (reply.token && reply.token !== state.token) { state.token = reply.token; state.expiresAt = reply.tokenExpiresAt || state.expiresAt; closeLive(); }
+    state.sessionId = reply.sessionId;
+    for (const output of reply.outputs || []) render({ kind: "bot", text: output.text || "", options: output.options, links: output.links });
+    if (reply.queued) render({ kind: "notice", text: t("queued") });
+    setHandledBy(reply.handledBy);
+    save();
+    connectLive();
+  };
+
+  // A file for the colleague: asked for (its name, type and size), sent straight to the store with
+  // a progress bar, then named in a message.
+  const sendFile = async (/** @type {File} */ file) => {
+    const refuse = (/** @type {string} */ why) => status.replaceChildren(document.createTextNode(t("fileFailed") + " " + why));
+    const files = state.files;
+    if (!files) return;
+    if (file.size > files.maxBytes) return refuse(t("tooBig").replace("{size}", kb(files.maxBytes)));
+    if (!files.types.includes(file.type)) return refuse(t("fileType"));
+    const progress = el("progress", { max: "100", value: "0", "aria-label": t("uploading").replace("{name}", file.name) });
+    status.replaceChildren(progress);
+    try {
+      await ensureToken();
+      const asked = await call("/v1/uploads", { method: "POST", body: JSON.stringify({ sessionId: state.sessionId, name: file.name, type: file.type, size: file.size }) });
+      if (asked.status !== 201) throw new Error((asked.body.error && asked.body.error.message) || String(asked.status));
+      await new Promise((resolve, reject) => {
+        // XMLHttpRequest rather than fetch: only it reports an upload's progress.
+        const xhr = new XMLHttpRequest();
+        xhr.open("PUT", asked.body.url);
+        for (const [name, value] of Object.entries(asked.body.headers || {})) xhr.setRequestHeader(name, String(value));
+        xhr.upload.onprogress = (e) => { if (e.lengthComputable) progress.setAttribute("value", String(Math.round(e.loaded / e.total * 100))); };
+        xhr.onload = () => (xhr.status < 300 ? resolve(null) : reject(new Error(String(xhr.status))));
+        xhr.onerror = () => reject(new Error("network"));
+        xhr.send(file);
+      });
+      render({ kind: "user", text: "", files: [{ name: file.name, type: file.type, size: file.size }] });
+      await post({ text: "", attachments: [{ uploadId: asked.body.uploadId }] });
+      status.replaceChildren();
+    } catch (err) {
+      refuse(err instanceof Error ? err.message : String(err));
+    }
+  };
+  attach.addEventListener("click", () => picker.click());
+  picker.addEventListener("change", () => {
+    const file = picker.files && picker.files[0];
+    picker.value = "";
+    if (file) sendFile(file);
+  });
 
   const send = async (/** @type {string} */ text, shown = text) => {
     render({ kind: "user", text: shown });
@@ -200,20 +279,7 @@
     typing.textContent = state.handledBy === "agent" ? "" : t("typing");
     try {
       await ensureToken();
-      const body = /** @type {Record<string, string>} */ ({ text });
-      // The page the end user is on: MSC routes on it, and the agent sees it (the service takes pages
-      // of named hosts only).
-      if (/[a-z]/i.test(location.hostname.split(".").pop() || "") && location.href.length <= 2048) body.endUserUrl = location.href;
-      if (state.sessionId) body.sessionId = state.sessionId;
-      const { status: code, body: reply } = await call("/v1/messages", { method: "POST", body: JSON.stringify(body) });
-      if (code !== 200) throw new Error((reply.error && reply.error.message) || String(code));
-      if (reply.token && reply.token !== state.token) { state.token = reply.token; state.expiresAt = reply.tokenExpiresAt || state.expiresAt; closeLive(); }
-      state.sessionId = reply.sessionId;
-      for (const output of reply.outputs || []) render({ kind: "bot", text: output.text || "", options: output.options, links: output.links });
-      if (reply.queued) render({ kind: "notice", text: t("queued") });
-      setHandledBy(reply.handledBy);
-      save();
-      connectLive();
+      await post({ text });
     } catch (err) {
       const retry = el("button", { type: "button" }, t("retry"));
       retry.addEventListener("click", () => { state.items.pop(); save(); log.lastChild && log.removeChild(log.lastChild); send(text, shown); });
@@ -227,7 +293,7 @@
   const outbox = (/** @type {any} */ m) => {
     state.cursor = Math.max(state.cursor, m.cursor || 0);
     // The turn that completes a handover is still the bot's: the agent's first words say it is over.
-    if (m.from === "agent") { setHandledBy("agent"); render({ kind: "agent", id: m.id, who: m.agentName, text: m.text }); }
+    if (m.from === "agent") { setHandledBy("agent"); render({ kind: "agent", id: m.id, who: m.agentName, text: m.text, files: m.files }); }
     else if (m.event === "agent_joined") { setHandledBy("agent"); render({ kind: "notice", id: m.id, text: m.text }); }
     else { render({ kind: "notice", id: m.id, text: m.text || t("ended") }); setHandledBy("bot"); }
     save();
@@ -329,6 +395,7 @@
   }
 
   for (const item of state.items) render(item, true);
+  showAttach();
   const start = () => { document.body.appendChild(host); connectLive(); };
   if (document.body) start();
   else document.addEventListener("DOMContentLoaded", start);

@@ -9,9 +9,12 @@
 //! - `GET /sandbox/caic/event/prechat`: starts that intake.
 //! - `GET /sandbox/msc/presence/api/v1`: `Online` (or `Offline` with `SANDBOX_AGENTS=offline`).
 //! - `POST /sandbox/msc/api/messages`: accepts Custom Channel messages (201); `GET` lists them.
-//! - `POST /sandbox/msc/agent/reply` (`{"sessionId", "text"}`): an agent answers, and MSC posts the
-//!   reply to our agent-reply webhook (`POST /v1/msc/messages`), then, the first time, tells our
-//!   events webhook that the agent took the conversation (`ConversationStarted`).
+//!   The end user's files are kept aside: the listing names each (`FileName`, `Size`, `Url`) and
+//!   `GET /sandbox/msc/files/{n}` downloads it.
+//! - `POST /sandbox/msc/agent/reply` (`{"sessionId", "text", "files"?: [{"name", "base64"}]}`): an
+//!   agent answers, and MSC posts the reply (its files as `Attachments`) to our agent-reply webhook
+//!   (`POST /v1/msc/messages`), then, the first time, tells our events webhook that the agent took
+//!   the conversation (`ConversationStarted`).
 //! - `POST /sandbox/msc/agent/archive` (`{"sessionId"}`): the agent closes the conversation, and MSC
 //!   posts `ConversationArchived` to our events webhook (`POST /v1/msc/events`).
 //!
@@ -57,9 +60,14 @@ pub fn routes(env: &Env, addr: SocketAddr, http: reqwest::Client) -> Router {
         .route("/caic/event/prechat", get(prechat_event))
         .route("/msc/presence/api/v1", get(presence))
         .route("/msc/api/messages", get(received).post(accept_message))
+        .route("/msc/files/{n}", get(file))
         .route("/msc/agent/reply", post(agent_reply))
         .route("/msc/agent/archive", post(agent_archive))
         .route("/settings", get(settings).post(change_settings))
+        // Files travel in Base64 both ways, as with MSC: the sandbox takes what MSC's webhook takes.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            handover_core::http::MSC_MESSAGE_BODY_BYTES,
+        ))
         .with_state(Arc::new(Sandbox::new(env, addr, http)))
 }
 
@@ -84,6 +92,8 @@ struct Sandbox {
     http: reqwest::Client,
     intakes: Mutex<HashMap<String, Intake>>,
     received: Mutex<Vec<Value>>,
+    /// The end users' files MSC received, by their place in this list.
+    files: Mutex<Vec<Vec<u8>>>,
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -109,6 +119,7 @@ impl Sandbox {
             http,
             intakes: Mutex::new(HashMap::new()),
             received: Mutex::new(Vec::new()),
+            files: Mutex::new(Vec::new()),
         }
     }
 
@@ -323,7 +334,8 @@ async fn accept_message(
             )
                 .into_response()
         }
-        Ok(message) => {
+        Ok(mut message) => {
+            sandbox.set_files_aside(&mut message);
             let mut received = sandbox.received();
             // A repeat of a MessageExternalIdentifier is accepted and dropped, as MSC is asked to.
             let repeat = received
@@ -346,7 +358,45 @@ async fn accept_message(
     }
 }
 
+/// One of the end users' files, as the agent downloads it from MSC.
+async fn file(
+    State(sandbox): State<Arc<Sandbox>>,
+    axum::extract::Path(n): axum::extract::Path<usize>,
+) -> Response {
+    let files = sandbox.files.lock().unwrap_or_else(|p| p.into_inner());
+    match files.get(n) {
+        Some(bytes) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CONTENT_DISPOSITION, "attachment"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            bytes.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 impl Sandbox {
+    /// Keeps a message's Base64 files aside, so the inbox lists them without their bytes.
+    fn set_files_aside(&self, message: &mut Value) {
+        use base64::Engine;
+        let Some(attachments) = message.get_mut("Attachments").and_then(Value::as_array_mut) else {
+            return;
+        };
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        for attachment in attachments.iter_mut() {
+            let bytes = attachment["Base64Content"]
+                .as_str()
+                .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+                .unwrap_or_default();
+            *attachment = json!({"FileName": attachment["FileName"], "Size": bytes.len(),
+                                 "Url": format!("/sandbox/msc/files/{}", files.len())});
+            files.push(bytes);
+        }
+    }
+
     /// Posts to one of our MSC webhooks as MSC would; what it answered.
     async fn call_webhook(&self, path: &str, body: Value) -> Response {
         let reply = self
@@ -392,6 +442,15 @@ struct AgentAction {
     session_id: String,
     #[serde(default)]
     text: String,
+    /// The agent's files: `{"name", "base64"}`.
+    #[serde(default)]
+    files: Vec<AgentFile>,
+}
+
+#[derive(serde::Deserialize)]
+struct AgentFile {
+    name: String,
+    base64: String,
 }
 
 async fn agent_reply(
@@ -407,7 +466,8 @@ async fn agent_reply(
                    "ConversationExternalIdentifier": action.session_id,
                    "MessageExternalIdentifier": uuid::Uuid::new_v4().to_string(),
                    "RelationName": "Website visitor", "Content": action.text, "IsPrivate": false,
-                   "SentDateTime": now, "Attachments": []}),
+                   "SentDateTime": now,
+                   "Attachments": action.files.iter().map(|f| json!({"FileName": f.name, "Base64Content": f.base64})).collect::<Vec<_>>()}),
         )
         .await;
     if first {

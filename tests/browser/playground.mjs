@@ -19,8 +19,8 @@ const step = async (name, run) => {
 // The end user is the chat widget on the site page in the playground's frame.
 const site = page.frameLocator("#site");
 const userSays = async (text) => {
-  await site.locator("[data-handover-widget] input").fill(text);
-  await site.locator("[data-handover-widget] input").press("Enter");
+  await site.locator("[data-handover-widget] input[type=text]").fill(text);
+  await site.locator("[data-handover-widget] input[type=text]").press("Enter");
 };
 const shows = (pane, text) =>
   (pane === "user-log" ? site.locator("[data-handover-widget] .msg", { hasText: text }) : page.locator(`#${pane} .msg`, { hasText: text }))
@@ -67,6 +67,16 @@ try {
     await page.press("#agent-input", "Enter");
     await shows("user-log", "Hello Jane, I am looking at your invoice.");
     if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  });
+  await step("files both ways: the end user's photo in the agent's inbox, the agent's PDF in the widget", async () => {
+    const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==", "base64");
+    await site.locator("[data-handover-widget] input[type=file]").setInputFiles({ name: "kettle.png", mimeType: "image/png", buffer: png });
+    await page.locator("#agent-log a.attachment", { hasText: "kettle.png" }).waitFor({ timeout: 10_000 });
+    await page.setInputFiles("#agent-file", { name: "invoice.pdf", mimeType: "application/pdf", buffer: Buffer.from("%PDF-1.7\n%%EOF\n") });
+    await page.fill("#agent-input", "Here is your invoice.");
+    await page.press("#agent-input", "Enter");
+    await shows("user-log", "Here is your invoice.");
+    await site.locator("[data-handover-widget] .msg.agent a[download]", { hasText: "invoice.pdf" }).waitFor({ timeout: 10_000 });
   });
   await step("closing as the agent ends the handover, with its reason", async () => {
     await page.click("#agent-close");

@@ -57,8 +57,8 @@ const step = async (name, body) => {
 const shows = (kind, text) =>
   page.locator(`[data-handover-widget] .msg.${kind}`, { hasText: text }).first().waitFor({ timeout: 10_000 });
 const say = async (text) => {
-  await page.locator("[data-handover-widget] input").fill(text);
-  await page.locator("[data-handover-widget] input").press("Enter");
+  await page.locator("[data-handover-widget] input[type=text]").fill(text);
+  await page.locator("[data-handover-widget] input[type=text]").press("Enter");
 };
 const session = () =>
   page.evaluate(() => JSON.parse(localStorage.getItem("handover:" + location.origin) || "{}").sessionId);
@@ -92,6 +92,52 @@ try {
       await shows("notice", "Sam (sandbox agent) has joined the conversation.");
       await axe("with the agent");
       if (screenshots) await page.screenshot({ path: `${screenshots}-desktop.png` });
+    });
+    await step("desktop: a photo to the agent (a progress bar, byte for byte), the agent's PDF and picture back", async () => {
+      const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==", "base64");
+      await page.locator("[data-handover-widget] .attach").waitFor();
+      const picker = page.locator("[data-handover-widget] input[type=file]");
+      // What the widget refuses before a byte is sent, and says why.
+      await picker.setInputFiles({ name: "notes.zip", mimeType: "application/zip", buffer: Buffer.from("PK") });
+      await page.locator("[data-handover-widget] .status", { hasText: "cannot be sent" }).waitFor({ timeout: 10_000 });
+      // The upload held a moment, so that its progress bar can be seen.
+      await page.route("**/v1/local-files/**", async (route) => {
+        if (route.request().method() === "PUT") await new Promise((resolve) => setTimeout(resolve, 700));
+        await route.continue();
+      });
+      await picker.setInputFiles({ name: "kettle.png", mimeType: "image/png", buffer: png });
+      await page.locator("[data-handover-widget] .status progress[aria-label='Sending kettle.png']").waitFor({ timeout: 10_000 });
+      await shows("user", "kettle.png");
+      await page.unroute("**/v1/local-files/**");
+      const id = await session();
+      let received;
+      for (let i = 0; i < 50 && !received; i++) {
+        const inbox = await (await page.request.get(base + "/sandbox/msc/api/messages")).json();
+        received = inbox.messages.filter((m) => m.ConversationExternalIdentifier === id).find((m) => (m.Attachments || []).length);
+        if (!received) await page.waitForTimeout(200);
+      }
+      if (!received || received.Attachments[0].FileName !== "kettle.png") throw new Error(`the agent did not get the photo: ${JSON.stringify(received)}`);
+      const bytes = Buffer.from(await (await page.request.get(base + received.Attachments[0].Url)).body());
+      if (!bytes.equals(png)) throw new Error(`the agent's copy differs: ${bytes.length} bytes`);
+
+      const pdf = Buffer.from("%PDF-1.7\n%\u00e2\u00e3\u00cf\u00d3\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n", "latin1");
+      const reply = await page.request.post(base + "/sandbox/msc/agent/reply", { data: { sessionId: id, text: "Your invoice, and the part we replace.",
+        files: [{ name: "invoice.pdf", base64: pdf.toString("base64") }, { name: "part.png", base64: png.toString("base64") }] } });
+      if (!reply.ok()) throw new Error(`sandbox agent reply: ${reply.status()}`);
+      await shows("agent", "Your invoice, and the part we replace.");
+      const link = page.locator("[data-handover-widget] .msg.agent a[download]", { hasText: "invoice.pdf" });
+      await link.waitFor({ timeout: 10_000 });
+      const href = await link.getAttribute("href");
+      const fetched = await page.evaluate(async (url) => {
+        const response = await fetch(url);
+        return { disposition: response.headers.get("content-disposition"), bytes: Array.from(new Uint8Array(await response.arrayBuffer())) };
+      }, href);
+      if (!Buffer.from(fetched.bytes).equals(pdf)) throw new Error("the end user's PDF differs from the agent's");
+      if (!fetched.disposition.startsWith("attachment;")) throw new Error(`the PDF is served ${fetched.disposition}`);
+      const thumb = page.locator("[data-handover-widget] .msg.agent img.thumb[alt='part.png']");
+      await thumb.waitFor({ timeout: 10_000 });
+      await page.waitForFunction((img) => img.complete && img.naturalWidth === 1, await thumb.elementHandle());
+      await axe("with files");
     });
     await step("desktop: after a reload the history is there and the next reply arrives live", async () => {
       await page.reload();
@@ -183,7 +229,7 @@ try {
       const response = await page.request.post(base + "/sandbox/msc/agent/archive", { data: { sessionId: await session() } });
       if (!response.ok()) throw new Error(`sandbox archive: ${response.status()}`);
       await shows("notice", "closed the conversation");
-      await page.locator("[data-handover-widget] form button").tap();
+      await page.locator("[data-handover-widget] form button[type=submit]").tap();
       await say("hello again");
       await shows("bot", 'You said "hello again"');
     });

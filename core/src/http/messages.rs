@@ -18,7 +18,9 @@ use super::request::{
 };
 use super::ApiError;
 use crate::channel;
-use crate::domain::files::{declared_name, name_for_type, FILE_NAME_LIMIT_CHARS};
+#[cfg(doc)]
+use crate::domain::files::FILE_NAME_LIMIT_CHARS;
+use crate::domain::files::{declared_name, name_for_type};
 use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn, VerifiedIdentity};
 use crate::flow::agent::{handled_by, messages_since};
 use crate::flow::{ingest, IncomingMessage, IngestDeps, Routed};
@@ -646,6 +648,11 @@ fn upload_id(id: &str, name: &str) -> String {
     format!("{id}.{name}")
 }
 
+/// The longest name part of an upload id: a name of
+/// [`crate::domain::files::FILE_NAME_LIMIT_CHARS`] characters of up to 4
+/// bytes each is 534 characters of Base64 (the OpenAPI document's pattern says 540).
+const MAX_UPLOAD_NAME_CHARS: usize = 540;
+
 fn parse_upload_id(raw: &str) -> Result<crate::flow::Upload, ApiError> {
     use base64::Engine;
     let refused = || {
@@ -657,8 +664,12 @@ fn parse_upload_id(raw: &str) -> Result<crate::flow::Upload, ApiError> {
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    let longest = FILE_NAME_LIMIT_CHARS * 4 * 4 / 3 + 4;
-    if id.len() != 32 || !hex(id) || name.is_empty() || name.len() > longest || !base64url(name) {
+    if id.len() != 32
+        || !hex(id)
+        || name.is_empty()
+        || name.len() > MAX_UPLOAD_NAME_CHARS
+        || !base64url(name)
+    {
         return Err(refused());
     }
     // Shaped like an id but not one the service issued: there is no such upload.

@@ -272,3 +272,62 @@ fn only_the_functions_given_the_live_connections_may_manage_them() {
     );
     assert_eq!(managing, pushing);
 }
+
+/// Each role's rights on the files bucket: exactly what its function does with files (answer-ingest:
+/// the uploads it signs, reads, relays and deletes, and links to agents' files; agent-events: agents'
+/// files kept and linked; live-connection: links in a catch-up), each on its own prefix; no other role
+/// reaches the bucket.
+#[test]
+fn each_role_reaches_only_its_own_prefixes_of_the_files_bucket() {
+    let template: serde_yaml::Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let mut rights: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (name, resource) in resources {
+        if resource["Type"] != "AWS::IAM::Role" {
+            continue;
+        }
+        let role = name.as_str().unwrap_or_default().to_owned();
+        for policy in resource["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            for statement in policy["PolicyDocument"]["Statement"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+            {
+                let actions: Vec<String> = match &statement["Action"] {
+                    serde_yaml::Value::String(one) => vec![one.clone()],
+                    many => many
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a.as_str().map(str::to_owned))
+                        .collect(),
+                };
+                let resource = serde_yaml::to_string(&statement["Resource"]).unwrap_or_default();
+                for action in actions.into_iter().filter(|a| a.starts_with("s3:")) {
+                    let prefix = ["uploads/*", "agent/*"]
+                        .into_iter()
+                        .find(|p| resource.contains(&format!("${{FilesBucket.Arn}}/{p}")))
+                        .unwrap_or("elsewhere");
+                    rights.insert((role.clone(), action, prefix.to_owned()));
+                }
+            }
+        }
+    }
+    let expected: BTreeSet<(String, String, String)> = [
+        (ANSWER_INGEST, "s3:PutObject", "uploads/*"),
+        (ANSWER_INGEST, "s3:GetObject", "uploads/*"),
+        (ANSWER_INGEST, "s3:DeleteObject", "uploads/*"),
+        (ANSWER_INGEST, "s3:GetObject", "agent/*"),
+        (AGENT, "s3:PutObject", "agent/*"),
+        (AGENT, "s3:GetObject", "agent/*"),
+        (LIVE, "s3:GetObject", "agent/*"),
+    ]
+    .into_iter()
+    .map(|(role, action, prefix)| (role.to_owned(), action.to_owned(), prefix.to_owned()))
+    .collect();
+    assert_eq!(rights, expected);
+}

@@ -421,6 +421,50 @@ async fn each_refused_upload_says_why_stores_nothing_and_sends_nothing() {
 }
 
 #[tokio::test]
+async fn a_size_is_any_whole_json_number_and_an_attachment_field_a_string() {
+    let world = files_world().await;
+    handed_over(&world, "s-shape").await;
+    let token = world.token_for("s-shape");
+    let (status, upload) = ask_upload(
+        &world,
+        &token,
+        "s-shape",
+        json!({"name": "a.png", "type": "image/png", "size": 120.0}),
+    )
+    .await;
+    assert_eq!(status, 201, "120.0 is the integer 120: {upload}");
+    assert_eq!(put(&upload, png(120)).await, 200);
+    let was = before(&world, "s-shape").await;
+    let (status, answer) = ask_upload(
+        &world,
+        &token,
+        "s-shape",
+        json!({"name": "a.png", "type": "image/png", "size": 120.5}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not a whole number"));
+    unchanged(&world, "s-shape", was, "a fractional size").await;
+
+    let was = before(&world, "s-shape").await;
+    let reply = json!({"ConversationExternalIdentifier": "s-shape", "MessageExternalIdentifier": "m-odd",
+        "Attachments": [{"FileName": "", "Base64Content": {}}]});
+    let (status, body) = world.msc_posts_message(reply).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+    unchanged(
+        &world,
+        "s-shape",
+        was,
+        "an attachment's content as an object",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn an_upload_of_another_conversation_is_never_found() {
     let world = files_world().await;
     handed_over(&world, "s-mine").await;

@@ -170,6 +170,17 @@ fn attachments(raw: Option<Vec<Value>>) -> Result<Vec<AgentFile>, ApiError> {
                     "every attachment must be an object with FileName and Base64Content".into(),
                 ));
             };
+            // The schema allows a string or null; anything else is a body we do not understand.
+            for field in ["FileName", "Base64Content"] {
+                if !matches!(
+                    fields.get(field),
+                    None | Some(Value::Null | Value::String(_))
+                ) {
+                    return Err(ApiError::InvalidBody(format!(
+                        "an attachment's {field} must be a string"
+                    )));
+                }
+            }
             let name = fields
                 .get("FileName")
                 .and_then(Value::as_str)

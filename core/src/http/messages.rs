@@ -637,7 +637,23 @@ struct UploadBody {
     name: String,
     #[serde(rename = "type")]
     content_type: String,
+    #[serde(deserialize_with = "whole_number")]
     size: u64,
+}
+
+/// JSON has one number type: `387785.0` is the integer the schema asks for, and a client that
+/// writes it so (a float-only runtime) is not wrong. A fraction or a negative is.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                .map(|f| f as u64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("size {number} is not a whole number")))
 }
 
 /// An upload's id as the page sends it back with its message: the upload's own id and the name it

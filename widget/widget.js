@@ -27,6 +27,10 @@
       closed: "We are closed. We open again {at}.",
       attach: "Attach a file", uploading: "Sending {name}", fileFailed: "The file could not be sent:", tooBig: "the file is larger than {size}.",
       fileType: "files of this type cannot be sent.", file: "File",
+      noAgent: "No colleague has taken your conversation yet. Would you like to keep waiting, or go back to the assistant?",
+      noAgentAway: "No colleague has taken your conversation yet: our colleagues were not available when you asked. Would you like to keep waiting, or go back to the assistant?",
+      noAgentClosed: "No colleague has taken your conversation yet: we are closed now and open again {at}. Would you like to keep waiting, or go back to the assistant?",
+      keepWaiting: "Keep waiting", backToBot: "Back to the assistant", kept: "We keep your place; a colleague will answer here.",
     },
     nl: {
       title: "Chat met ons", close: "Chat sluiten", message: "Bericht", send: "Versturen",
@@ -37,6 +41,10 @@
       closed: "We zijn gesloten. We zijn weer open {at}.",
       attach: "Bestand toevoegen", uploading: "{name} wordt verstuurd", fileFailed: "Het bestand kon niet worden verstuurd:", tooBig: "het bestand is groter dan {size}.",
       fileType: "bestanden van dit type kunnen niet worden verstuurd.", file: "Bestand",
+      noAgent: "Er heeft nog geen collega op uw gesprek gereageerd. Wilt u blijven wachten, of terug naar de assistent?",
+      noAgentAway: "Er heeft nog geen collega op uw gesprek gereageerd: onze collega's waren niet beschikbaar toen u het vroeg. Wilt u blijven wachten, of terug naar de assistent?",
+      noAgentClosed: "Er heeft nog geen collega op uw gesprek gereageerd: we zijn nu gesloten en weer open {at}. Wilt u blijven wachten, of terug naar de assistent?",
+      keepWaiting: "Blijven wachten", backToBot: "Terug naar de assistent", kept: "We houden uw plek vast; een collega antwoordt hier.",
     },
   };
   // Any string can be replaced: data-texts='{"title": "Ask us"}'.
@@ -47,7 +55,7 @@
   // The conversation, kept in the page's storage so a reload or a second tab shows the same one.
   const storageKey = "handover:" + api;
   /** @typedef {{name: string, type: string, size: number, url?: string | null}} FileInfo */
-  /** @typedef {{kind: string, text: string, who?: string, id?: string, options?: {label: string, send: string}[], links?: {label: string, url: string}[], files?: FileInfo[]}} Item */
+  /** @typedef {{kind: string, text: string, who?: string, id?: string, options?: {label: string, send: string, choice?: string}[], links?: {label: string, url: string}[], files?: FileInfo[]}} Item */
   /** @type {{token?: string, expiresAt?: string, sessionId?: string, cursor: number, handledBy: string, items: Item[], files?: {types: string[], maxBytes: number} | null}} */
   let state = { cursor: 0, handledBy: "bot", items: [] };
   try {
@@ -167,7 +175,7 @@
           for (const b of group.querySelectorAll("button")) b.setAttribute("disabled", "");
           // The buttons are spent: the keyboard goes on in the input.
           input.focus();
-          send(option.send, option.label);
+          send(option.send, option.label, option.choice);
         });
         group.appendChild(button);
       }
@@ -183,6 +191,8 @@
     if (!restoring && !isOpen() && item.kind !== "user") { unread += 1; showUnread(); }
   };
 
+  // A time in the end user's own zone and language.
+  const when = (/** @type {string} */ at) => new Intl.DateTimeFormat(lang, { weekday: "long", hour: "2-digit", minute: "2-digit" }).format(new Date(at));
   const kb = (/** @type {number} */ n) => n >= 1048576 ? (n / 1048576).toFixed(1) + " MB" : Math.max(1, Math.round(n / 1024)) + " KB";
   const showAttach = () => { attach.hidden = !(state.files && state.handledBy === "agent"); };
 
@@ -230,6 +240,7 @@
     state.sessionId = reply.sessionId;
     for (const output of reply.outputs || []) render({ kind: "bot", text: output.text || "", options: output.options, links: output.links });
     if (reply.queued) render({ kind: "notice", text: t("queued") });
+    if (reply.choice === "kept_waiting") render({ kind: "notice", text: t("kept") });
     setHandledBy(reply.handledBy);
     save();
     connectLive();
@@ -273,16 +284,17 @@
     if (file) sendFile(file);
   });
 
-  const send = async (/** @type {string} */ text, shown = text) => {
+  /** `choice`: the answer to a question of the service's (nobody came yet), not words for anyone. */
+  const send = async (/** @type {string} */ text, shown = text, /** @type {string | undefined} */ choice = undefined) => {
     render({ kind: "user", text: shown });
     status.replaceChildren();
-    typing.textContent = state.handledBy === "agent" ? "" : t("typing");
+    typing.textContent = state.handledBy === "agent" || choice ? "" : t("typing");
     try {
       await ensureToken();
-      await post({ text });
+      await post(choice ? { text, choice } : { text });
     } catch (err) {
       const retry = el("button", { type: "button" }, t("retry"));
-      retry.addEventListener("click", () => { state.items.pop(); save(); log.lastChild && log.removeChild(log.lastChild); send(text, shown); });
+      retry.addEventListener("click", () => { state.items.pop(); save(); log.lastChild && log.removeChild(log.lastChild); send(text, shown, choice); });
       status.replaceChildren(document.createTextNode(t("failed") + " "), retry);
     } finally {
       typing.textContent = "";
@@ -295,6 +307,16 @@
     // The turn that completes a handover is still the bot's: the agent's first words say it is over.
     if (m.from === "agent") { setHandledBy("agent"); render({ kind: "agent", id: m.id, who: m.agentName, text: m.text, files: m.files }); }
     else if (m.event === "agent_joined") { setHandledBy("agent"); render({ kind: "notice", id: m.id, text: m.text }); }
+    else if (m.event === "no_agent_yet") {
+      // The question in the page's language; the buttons answer it with the choice's id.
+      const at = m.opensAt ? when(m.opensAt) : "";
+      const text = m.round === 1 && at ? t("noAgentClosed").replace("{at}", at) : t(m.round === 1 && m.agentsOffline ? "noAgentAway" : "noAgent");
+      const options = (m.choices || []).map((/** @type {{id: string}} */ c) => {
+        const label = t(c.id === "keep_waiting" ? "keepWaiting" : "backToBot");
+        return { label, send: label, choice: c.id };
+      });
+      render({ kind: "notice", id: m.id, text, options });
+    }
     else { render({ kind: "notice", id: m.id, text: m.text || t("ended") }); setHandledBy("bot"); }
     save();
   };
@@ -346,9 +368,7 @@
       if (/[a-z]/i.test(location.hostname.split(".").pop() || "")) query.set("referrer", location.href.slice(0, 2048));
       const { status: code, body } = await call("/v1/presence?" + query);
       if (code !== 200 || body.agentStatus === "online") { availability.textContent = ""; return; }
-      const at = body.opensAt
-        ? new Intl.DateTimeFormat(lang, { weekday: "long", hour: "2-digit", minute: "2-digit" }).format(new Date(body.opensAt))
-        : "";
+      const at = body.opensAt ? when(body.opensAt) : "";
       availability.textContent = body.reason === "closed" && at ? t("closed").replace("{at}", at) : t("away");
     } catch (_) { availability.textContent = ""; }
   };

@@ -10,7 +10,7 @@ use sha2::Sha256;
 
 use crate::clock::Clock;
 use crate::config::{ChannelWebhookSettings, Keys};
-use crate::domain::{ConnectionId, OutboxMessage, Sender};
+use crate::domain::{ConnectionId, OutboxMessage, Sender, WaitChoice};
 use crate::telemetry::ErrorChain;
 
 /// What a push can learn before its message is stored, looked up beside the write that stores it:
@@ -155,6 +155,25 @@ pub fn body(session_id: &str, message: &OutboxMessage, files: &[crate::files::Sh
             body["event"] = json!("agent_joined");
             if let Some(name) = agent_name {
                 body["agentName"] = json!(name);
+            }
+        }
+        Sender::NobodyYet {
+            round,
+            agents_offline,
+            opens_at,
+        } => {
+            body["event"] = json!("no_agent_yet");
+            body["round"] = json!(round);
+            if *agents_offline {
+                body["agentsOffline"] = json!(true);
+            }
+            // What the end user may answer: `POST /v1/messages` with `choice` set to an `id`.
+            body["choices"] = WaitChoice::ALL
+                .iter()
+                .map(|choice| json!({"id": choice.as_str(), "label": choice.label()}))
+                .collect();
+            if let Some(opens_at) = opens_at {
+                body["opensAt"] = json!(crate::clock::rfc3339(*opens_at));
             }
         }
     }

@@ -99,6 +99,7 @@ const ENDPOINT_URL_VARIABLES: &[&str] = &[
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL_SECRETS_MANAGER",
     "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_SCHEDULER",
 ];
 
 /// `AWS_ENDPOINT_URL_<SERVICE>`, then `AWS_ENDPOINT_URL`, as the SDK's loader resolves them (its
@@ -239,6 +240,10 @@ pub struct PeerClients {
     /// Where the conversations' files are kept: deployed, the stack's bucket
     /// ([`PeerClients::with_files`]); locally, the runner's memory. None: files are off.
     pub files: Option<std::sync::Arc<dyn crate::files::FileStore>>,
+    /// Where the waits for an agent are timed: deployed, EventBridge Scheduler
+    /// ([`PeerClients::with_wait_timers`]); locally, the runner's own timers. None: nobody is told
+    /// that no agent came.
+    pub timers: Option<std::sync::Arc<dyn crate::waits::WaitTimers>>,
 }
 
 impl PeerClients {
@@ -254,7 +259,21 @@ impl PeerClients {
             management: client()?,
             live: None,
             files: None,
+            timers: None,
         })
+    }
+
+    /// EventBridge Scheduler in the stack's schedule group, for the waits for an agent.
+    pub async fn with_wait_timers(
+        mut self,
+        scheduler: Option<&crate::config::SchedulerSettings>,
+    ) -> Result<Self, HttpClientError> {
+        if let Some(settings) = scheduler {
+            self.timers = Some(std::sync::Arc::new(
+                crate::waits::EventBridgeScheduler::new(&sdk_config().await?, settings.clone()),
+            ));
+        }
+        Ok(self)
     }
 
     /// The bucket `FILES_BUCKET` for the conversations' files, if set (addressed by path when an
@@ -328,6 +347,7 @@ impl From<&reqwest::Client> for PeerClients {
             management: client.clone(),
             live: None,
             files: None,
+            timers: None,
         }
     }
 }

@@ -80,9 +80,22 @@ pub fn rfc3339(epoch_secs: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Epoch seconds as a person reads them in a message that may reach any time zone:
+/// `2026-12-07 08:00 UTC` (a page that knows its own zone shows the time in it instead).
+pub fn human_utc(epoch_secs: i64) -> String {
+    jiff::Timestamp::from_second(epoch_secs)
+        .map(|at| at.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_for_people_is_minutes_in_utc() {
+        assert_eq!(human_utc(1_796_630_400), "2026-12-07 08:00 UTC");
+    }
 
     #[test]
     fn formats_epoch_seconds_as_rfc3339() {

@@ -294,6 +294,70 @@ fn business_hours(env: &Env) -> Result<BusinessHours, ConfigError> {
     }
 }
 
+/// Where the waits for an agent are scheduled when deployed (`AGENT_WAIT_SCHEDULE_GROUP`,
+/// `AGENT_WAIT_FUNCTION_ARN`, `AGENT_WAIT_SCHEDULER_ROLE_ARN`: the stack's schedule group, the
+/// agent-wait function, and the role Scheduler assumes to invoke it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    pub group: String,
+    pub target_arn: String,
+    pub role_arn: String,
+}
+
+/// The wait for an agent after a handover (`AGENT_WAIT_SECS`, default 180, `0` off; `AGENT_WAIT_ASKS`,
+/// default 3) and, deployed, where its timers are scheduled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentWaitSettings {
+    /// `None`: the end user is never told that no agent came.
+    pub wait_secs: Option<i64>,
+    pub asks: u32,
+    /// Unset locally: the runner keeps its own timers.
+    pub scheduler: Option<SchedulerSettings>,
+}
+
+/// The longest wait for an agent: the session lock's default, past which the handover has ended anyway.
+pub const MAX_AGENT_WAIT_SECS: i64 = 86_400;
+
+impl AgentWaitSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let wait_secs = match env.optional("AGENT_WAIT_SECS") {
+            None => Some(180),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(0) => None,
+                Ok(secs) if (1..=MAX_AGENT_WAIT_SECS).contains(&secs) => Some(secs),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "AGENT_WAIT_SECS",
+                        reason: format!(
+                        "expected whole seconds from 0 (off) to {MAX_AGENT_WAIT_SECS}, got {raw:?}"
+                    ),
+                    })
+                }
+            },
+        };
+        let asks: u32 = env.positive("AGENT_WAIT_ASKS", 3)?;
+        if asks > 20 {
+            return Err(ConfigError::Invalid {
+                name: "AGENT_WAIT_ASKS",
+                reason: format!("expected 1 to 20, got {asks}"),
+            });
+        }
+        let scheduler = match env.optional("AGENT_WAIT_SCHEDULE_GROUP") {
+            None => None,
+            Some(group) => Some(SchedulerSettings {
+                group: group.to_owned(),
+                target_arn: env.required("AGENT_WAIT_FUNCTION_ARN")?.to_owned(),
+                role_arn: env.required("AGENT_WAIT_SCHEDULER_ROLE_ARN")?.to_owned(),
+            }),
+        };
+        Ok(Self {
+            wait_secs,
+            asks,
+            scheduler,
+        })
+    }
+}
+
 /// Where agent replies and the ends of handovers are pushed (`CHANNEL_WEBHOOK_*`), if anywhere:
 /// without a URL the channel polls `GET /v1/sessions/{sessionId}/messages`.
 #[derive(Clone)]
@@ -484,6 +548,7 @@ pub struct AnswerIngestConfig {
     pub business_hours: BusinessHours,
     pub live_connections: Option<String>,
     pub files: FileSettings,
+    pub agent_wait: AgentWaitSettings,
 }
 
 impl AnswerIngestConfig {
@@ -505,6 +570,7 @@ impl AnswerIngestConfig {
             business_hours: business_hours(env)?,
             live_connections: live_connections_url(env)?,
             files: FileSettings::from_env(env)?,
+            agent_wait: AgentWaitSettings::from_env(env)?,
             transcript_turns: match env.optional("TRANSCRIPT_TURNS") {
                 None => 10,
                 Some(raw) => raw
@@ -618,6 +684,7 @@ pub struct HandoverConfig {
     pub channel_webhook: Option<ChannelWebhookSettings>,
     pub caller_key: Keys,
     pub live_connections: Option<String>,
+    pub agent_wait: AgentWaitSettings,
 }
 
 impl HandoverConfig {
@@ -639,6 +706,7 @@ impl HandoverConfig {
             channel_webhook: ChannelWebhookSettings::from_env(env)?,
             caller_key: env.caller_key(caller_key)?,
             live_connections: live_connections_url(env)?,
+            agent_wait: AgentWaitSettings::from_env(env)?,
         })
     }
 }
@@ -676,6 +744,30 @@ impl AgentEventsConfig {
             release_on_archive,
             live_connections: live_connections_url(env)?,
             files: FileSettings::from_env(env)?,
+        })
+    }
+}
+
+/// agent-wait: the end of a wait for an agent (EventBridge Scheduler's invocation, or the local
+/// runner's timer): tells the end user when nobody came, pushed as every message of the outbox is.
+#[derive(Clone)]
+pub struct AgentWaitConfig {
+    pub sessions: SessionSettings,
+    pub channel_webhook: Option<ChannelWebhookSettings>,
+    pub live_connections: Option<String>,
+    /// Outside business hours the message says when they open.
+    pub business_hours: BusinessHours,
+    pub default_channel: String,
+}
+
+impl AgentWaitConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            sessions: SessionSettings::from_env(env, "dynamodb")?,
+            channel_webhook: ChannelWebhookSettings::from_env(env)?,
+            live_connections: live_connections_url(env)?,
+            business_hours: business_hours(env)?,
+            default_channel: env.string_or("MSC_DEFAULT_CHANNEL", DEFAULT_CHANNEL),
         })
     }
 }
@@ -723,6 +815,7 @@ pub struct LocalConfig {
     pub prechat_complete: HandoverConfig,
     pub operator_handover: HandoverConfig,
     pub agent_events: AgentEventsConfig,
+    pub agent_wait: AgentWaitConfig,
 }
 
 impl LocalConfig {
@@ -737,6 +830,7 @@ impl LocalConfig {
             prechat_complete: HandoverConfig::prechat_complete_from_env(env)?,
             operator_handover: HandoverConfig::operator_handover_from_env(env)?,
             agent_events: AgentEventsConfig::from_env(env)?,
+            agent_wait: AgentWaitConfig::from_env(env)?,
         })
     }
 }
@@ -884,6 +978,34 @@ mod tests {
         );
         let other = Env::from_pairs([("HANDOVER_STORE", "redis")]);
         assert!(SessionSettings::from_env(&other, "dynamodb").is_err());
+    }
+
+    #[test]
+    fn the_wait_for_an_agent_is_on_by_default_and_zero_turns_it_off() {
+        let wait = |pairs: &[(&'static str, &'static str)]| {
+            AgentWaitSettings::from_env(&Env::from_pairs(pairs.iter().copied()))
+        };
+        let default = wait(&[]).unwrap();
+        assert_eq!((default.wait_secs, default.asks), (Some(180), 3));
+        assert_eq!(default.scheduler, None);
+        assert_eq!(wait(&[("AGENT_WAIT_SECS", "0")]).unwrap().wait_secs, None);
+        for (name, bad) in [
+            ("AGENT_WAIT_SECS", "-1"),
+            ("AGENT_WAIT_SECS", "86401"),
+            ("AGENT_WAIT_SECS", "soon"),
+            ("AGENT_WAIT_ASKS", "0"),
+            ("AGENT_WAIT_ASKS", "21"),
+        ] {
+            let refused = wait(&[(name, bad)]).unwrap_err().to_string();
+            assert!(refused.starts_with(name), "{refused}");
+        }
+        let missing = wait(&[("AGENT_WAIT_SCHEDULE_GROUP", "g")]).unwrap_err();
+        assert_eq!(
+            missing,
+            ConfigError::Missing {
+                name: "AGENT_WAIT_FUNCTION_ARN"
+            }
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod waits;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use clock::ManualClock;

@@ -141,6 +141,27 @@ pub async fn per_invocation(
     response
 }
 
+/// [`per_invocation`] for a function invoked with an event rather than a request (agent-wait, invoked
+/// by EventBridge Scheduler): `work`'s figures are written when it is done.
+pub async fn per_event<T>(function: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    let invocation = Mutex::new(Invocation {
+        function,
+        ..Invocation::default()
+    });
+    let (output, invocation) = INVOCATION
+        .scope(invocation, async {
+            let output = work.await;
+            let figures = INVOCATION
+                .with(|i| std::mem::take(&mut *i.lock().unwrap_or_else(|p| p.into_inner())));
+            (output, figures)
+        })
+        .await;
+    if let Some(line) = line(&invocation, now_millis()) {
+        emit(&line);
+    }
+    output
+}
+
 fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

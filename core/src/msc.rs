@@ -49,6 +49,8 @@ pub struct OutgoingMessage {
     pub sent_at: i64,
     /// Files for the agent: the Custom Channel API's `Attachments`.
     pub attachments: Vec<OutgoingFile>,
+    /// A note for the agents only (`IsPrivate`): the service's own, never the end user's words.
+    pub is_private: bool,
 }
 
 /// A file for the agent, checked already: its name and its bytes.
@@ -271,7 +273,7 @@ pub fn custom_channel_body(message: &OutgoingMessage, channel_account: &str) -> 
         "RelationExternalIdentifier": message.relation_id,
         "RelationName": message.relation_name,
         "Content": message.content,
-        "IsPrivate": false,
+        "IsPrivate": message.is_private,
         "SentDateTime": rfc3339(message.sent_at),
     });
     if let Some(referrer) = &message.referrer {
@@ -388,6 +390,7 @@ mod tests {
                 name: "photo.png".into(),
                 bytes: vec![0x89, b'P', b'N', b'G'],
             }],
+            is_private: false,
         };
         let body = custom_channel_body(&message, "acct");
         assert_eq!(body["ChannelAccountExternalIdentifier"], "acct");

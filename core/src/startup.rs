@@ -13,13 +13,14 @@ use crate::channel::{ChannelPush, ChannelWebhook, NoChannelWebhook};
 use crate::clients::{self, HttpClientError, Peer, PeerClients};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    AgentEventsConfig, AnswerIngestConfig, ChannelWebhookSettings, ConfigError, Env,
-    HandoverConfig, LiveConnectionConfig, PeerUrls, PresenceCheckConfig, SessionSettings,
-    StoreSettings,
+    AgentEventsConfig, AgentWaitConfig, AgentWaitSettings, AnswerIngestConfig,
+    ChannelWebhookSettings, ConfigError, Env, HandoverConfig, LiveConnectionConfig, PeerUrls,
+    PresenceCheckConfig, SessionSettings, StoreSettings,
 };
 use crate::files::Files;
 use crate::flow::agent::AgentDeps;
 use crate::flow::live::LiveDeps;
+use crate::flow::waiting::WaitDeps;
 use crate::flow::IngestDeps;
 use crate::http::{self, CallerKey, HandoverDeps, PresenceDeps};
 use crate::live::{LivePush, Pushes};
@@ -97,6 +98,18 @@ fn channel_push(
     }
 }
 
+/// The wait for an agent as the settings ask and the clients can time it: off without timers.
+fn waits(settings: &AgentWaitSettings, clients: &PeerClients) -> crate::waits::Waits {
+    match (settings.wait_secs, &clients.timers) {
+        (Some(wait_secs), Some(timers)) => crate::waits::Waits {
+            timers: timers.clone(),
+            wait_secs: Some(wait_secs),
+            asks: settings.asks,
+        },
+        _ => crate::waits::Waits::off(),
+    }
+}
+
 pub fn answer_ingest_routes(
     config: &AnswerIngestConfig,
     store: Arc<dyn SessionStore>,
@@ -106,6 +119,7 @@ pub fn answer_ingest_routes(
     let clients = clients.into();
     let files = Files::new(clients.files.clone(), &config.files.rules);
     let deps = IngestDeps {
+        waits: waits(&config.agent_wait, &clients),
         channel: channel_push(&config.channel_webhook, &clients, &store, &clock, &files),
         files,
         caic: Arc::new(CaicHttp::new(clients.caic, config.caic.clone())),
@@ -174,6 +188,7 @@ pub fn handover_routes(
             &clock,
             &Files::off(),
         ),
+        waits: waits(&config.agent_wait, &clients),
         msc: Arc::new(MscHttp::new(clients.msc, config.msc.clone())),
         store,
         clock,
@@ -199,6 +214,30 @@ pub fn agent_events_routes(
         release_on_archive: config.release_on_archive,
     };
     http::agent_events(deps, CallerKey::from(&config.webhook_key))
+}
+
+/// What agent-wait (and the local runner's timers) check a wait with.
+pub fn agent_wait_deps(
+    config: &AgentWaitConfig,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    clients: impl Into<PeerClients>,
+) -> WaitDeps {
+    let clients = clients.into();
+    WaitDeps {
+        // The message that nobody came carries no files.
+        channel: channel_push(
+            &config.channel_webhook,
+            &clients,
+            &store,
+            &clock,
+            &Files::off(),
+        ),
+        store,
+        clock,
+        hours: Arc::new(config.business_hours.clone()),
+        default_channel: config.default_channel.clone(),
+    }
 }
 
 /// live-connection's routes: the WebSocket API's `$connect` and the page's frames, answered through
@@ -227,6 +266,15 @@ where
     Build: FnOnce(Env, PeerClients) -> Routes,
     Routes: Future<Output = Result<Router, StartupError>>,
 {
+    Ok(http::serve(start_with(peers, build).await?))
+}
+
+/// [`start`], for whatever the function serves (a router, or agent-wait's dependencies).
+async fn start_with<Build, Built, T>(peers: &[Peer], build: Build) -> Result<T, StartupError>
+where
+    Build: FnOnce(Env, PeerClients) -> Built,
+    Built: Future<Output = Result<T, StartupError>>,
+{
     let started = async {
         let mut env = Env::from_process();
         let clients = PeerClients::deployed(&env)?;
@@ -234,10 +282,27 @@ where
         crate::secrets::overlay_from_env(&mut env).await?;
         build(env, clients).await
     };
-    let routes = started
+    started
         .await
-        .inspect_err(|err| tracing::error!(error = %err, "cannot start"))?;
-    Ok(http::serve(routes))
+        .inspect_err(|err| tracing::error!(error = %err, "cannot start"))
+}
+
+/// A deployed function that hands over starts its waits on EventBridge Scheduler; a wait that is on
+/// without a schedule group to time it is a mistake in the deployment, named at cold start.
+async fn with_wait_timers(
+    clients: PeerClients,
+    settings: &AgentWaitSettings,
+) -> Result<PeerClients, StartupError> {
+    if settings.wait_secs.is_some() && settings.scheduler.is_none() {
+        return Err(ConfigError::Invalid {
+            name: "AGENT_WAIT_SCHEDULE_GROUP",
+            reason: "required while AGENT_WAIT_SECS is above 0 (0 turns the wait off)".into(),
+        }
+        .into());
+    }
+    Ok(clients
+        .with_wait_timers(settings.scheduler.as_ref())
+        .await?)
 }
 
 /// The deployed sessions: the system clock and the DynamoDB table (created by the template).
@@ -261,6 +326,7 @@ pub async fn start_answer_ingest() -> Result<Router, StartupError> {
                 .await?
                 .with_files(config.files.bucket.as_deref())
                 .await?;
+            let clients = with_wait_timers(clients, &config.agent_wait).await?;
             Ok(answer_ingest_routes(&config, store, clock, clients))
         },
     )
@@ -335,7 +401,22 @@ async fn start_handover(
         let clients = clients
             .with_live_connections(config.live_connections.as_deref())
             .await?;
+        let clients = with_wait_timers(clients, &config.agent_wait).await?;
         Ok(handover_routes(&config, store, clock, clients, router))
+    })
+    .await
+}
+
+/// agent-wait's cold start: what a wait's end is checked with.
+pub async fn start_agent_wait() -> Result<WaitDeps, StartupError> {
+    // Telling the end user is pushed to the channel's webhook and the page's live connections.
+    start_with(&[Peer::Channel, Peer::Live], |env, clients| async move {
+        let config = AgentWaitConfig::from_env(&env)?;
+        let (store, clock) = deployed_sessions(&config.sessions).await?;
+        let clients = clients
+            .with_live_connections(config.live_connections.as_deref())
+            .await?;
+        Ok(agent_wait_deps(&config, store, clock, clients))
     })
     .await
 }

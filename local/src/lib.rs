@@ -70,6 +70,8 @@ pub async fn start_with(
     );
     // Locally the way back is worth seeing: an agent closing the conversation hands it to the bot.
     env.set_default("RELEASE_ON_ARCHIVE", "true");
+    // And so is nobody coming: the end user is asked after half a minute without an agent.
+    env.set_default("AGENT_WAIT_SECS", "30");
     let config = LocalConfig::from_env(&env).map_err(StartupError::from)?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -106,6 +108,18 @@ pub async fn start_with(
         Some(store) => store,
         None => startup::session_store(&config.answer_ingest.sessions, clock.clone(), true).await?,
     };
+    // The waits for an agent run out on the runner's own timers, into agent-wait's very check.
+    let (timers, waits) = handover_core::waits::LocalTimers::new();
+    peers.timers = Some(Arc::new(timers));
+    tokio::spawn(run_waits(
+        waits,
+        startup::agent_wait_deps(
+            &config.agent_wait,
+            store.clone(),
+            clock.clone(),
+            peers.clone(),
+        ),
+    ));
     let mut app = Router::new()
         .merge(startup::answer_ingest_routes(
             &config.answer_ingest,
@@ -182,6 +196,29 @@ pub async fn start_with(
         sandbox: use_sandbox,
         task,
     })
+}
+
+/// The local stand-in for EventBridge Scheduler: each wait sleeps until its time on a task of its
+/// own, then runs as agent-wait runs it.
+async fn run_waits(
+    mut waits: tokio::sync::mpsc::UnboundedReceiver<handover_core::waits::AgentWait>,
+    deps: handover_core::flow::waiting::WaitDeps,
+) {
+    let deps = Arc::new(deps);
+    while let Some(wait) = waits.recv().await {
+        let deps = deps.clone();
+        tokio::spawn(async move {
+            let secs = u64::try_from(wait.at.saturating_sub(deps.clock.now())).unwrap_or(0);
+            tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+            let event = serde_json::to_value(&wait).unwrap_or_default();
+            let request_id = uuid::Uuid::new_v4().to_string();
+            if let Err(err) =
+                handover_core::flow::waiting::on_event(&deps, &request_id, event).await
+            {
+                tracing::error!(error = %err, "a wait for an agent could not be checked");
+            }
+        });
+    }
 }
 
 /// The playground page: both sides of a handover on one page: the end user is the widget on the site

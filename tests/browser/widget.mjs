@@ -366,6 +366,51 @@ try {
         await axe("closed");
       });
     });
+    // That runner asks after 2 s without an agent (AGENT_WAIT_SECS=2).
+    const handOver = async () => {
+      await page.locator("[data-handover-widget] .launcher").click();
+      for (const [text, answer] of [["agent", "What is your name?"], ["Jane Doe", "e-mail address"], ["jane@example.com", "take over"]]) {
+        await say(text);
+        await shows("bot", answer);
+      }
+    };
+    const question = () => page.locator("[data-handover-widget] .msg.notice", { hasText: "No colleague has taken your conversation yet" });
+    await run("nobody came: back to the bot", { viewport: { width: 1280, height: 800 }, base: closedBase }, async () => {
+      await step("nobody came: the end user is asked, told when agents are back, and goes back to the bot", async () => {
+        await handOver();
+        await question().first().waitFor({ timeout: 15_000 });
+        const text = await question().first().textContent();
+        if (!/closed now and open again .*(9:00|09:00)/.test(text)) throw new Error(`no opening time in "${text}"`);
+        await axe("asked to keep waiting or go back");
+        const back = page.locator("[data-handover-widget] .options button", { hasText: "Back to the assistant" });
+        await back.focus();
+        await page.keyboard.press("Enter");
+        await shows("notice", "You are back with the chatbot");
+        await say("hello again");
+        await shows("bot", 'You said "hello again"');
+        const inbox = await (await page.request.get(closedBase + "/sandbox/msc/api/messages")).json();
+        const id = await session();
+        const notes = inbox.messages.filter((m) => m.ConversationExternalIdentifier === id && m.IsPrivate);
+        if (notes.length !== 1 || !notes[0].Content.includes("went back to the chatbot")) {
+          throw new Error(`the agents' side was not told once: ${JSON.stringify(notes)}`);
+        }
+        const relayed = inbox.messages.filter((m) => m.ConversationExternalIdentifier === id && /Back to the|hello again/.test(m.Content));
+        if (relayed.length) throw new Error(`the choice or the next message reached the agent: ${JSON.stringify(relayed)}`);
+      });
+    });
+    await run("nobody came: keep waiting", { viewport: { width: 1280, height: 800 }, base: closedBase }, async () => {
+      await step("nobody came: keep waiting, asked again after another wait, and the agent's reply still arrives", async () => {
+        await handOver();
+        await question().first().waitFor({ timeout: 15_000 });
+        await page.locator("[data-handover-widget] .options button", { hasText: "Keep waiting" }).click();
+        await shows("notice", "We keep your place");
+        await question().nth(1).waitFor({ timeout: 15_000 });
+        const response = await page.request.post(closedBase + "/sandbox/msc/agent/reply", { data: { sessionId: await session(), text: "Sorry for the wait, Jane." } });
+        if (!response.ok()) throw new Error(`sandbox agent reply: ${response.status()}`);
+        await shows("agent", "Sorry for the wait, Jane.");
+        await axe("the agent after a wait");
+      });
+    });
   }
   console.log(`widget: ${passed} passed, 0 failed`);
 } catch (error) {

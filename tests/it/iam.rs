@@ -60,6 +60,7 @@ const OPERATOR: &str = "OperatorHandoverRole";
 const AGENT: &str = "AgentEventsRole";
 const PRESENCE: &str = "PresenceCheckRole";
 const LIVE: &str = "LiveConnectionRole";
+const AGENT_WAIT: &str = "AgentWaitRole";
 
 #[tokio::test]
 async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
@@ -103,6 +104,25 @@ async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
         c,
         ANSWER_INGEST,
         world.message(json!({"sessionId": "iam-1", "text": "hi agent"})),
+    )
+    .await;
+    // Nobody came in time: agent-wait tells the end user, who keeps waiting.
+    let handover = world.store.get("iam-1").await.unwrap().unwrap().intake_id;
+    let wait = handover_core::waits::AgentWait {
+        session_id: "iam-1".into(),
+        handover,
+        round: 1,
+        at: 0,
+        channel: None,
+        skill: None,
+    };
+    seen.by(c, AGENT_WAIT, world.fire(&wait)).await;
+    seen.by(
+        c,
+        ANSWER_INGEST,
+        world.message(
+            json!({"sessionId": "iam-1", "text": "Keep waiting", "choice": "keep_waiting"}),
+        ),
     )
     .await;
     world.clock.advance(400);
@@ -233,6 +253,7 @@ async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
         (PRECHAT, set(&["GetItem", "UpdateItem"])),
         (PRESENCE, BTreeSet::new()),
         (LIVE, set(&["GetItem", "UpdateItem"])),
+        (AGENT_WAIT, set(&["GetItem", "UpdateItem"])),
     ]);
     assert_eq!(seen.0, expected, "what the code paths sent");
     for (role, actions) in &seen.0 {
@@ -267,7 +288,7 @@ fn only_the_functions_given_the_live_connections_may_manage_them() {
     }
     assert_eq!(
         pushing,
-        set(&[ANSWER_INGEST, OPERATOR, AGENT, LIVE]),
+        set(&[ANSWER_INGEST, OPERATOR, AGENT, LIVE, AGENT_WAIT]),
         "the functions given LIVE_CONNECTIONS_URL"
     );
     assert_eq!(managing, pushing);
@@ -330,4 +351,87 @@ fn each_role_reaches_only_its_own_prefixes_of_the_files_bucket() {
     .map(|(role, action, prefix)| (role.to_owned(), action.to_owned(), prefix.to_owned()))
     .collect();
     assert_eq!(rights, expected);
+}
+
+/// The waits for an agent: the functions that hand over (and answer-ingest, which takes "keep
+/// waiting") may create schedules in the stack's group and pass Scheduler's role to Scheduler, and
+/// nothing else of Scheduler; Scheduler's role may invoke agent-wait and nothing else, and only
+/// Scheduler, for this account's schedules of that group, may assume it.
+#[test]
+fn only_the_functions_that_hand_over_may_schedule_and_scheduler_may_only_invoke_agent_wait() {
+    let template: serde_yaml::Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let mut scheduling = BTreeSet::new();
+    let mut configured = BTreeSet::new();
+    for (name, resource) in resources {
+        let name = name.as_str().unwrap_or_default().to_owned();
+        let text = serde_yaml::to_string(resource).unwrap_or_default();
+        if resource["Type"] == "AWS::Serverless::Function"
+            && text.contains("AGENT_WAIT_SCHEDULE_GROUP")
+        {
+            let role = serde_yaml::to_string(&resource["Properties"]["Role"]).unwrap_or_default();
+            configured.insert(
+                role.trim()
+                    .trim_start_matches("!GetAtt ")
+                    .replace(".Arn", ""),
+            );
+        }
+        if resource["Type"] != "AWS::IAM::Role" {
+            continue;
+        }
+        for policy in resource["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            for statement in policy["PolicyDocument"]["Statement"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+            {
+                let action = serde_yaml::to_string(&statement["Action"]).unwrap_or_default();
+                let resource = serde_yaml::to_string(&statement["Resource"]).unwrap_or_default();
+                if action.contains("scheduler:") {
+                    assert_eq!(action.trim(), "scheduler:CreateSchedule", "{name}");
+                    assert!(
+                        resource.contains(":schedule/${AgentWaitScheduleGroup}/*"),
+                        "{name}: {resource}"
+                    );
+                    scheduling.insert(name.clone());
+                }
+                if action.contains("iam:PassRole") {
+                    assert_eq!(
+                        resource.trim(),
+                        "!GetAtt AgentWaitSchedulerRole.Arn",
+                        "{name}"
+                    );
+                    assert!(
+                        serde_yaml::to_string(&statement["Condition"])
+                            .unwrap_or_default()
+                            .contains("scheduler.amazonaws.com"),
+                        "{name}"
+                    );
+                }
+                if action.contains("lambda:InvokeFunction") {
+                    assert_eq!(name, "AgentWaitSchedulerRole");
+                    assert_eq!(resource.trim(), "!GetAtt AgentWaitFunction.Arn");
+                }
+            }
+        }
+    }
+    assert_eq!(scheduling, set(&[ANSWER_INGEST, PRECHAT, OPERATOR]));
+    assert_eq!(configured, scheduling);
+    let trust = serde_yaml::to_string(
+        &template["Resources"]["AgentWaitSchedulerRole"]["Properties"]["AssumeRolePolicyDocument"],
+    )
+    .unwrap_or_default();
+    assert!(
+        trust.contains("Service: scheduler.amazonaws.com"),
+        "{trust}"
+    );
+    assert!(trust.contains("aws:SourceAccount"), "{trust}");
+    assert!(
+        trust.contains(":schedule/${AgentWaitScheduleGroup}/*"),
+        "{trust}"
+    );
 }

@@ -28,3 +28,4 @@ mod store_race;
 mod tls;
 mod tokens;
 mod transcript;
+mod waiting;

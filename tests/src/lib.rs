@@ -243,6 +243,33 @@ pub async fn moto_files(bucket: &str) -> Arc<handover_core::files::s3::S3Files> 
     ))
 }
 
+/// EventBridge Scheduler on moto: the timers of the waits for an agent, in a schedule group made for
+/// the caller (`AGENT_WAIT_SCHEDULE_GROUP`), as deployed.
+pub async fn moto_wait_timers(
+    settings: &handover_core::config::SchedulerSettings,
+) -> Arc<handover_core::waits::EventBridgeScheduler> {
+    let made = scheduler_client()
+        .create_schedule_group()
+        .name(&settings.group)
+        .send()
+        .await;
+    if let Err(err) = made {
+        let exists = err
+            .as_service_error()
+            .is_some_and(|e| e.is_conflict_exception());
+        assert!(exists, "schedule group {}: {err:?}", settings.group);
+    }
+    Arc::new(handover_core::waits::EventBridgeScheduler::new(
+        &moto_config(&dynamodb_endpoint()),
+        settings.clone(),
+    ))
+}
+
+/// A client of moto's EventBridge Scheduler, to read what the functions scheduled.
+pub fn scheduler_client() -> aws_sdk_scheduler::Client {
+    aws_sdk_scheduler::Client::new(&moto_config(&dynamodb_endpoint()))
+}
+
 pub fn client_at(endpoint: &str) -> Client {
     Client::new(&moto_config(endpoint))
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::Router;
 use handover_core::config::{
-    AgentEventsConfig, AnswerIngestConfig, Env, HandoverConfig, LiveConnectionConfig,
-    PresenceCheckConfig,
+    AgentEventsConfig, AgentWaitConfig, AgentWaitSettings, AnswerIngestConfig, Env, HandoverConfig,
+    LiveConnectionConfig, PresenceCheckConfig,
 };
 use handover_core::{clients, http as routes, startup, Clock, ManualClock, SessionStore};
 use http::StatusCode;
@@ -51,6 +51,11 @@ pub struct World {
     pub connections: crate::live::ManagementStub,
     /// The bucket of moto's S3 the functions keep files in, when `FILES_BUCKET` is set.
     pub files: Option<Arc<dyn handover_core::files::FileStore>>,
+    /// agent-wait: what EventBridge Scheduler invokes when a wait for an agent runs out.
+    pub wait: Arc<handover_core::flow::waiting::WaitDeps>,
+    /// The schedule group on moto's Scheduler the waits are timed in, when
+    /// `AGENT_WAIT_SCHEDULE_GROUP` is set (else the waits are off).
+    pub wait_group: Option<String>,
 }
 
 impl World {
@@ -114,6 +119,13 @@ impl World {
             None => None,
         };
         http.files = files.clone();
+        // AGENT_WAIT_SCHEDULE_GROUP: the waits for an agent are timed on moto's Scheduler, as deployed.
+        let wait_settings = AgentWaitSettings::from_env(&env).expect("the wait's settings");
+        if let Some(scheduler) = &wait_settings.scheduler {
+            let timers: Arc<dyn handover_core::waits::WaitTimers> =
+                crate::moto_wait_timers(scheduler).await;
+            http.timers = Some(timers);
+        }
         let store = harness.store.clone();
         let live = match LiveConnectionConfig::from_env(&env) {
             Ok(config) => {
@@ -158,9 +170,16 @@ impl World {
             agent: routes::serve(startup::agent_events_routes(
                 &AgentEventsConfig::from_env(&env).expect("agent-events configuration"),
                 store.clone(),
+                clock.clone(),
+                http.clone(),
+            )),
+            wait: Arc::new(startup::agent_wait_deps(
+                &AgentWaitConfig::from_env(&env).expect("agent-wait configuration"),
+                store.clone(),
                 clock,
                 http.clone(),
             )),
+            wait_group: wait_settings.scheduler.map(|s| s.group),
             live,
             connections,
             files,
@@ -254,6 +273,64 @@ impl World {
             &body.to_string(),
         );
         read(send(&self.agent, req).await)
+    }
+
+    /// The waits scheduled on moto's Scheduler now, each with its `at(...)` expression.
+    pub async fn scheduled_waits(&self) -> Vec<(handover_core::waits::AgentWait, String)> {
+        let Some(group) = &self.wait_group else {
+            return Vec::new();
+        };
+        let scheduler = crate::scheduler_client();
+        let listed = scheduler
+            .list_schedules()
+            .group_name(group)
+            .send()
+            .await
+            .expect("schedules");
+        let mut waits = Vec::new();
+        for summary in listed.schedules() {
+            let name = summary.name().unwrap_or_default();
+            let schedule = scheduler
+                .get_schedule()
+                .group_name(group)
+                .name(name)
+                .send()
+                .await
+                .expect("schedule");
+            let input = schedule.target().and_then(|t| t.input()).unwrap_or("{}");
+            let wait = serde_json::from_str(input).expect("a wait as the schedule's input");
+            waits.push((
+                wait,
+                schedule.schedule_expression().unwrap_or("").to_owned(),
+            ));
+        }
+        waits.sort_by_key(|(wait, _): &(handover_core::waits::AgentWait, _)| wait.round);
+        waits
+    }
+
+    /// EventBridge Scheduler runs the schedules of the group: agent-wait is invoked with each input,
+    /// then the schedule is deleted (`ActionAfterCompletion: DELETE`). Each invocation's answer.
+    pub async fn fire_waits(&self) -> Vec<Value> {
+        let mut answers = Vec::new();
+        for (wait, _) in self.scheduled_waits().await {
+            answers.push(self.fire(&wait).await);
+            crate::scheduler_client()
+                .delete_schedule()
+                .group_name(self.wait_group.as_deref().unwrap_or_default())
+                .name(wait.schedule_name())
+                .send()
+                .await
+                .expect("schedule deleted");
+        }
+        answers
+    }
+
+    /// agent-wait invoked with `wait` (as Scheduler does, also twice).
+    pub async fn fire(&self, wait: &handover_core::waits::AgentWait) -> Value {
+        let event = serde_json::to_value(wait).expect("a wait as JSON");
+        handover_core::flow::waiting::on_event(&self.wait, "test-invocation", event)
+            .await
+            .expect("the wait is checked")
     }
 
     /// What the channel polls.

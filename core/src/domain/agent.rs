@@ -42,13 +42,24 @@ pub enum Sender {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent_name: Option<String>,
     },
+    /// The service itself: no agent has taken the conversation within the wait (this is the
+    /// `round`th time it says so); the end user may keep waiting or go back to the bot.
+    NobodyYet {
+        round: u32,
+        /// The handover was made while agents were offline (or outside business hours).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        agents_offline: bool,
+        /// Outside business hours: when they open (epoch seconds), for the page to show locally.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opens_at: Option<i64>,
+    },
 }
 
 impl Sender {
     pub fn as_str(&self) -> &'static str {
         match self {
             Sender::Agent { .. } => "agent",
-            Sender::System { .. } | Sender::Joined { .. } => "system",
+            Sender::System { .. } | Sender::Joined { .. } | Sender::NobodyYet { .. } => "system",
         }
     }
 }
@@ -60,6 +71,7 @@ impl fmt::Debug for Sender {
             Sender::Agent { .. } => f.write_str("Agent"),
             Sender::System { ended } => write!(f, "System({ended:?})"),
             Sender::Joined { .. } => f.write_str("Joined"),
+            Sender::NobodyYet { round, .. } => write!(f, "NobodyYet({round})"),
         }
     }
 }
@@ -78,6 +90,8 @@ pub enum EndReason {
     OperatorReleased,
     /// MSC did not accept the handover.
     HandoverFailed,
+    /// No agent took the conversation in time, and the end user chose to go back to the bot.
+    NoAgent,
 }
 
 impl EndReason {
@@ -92,6 +106,7 @@ impl EndReason {
             EndReason::AgentClosed => "Our colleague has closed the conversation. The chatbot is here to help again.",
             EndReason::OperatorReleased => "The conversation was handed back to the chatbot.",
             EndReason::HandoverFailed => "No colleague could take over the conversation. The chatbot is here to help again.",
+            EndReason::NoAgent => "You are back with the chatbot. Our colleagues have been told that you stopped waiting; ask for a colleague again at any time.",
         }
     }
 }
@@ -121,7 +136,7 @@ impl OutboxMessage {
             Sender::Agent { agent_name } | Sender::Joined { agent_name } => {
                 agent_name.as_ref().map_or(0, String::len)
             }
-            Sender::System { .. } => 0,
+            Sender::System { .. } | Sender::NobodyYet { .. } => 0,
         };
         let files: usize = self
             .files
@@ -182,9 +197,32 @@ pub struct AgentSide {
     )]
     #[serde(with = "digests")]
     pub delivered: Vec<u64>,
+    /// How often the end user was told that no agent has come yet ([`HandoverChange::NobodyCame`]).
+    /// Only ever grows within a handover, as does `wait_kept`: an offer is open while it is larger.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub wait_asks: u32,
+    /// How often the end user chose to keep waiting.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub wait_kept: u32,
+}
+
+impl AgentSide {
+    /// Whether an agent has come: joined (`ConversationStarted`) or replied.
+    pub fn agent_came(&self) -> bool {
+        self.agent_joined_at.is_some() || self.replies > 0
+    }
+
+    /// Whether the end user was asked to keep waiting or go back, and has not answered yet.
+    pub fn wait_offer_open(&self) -> bool {
+        self.wait_asks > self.wait_kept
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -243,6 +281,21 @@ pub enum HandoverChange {
     /// `ConversationArchived` of this handover's MSC conversation: the end (`agent_closed`). An
     /// event of an earlier handover's conversation changes nothing.
     Closed { conversation: String },
+    /// The wait for an agent ran out (its timer fired): unless an agent came, or this round was told
+    /// already, the end user is told so and offered to keep waiting or go back to the bot. `handover`
+    /// is the intake id of the handover the timer was started for: a timer of an earlier handover
+    /// changes nothing. `opens_at`: outside business hours, when they open.
+    NobodyCame {
+        handover: String,
+        round: u32,
+        opens_at: Option<i64>,
+    },
+    /// The end user chose to keep waiting (an offer is open, and no agent came meanwhile).
+    KeepWaiting,
+    /// The end user chose to go back to the bot: the end (`no_agent`), only while no agent came and
+    /// after the end user was offered it. An agent coming a moment earlier refuses it, and this
+    /// ending first refuses the agent's event: one of the two, never both.
+    BackToBot,
 }
 
 impl HandoverChange {
@@ -263,7 +316,10 @@ impl HandoverChange {
             | HandoverChange::Closed { conversation } => Some(conversation),
             HandoverChange::AgentReply(_)
             | HandoverChange::End(_)
-            | HandoverChange::Linked { .. } => None,
+            | HandoverChange::Linked { .. }
+            | HandoverChange::NobodyCame { .. }
+            | HandoverChange::KeepWaiting
+            | HandoverChange::BackToBot => None,
         }
     }
 
@@ -272,9 +328,12 @@ impl HandoverChange {
         match self {
             HandoverChange::End(reason) => Some(*reason),
             HandoverChange::Closed { .. } => Some(EndReason::AgentClosed),
+            HandoverChange::BackToBot => Some(EndReason::NoAgent),
             HandoverChange::AgentReply(_)
             | HandoverChange::AgentJoined { .. }
-            | HandoverChange::Linked { .. } => None,
+            | HandoverChange::Linked { .. }
+            | HandoverChange::NobodyCame { .. }
+            | HandoverChange::KeepWaiting => None,
         }
     }
 }
@@ -367,6 +426,56 @@ pub fn apply(
             now,
             lock_expiry,
         ),
+        HandoverChange::NobodyCame {
+            handover,
+            round,
+            opens_at,
+        } => {
+            // Fired twice, fired late for an earlier handover, an agent came in time, or the last
+            // question is still open: nothing.
+            if *handover != next.intake_id
+                || side.agent_came()
+                || side.wait_offer_open()
+                || side.wait_asks + 1 != *round
+            {
+                return None;
+            }
+            side.wait_asks = *round;
+            events.push(HistoryEvent::new(
+                now,
+                "no_agent_in_time",
+                Some(format!("round {round}")),
+            ));
+            let offline = next.agent_status == super::AgentStatus::Offline;
+            side.last_cursor += 1;
+            side.outbox.push(OutboxMessage {
+                cursor: side.last_cursor,
+                id: format!("{}-waiting-{}-{round}", next.session_id, next.intake_id),
+                from: Sender::NobodyYet {
+                    round: *round,
+                    agents_offline: offline,
+                    opens_at: *opens_at,
+                },
+                text: nobody_came_text(*round, offline, *opens_at),
+                sent_at: now,
+                files: Vec::new(),
+            });
+        }
+        HandoverChange::KeepWaiting => {
+            if side.agent_came() || !side.wait_offer_open() {
+                return None;
+            }
+            side.wait_kept = side.wait_asks;
+            events.push(HistoryEvent::new(now, "kept_waiting", None));
+            // The end user's answer is activity, as a relayed message is.
+            next.expires_at = lock_expiry;
+        }
+        HandoverChange::BackToBot => {
+            if side.agent_came() || side.wait_asks == 0 {
+                return None;
+            }
+            end(&mut next, &mut events, EndReason::NoAgent, now, lock_expiry);
+        }
     }
     let side = &mut next.agent;
     trim_outbox(&mut side.outbox);
@@ -406,6 +515,48 @@ fn end(
     // The bot answers from now on; the outbox stays readable for as long as the lock would have kept
     // it (a new handover carries it on).
     next.expires_at = lock_expiry;
+}
+
+/// What the end user reads when no agent has come in time. The first time it also says why it may take
+/// long: the handover was made while agents were offline, and (outside business hours) when they open.
+pub fn nobody_came_text(round: u32, offline: bool, opens_at: Option<i64>) -> String {
+    let question = "Would you like to keep waiting, or go back to the chatbot?";
+    match (round, offline, opens_at) {
+        (1, _, Some(opens_at)) => format!(
+            "No colleague has taken your conversation yet: we are closed now, and open again at {}. \
+             A colleague will answer then. {question}",
+            crate::clock::human_utc(opens_at)
+        ),
+        (1, true, None) => format!(
+            "No colleague has taken your conversation yet: our colleagues were not available when you \
+             asked, so it may take a while. {question}"
+        ),
+        _ => format!("No colleague has taken your conversation yet. {question}"),
+    }
+}
+
+/// The end user's answer to "nobody came yet".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum WaitChoice {
+    KeepWaiting,
+    BackToBot,
+}
+
+impl WaitChoice {
+    pub const ALL: [WaitChoice; 2] = [WaitChoice::KeepWaiting, WaitChoice::BackToBot];
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The button's label, for channels that show the server's texts.
+    pub const fn label(self) -> &'static str {
+        match self {
+            WaitChoice::KeepWaiting => "Keep waiting",
+            WaitChoice::BackToBot => "Back to the chatbot",
+        }
+    }
 }
 
 /// Drops the oldest messages beyond [`OUTBOX_LIMIT`] messages or [`OUTBOX_LIMIT_BYTES`]; the newest
@@ -572,6 +723,115 @@ mod tests {
         assert!(bytes <= OUTBOX_LIMIT_BYTES, "{bytes}");
         assert_eq!(session.agent.outbox.len(), 4);
         assert_eq!(session.agent.outbox.last().unwrap().id, "m-19");
+    }
+
+    fn nobody_came(round: u32) -> HandoverChange {
+        HandoverChange::NobodyCame {
+            handover: "i".into(),
+            round,
+            opens_at: None,
+        }
+    }
+
+    #[test]
+    fn nobody_came_is_told_once_per_round_and_only_while_no_agent_came() {
+        let told = apply(&handed_over(), &nobody_came(1), NOW, LOCK_EXPIRY).unwrap();
+        assert_eq!(told.agent.wait_asks, 1);
+        assert!(told.agent.wait_offer_open());
+        let message = told.agent.outbox.last().unwrap();
+        assert_eq!(
+            message.from,
+            Sender::NobodyYet {
+                round: 1,
+                agents_offline: false,
+                opens_at: None
+            }
+        );
+        assert_eq!(message.id, "s-1-waiting-i-1");
+        assert_eq!(told.expires_at, handed_over().expires_at, "not activity");
+        // The timer firing again, a later round before the end user answered, another handover's timer.
+        assert_eq!(apply(&told, &nobody_came(1), NOW, LOCK_EXPIRY), None);
+        assert_eq!(apply(&told, &nobody_came(2), NOW, LOCK_EXPIRY), None);
+        let other = HandoverChange::NobodyCame {
+            handover: "earlier".into(),
+            round: 1,
+            opens_at: None,
+        };
+        assert_eq!(apply(&handed_over(), &other, NOW, LOCK_EXPIRY), None);
+        // An agent who joined or replied: nobody is told anything.
+        let replied = apply(&handed_over(), &reply("m-1", 10), NOW, LOCK_EXPIRY).unwrap();
+        assert_eq!(apply(&replied, &nobody_came(1), NOW, LOCK_EXPIRY), None);
+        let mut joined = handed_over();
+        joined.agent.agent_joined_at = Some(NOW);
+        assert_eq!(apply(&joined, &nobody_came(1), NOW, LOCK_EXPIRY), None);
+    }
+
+    #[test]
+    fn keep_waiting_answers_the_open_offer_once_and_opens_the_next_round() {
+        assert_eq!(
+            apply(
+                &handed_over(),
+                &HandoverChange::KeepWaiting,
+                NOW,
+                LOCK_EXPIRY
+            ),
+            None,
+            "nothing was offered"
+        );
+        let told = apply(&handed_over(), &nobody_came(1), NOW, LOCK_EXPIRY).unwrap();
+        let kept = apply(&told, &HandoverChange::KeepWaiting, NOW, LOCK_EXPIRY).unwrap();
+        assert!(!kept.agent.wait_offer_open());
+        assert_eq!(kept.expires_at, LOCK_EXPIRY, "an answer is activity");
+        assert_eq!(
+            apply(&kept, &HandoverChange::KeepWaiting, NOW, LOCK_EXPIRY),
+            None
+        );
+        let again = apply(&kept, &nobody_came(2), NOW, LOCK_EXPIRY).unwrap();
+        assert_eq!(again.agent.outbox.last().unwrap().id, "s-1-waiting-i-2");
+        assert!(again.agent.outbox.last().unwrap().text.starts_with(
+            "No colleague has taken your conversation yet. Would you like to keep waiting"
+        ));
+    }
+
+    #[test]
+    fn back_to_the_bot_ends_the_handover_only_while_no_agent_came() {
+        assert_eq!(
+            apply(&handed_over(), &HandoverChange::BackToBot, NOW, LOCK_EXPIRY),
+            None,
+            "nothing was offered"
+        );
+        let told = apply(&handed_over(), &nobody_came(1), NOW, LOCK_EXPIRY).unwrap();
+        let back = apply(&told, &HandoverChange::BackToBot, NOW, LOCK_EXPIRY).unwrap();
+        assert_eq!(back.state, SessionState::Ended);
+        assert_eq!(back.agent.end_reason, Some(EndReason::NoAgent));
+        assert_eq!(
+            back.agent.outbox.last().unwrap().from,
+            Sender::System {
+                ended: EndReason::NoAgent
+            }
+        );
+        let mut joined = told.clone();
+        joined.agent.agent_joined_at = Some(NOW);
+        assert_eq!(
+            apply(&joined, &HandoverChange::BackToBot, NOW, LOCK_EXPIRY),
+            None
+        );
+    }
+
+    #[test]
+    fn the_first_message_says_why_it_may_take_long() {
+        let closed = nobody_came_text(1, true, Some(1_796_630_400));
+        assert!(
+            closed.contains("we are closed now, and open again at 2026-12-07 08:00 UTC"),
+            "{closed}"
+        );
+        let offline = nobody_came_text(1, true, None);
+        assert!(
+            offline.contains("were not available when you asked"),
+            "{offline}"
+        );
+        assert!(!nobody_came_text(2, true, None).contains("not available"));
+        assert!(!nobody_came_text(1, false, None).contains("not available"));
     }
 
     #[test]

@@ -8,9 +8,9 @@ pub mod text;
 pub use policy::LockPolicy;
 
 pub use agent::{
-    apply, reply_digest, since, AgentReply, AgentSide, EndReason, HandoverChange, OutboxMessage,
-    Sender, AGENT_NAME_LIMIT_CHARS, AGENT_TEXT_LIMIT_CHARS, DELIVERED_LIMIT, OUTBOX_LIMIT,
-    OUTBOX_LIMIT_BYTES, SHORTENED_MARKER,
+    apply, nobody_came_text, reply_digest, since, AgentReply, AgentSide, EndReason, HandoverChange,
+    OutboxMessage, Sender, WaitChoice, AGENT_NAME_LIMIT_CHARS, AGENT_TEXT_LIMIT_CHARS,
+    DELIVERED_LIMIT, OUTBOX_LIMIT, OUTBOX_LIMIT_BYTES, SHORTENED_MARKER,
 };
 
 use std::fmt;

@@ -329,7 +329,7 @@ pub async fn end_handover(
 }
 
 /// The end is logged, counted and pushed to the channel.
-async fn announce_end(channel: &dyn ChannelPush, session_id: &str, ended: &Session) {
+pub(crate) async fn announce_end(channel: &dyn ChannelPush, session_id: &str, ended: &Session) {
     let reason = ended.agent.end_reason.map_or("unknown", |r| r.as_str());
     tracing::info!(end_reason = reason, "handover ended");
     crate::metrics::count_outcome("HandoversEnded", "Reason", reason);

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod live;
+pub mod waiting;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use crate::store::{
     StoreError,
 };
 use crate::telemetry::ErrorChain;
+use crate::waits::Waits;
 
 const ANONYMOUS_RELATION: &str = "Website visitor";
 
@@ -150,10 +152,12 @@ impl HandoverOutcome {
 
 /// Rule 5: claim, post to MSC, lock (rule 6); any failure releases (rule 7). Idempotent: the claim
 /// makes racing callers (webhook, answer stream, operator) one handover.
+/// Once made, the wait for an agent starts (`waits`).
 pub async fn hand_over<S: HandoverStore + ?Sized>(
     store: &S,
     msc: &dyn MscMessages,
     clock: &dyn Clock,
+    waits: &Waits,
     session_id: &SessionId,
     intake: &[IntakeAnswer],
 ) -> Result<HandoverOutcome, StoreError> {
@@ -183,10 +187,13 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
             metrics::count("HandoversCompleted");
             let waited = clock.now().saturating_sub(locked.started_at);
             metrics::milliseconds("TimeToAgent", (waited * 1_000) as f64);
-            if !locked.queued.is_empty() {
-                // A failure leaves them queued: the next relay posts them first.
-                let _ = flush_queue(store, msc, &locked, &message.relation_name).await;
-            }
+            let flushed = async {
+                if !locked.queued.is_empty() {
+                    // A failure leaves them queued: the next relay posts them first.
+                    let _ = flush_queue(store, msc, &locked, &message.relation_name).await;
+                }
+            };
+            tokio::join!(flushed, waits.start(&locked, 1, clock.now()));
             Ok(HandoverOutcome::HandedOver(locked))
         }
         Ok(Guarded::Refused { current }) => {
@@ -367,6 +374,7 @@ fn for_msc(
         conversation_guid: session.agent.msc_conversation.clone(),
         sent_at,
         attachments: Vec::new(),
+        is_private: false,
     }
 }
 
@@ -387,6 +395,9 @@ pub struct IncomingMessage {
     pub verified: Option<crate::domain::VerifiedIdentity>,
     /// A file the end user uploaded for the agent (`POST /v1/uploads`), sent with this message.
     pub upload: Option<Upload>,
+    /// The end user's answer to "nobody came yet": handled by [`waiting::choose`], not the bot or
+    /// the agent.
+    pub choice: Option<crate::domain::WaitChoice>,
 }
 
 /// An end user's upload, as a message names it: its id in the conversation and its declared name.
@@ -450,6 +461,8 @@ pub struct IngestDeps {
     pub hours: Arc<BusinessHours>,
     /// What an end user may send the agent, and where it waits until the relay fetches it.
     pub files: crate::files::Files,
+    /// The wait for an agent after a handover, and its timers.
+    pub waits: Waits,
 }
 
 /// One end-user turn: the session lock decides who answers (rule 6); a `livechat` answer starts the
@@ -537,6 +550,7 @@ async fn settle(deps: &IngestDeps, session_id: &SessionId, found: Found) -> Opti
                 deps.store.as_ref(),
                 deps.msc.as_ref(),
                 deps.clock.as_ref(),
+                &deps.waits,
                 session_id,
                 &claim.intake,
             )
@@ -640,6 +654,7 @@ async fn answer_with_bot(
             deps.store.as_ref(),
             deps.msc.as_ref(),
             deps.clock.as_ref(),
+            &deps.waits,
             &session_id,
             &[],
         )

@@ -27,6 +27,8 @@ pub struct HandoverDeps {
     pub clock: Arc<dyn Clock>,
     /// Told when an operator releases a handover.
     pub channel: Arc<dyn ChannelPush>,
+    /// The wait for an agent, started when the handover is made.
+    pub waits: crate::waits::Waits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +84,7 @@ async fn run_handover(
         deps.store.as_ref(),
         deps.msc.as_ref(),
         deps.clock.as_ref(),
+        &deps.waits,
         session_id,
         intake,
     )

@@ -21,7 +21,7 @@ use crate::channel;
 #[cfg(doc)]
 use crate::domain::files::FILE_NAME_LIMIT_CHARS;
 use crate::domain::files::{declared_name, name_for_type};
-use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn, VerifiedIdentity};
+use crate::domain::{IdempotencyKey, SessionId, Speaker, Turn, VerifiedIdentity, WaitChoice};
 use crate::flow::agent::{handled_by, messages_since};
 use crate::flow::{ingest, IncomingMessage, IngestDeps, Routed};
 use crate::store::{IdempotencyBegin, Quota, QuotaStore};
@@ -44,6 +44,8 @@ struct MessageBody {
     /// At most one file for the agent, by the id `POST /v1/uploads` gave it.
     #[serde(default, deserialize_with = "objects_or_null")]
     attachments: Vec<AttachmentBody>,
+    /// The end user's answer to "no colleague has taken your conversation yet" (`no_agent_yet`).
+    choice: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +356,20 @@ async fn process(
     caller: &Caller,
     message: IncomingMessage,
 ) -> Result<Value, ApiError> {
+    if let (Some(choice), Some(session_id)) = (message.choice, &message.session_id) {
+        // The answer to a question of the service's: neither the bot nor the agent reads it.
+        let chosen = crate::flow::waiting::choose(deps, session_id, choice)
+            .await
+            .map_err(ApiError::Store)?;
+        tracing::info!(choice = chosen.outcome.as_str(), "choice handled");
+        return Ok(json!({
+            "sessionId": session_id.as_str(),
+            "handledBy": chosen.routed.handled_by().as_str(),
+            "answers": [],
+            "outputs": [],
+            "choice": chosen.outcome.as_str(),
+        }));
+    }
     let new_conversation = message.session_id.is_none();
     let reply = ingest(deps, message).await?;
     if new_conversation {
@@ -436,6 +452,18 @@ fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
     let end_user_url = non_blank(body.end_user_url)
         .map(|raw| page_url("endUserUrl", &raw))
         .transpose()?;
+    let choice = match body.choice.as_deref() {
+        None => None,
+        Some(raw) => Some(raw.parse::<WaitChoice>().map_err(|_| {
+            ApiError::InvalidBody("choice must be keep_waiting or back_to_bot".into())
+        })?),
+    };
+    if choice.is_some() && (session_id.is_none() || upload.is_some()) {
+        return Err(ApiError::InvalidBody(
+            "a choice answers a conversation's question: it needs sessionId, and carries no file"
+                .into(),
+        ));
+    }
     Ok(IncomingMessage {
         session_id,
         text: text.to_owned(),
@@ -445,6 +473,7 @@ fn validate(body: MessageBody) -> Result<IncomingMessage, ApiError> {
         idempotency_key: None,
         verified: None,
         upload,
+        choice,
     })
 }
 

@@ -215,3 +215,80 @@ async fn next_frame(socket: &mut Socket) -> Value {
         .await
         .expect("a frame within 5 s")
 }
+
+/// The runner times the waits for an agent itself: with a one-second wait, the end user of a handover
+/// no agent answers is asked, and going back to the bot leaves a private note in the sandbox's inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_asks_when_nobody_came_on_its_own_timer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = start(listener, Env::from_pairs([("AGENT_WAIT_SECS", "1")]))
+        .await
+        .expect("runner starts");
+    let base = format!("http://{}", running.addr);
+    let http = handover_core::clients::new_http_client(None).expect("http client");
+    let post = |body: Value| {
+        http.post(format!("{base}/v1/messages"))
+            .bearer_auth(LOCAL_CHANNEL_KEY)
+            .json(&body)
+            .send()
+    };
+    let first: Value = post(json!({"text": "agent"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = first["sessionId"].as_str().unwrap().to_owned();
+    for text in ["Jane Doe", "jane@example.com"] {
+        post(json!({"sessionId": session, "text": text}))
+            .await
+            .unwrap();
+    }
+    let mut asked = None;
+    for _ in 0..50 {
+        let outbox: Value = http
+            .get(format!("{base}/v1/sessions/{session}/messages"))
+            .bearer_auth(LOCAL_CHANNEL_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        asked = outbox["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["event"] == "no_agent_yet")
+            .cloned();
+        if asked.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let asked = asked.expect("asked within 5 s of a 1 s wait");
+    assert_eq!(asked["round"], 1);
+    let chosen: Value =
+        post(json!({"sessionId": session, "text": "Back", "choice": "back_to_bot"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(chosen["choice"], "back_to_bot", "{chosen}");
+    let sink: Value = http
+        .get(format!("{base}/sandbox/msc/api/messages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let notes = sink["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["IsPrivate"] == true)
+        .count();
+    assert_eq!(notes, 1, "{sink}");
+}

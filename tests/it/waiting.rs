@@ -385,3 +385,31 @@ async fn choices_are_checked_where_they_enter_and_change_nothing_when_refused() 
     );
     assert_eq!(world.store.get_stored(sid).await.unwrap(), before);
 }
+
+#[tokio::test]
+async fn nobody_coming_and_the_choice_are_counted() {
+    let sid = "wait-metrics-0001";
+    handover_tests::emf_lines(sid);
+    let world = world_with(&[]).await;
+    handed_over(&world, sid).await;
+    world.clock.advance(60);
+    world.fire_waits().await;
+    choose(&world, sid, "back_to_bot").await;
+
+    let lines = handover_tests::emf_lines(sid);
+    let unanswered = lines
+        .iter()
+        .find(|line| line["Function"] == "agent-wait")
+        .unwrap_or_else(|| panic!("no agent-wait line: {lines:#?}"));
+    assert_eq!(unanswered["HandoversUnanswered"], 1.0);
+    let chosen = lines
+        .iter()
+        .find(|line| line.get("WaitChoices").is_some())
+        .unwrap_or_else(|| panic!("no choice counted: {lines:#?}"));
+    assert_eq!(chosen["Function"], "answer-ingest");
+    assert_eq!(
+        (chosen["Choice"].as_str(), chosen["Reason"].as_str()),
+        (Some("back_to_bot"), Some("no_agent"))
+    );
+    assert_eq!(chosen["HandoversEnded"], 1.0);
+}

@@ -5,6 +5,7 @@ import { chromium } from "playwright-core";
 
 const base = process.argv[2];
 const screenshot = process.argv[3];
+const waitingBase = process.argv[4];
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
@@ -88,6 +89,23 @@ try {
     await userSays("hello again");
     await shows("user-log", 'You said "hello again"');
   });
+  if (waitingBase) {
+    await page.goto(waitingBase);
+    await step("nobody came: the end user is asked, goes back to the bot, and the agent's inbox gets a private note", async () => {
+      await site.locator("[data-handover-widget] .launcher").click();
+      for (const [text, answer] of [["agent", "What is your name?"], ["Jane Doe", "e-mail address"], ["jane@example.com", "take over"]]) {
+        await userSays(text);
+        await shows("user-log", answer);
+      }
+      const question = site.locator("[data-handover-widget] .msg", { hasText: "No colleague has taken your conversation yet" });
+      await question.first().waitFor({ timeout: 15_000 });
+      await page.locator("#session-history li", { hasText: "no_agent_in_time" }).waitFor({ timeout: 10_000 });
+      await site.getByRole("button", { name: "Back to the assistant" }).click();
+      await shows("user-log", "You are back with the chatbot");
+      await page.locator("#session-state", { hasText: "ended (no_agent)" }).waitFor({ timeout: 10_000 });
+      await shows("agent-log", "Private note: The customer waited");
+    });
+  }
   console.log(`browser: ${steps.length} passed, 0 failed`);
 } catch (error) {
   console.error(`not ok - after ${steps.length} steps: ${error.message}`);

@@ -120,29 +120,18 @@ pub async fn per_invocation(
     request: Request,
     next: Next,
 ) -> Response {
-    let invocation = Mutex::new(Invocation {
-        function,
-        ..Invocation::default()
-    });
-    let (response, invocation) = INVOCATION
-        .scope(invocation, async {
-            let response = next.run(request).await;
-            if let Some(counted) = response.extensions().get::<Counted>() {
-                count_outcome(counted.metric, counted.dimension, counted.outcome);
-            }
-            let figures = INVOCATION
-                .with(|i| std::mem::take(&mut *i.lock().unwrap_or_else(|p| p.into_inner())));
-            (response, figures)
-        })
-        .await;
-    if let Some(line) = line(&invocation, now_millis()) {
-        emit(&line);
-    }
-    response
+    per_event(function, async {
+        let response = next.run(request).await;
+        if let Some(counted) = response.extensions().get::<Counted>() {
+            count_outcome(counted.metric, counted.dimension, counted.outcome);
+        }
+        response
+    })
+    .await
 }
 
-/// [`per_invocation`] for a function invoked with an event rather than a request (agent-wait, invoked
-/// by EventBridge Scheduler): `work`'s figures are written when it is done.
+/// [`per_invocation`] for any invocation's `work`, also one with an event rather than a request
+/// (agent-wait, invoked by EventBridge Scheduler): its figures are written when it is done.
 pub async fn per_event<T>(function: &'static str, work: impl std::future::Future<Output = T>) -> T {
     let invocation = Mutex::new(Invocation {
         function,

@@ -477,6 +477,18 @@ async fn main() {
     );
     let dynamodb = std::env::var("HANDOVER_TEST_DYNAMODB_ENDPOINT")
         .expect("HANDOVER_TEST_DYNAMODB_ENDPOINT: run ./scripts/bench, which starts moto");
+    // The functions that hand over schedule each handover's wait for an agent in this group.
+    let group = handover_tests::scheduler_client()
+        .create_schedule_group()
+        .name(BENCH_WAIT_GROUP)
+        .send()
+        .await;
+    if let Err(err) = group {
+        let exists = err
+            .as_service_error()
+            .is_some_and(|e| e.is_conflict_exception());
+        assert!(exists, "schedule group: {err:?}");
+    }
     if !args.iter().any(|a| a == "--cold-only") {
         functions_at_full_speed(&release, &dynamodb, invocations).await;
     }
@@ -484,6 +496,11 @@ async fn main() {
         cold::run(&release, &dynamodb, &cold::Options::from_args(&args)).await;
     }
 }
+
+/// The schedule group (on moto) the functions schedule their waits for an agent in, as deployed.
+pub const BENCH_WAIT_GROUP: &str = "handover-bench-waits";
+pub const BENCH_WAIT_FUNCTION: &str = "arn:aws:lambda:eu-west-1:123456789012:function:agent-wait";
+pub const BENCH_WAIT_ROLE: &str = "arn:aws:iam::123456789012:role/scheduler-invokes-agent-wait";
 
 /// Init, warm latency, memory and zip size of every function against the empty one, on a full core
 /// with peers that answer at once; DynamoDB requests per scenario; cost.
@@ -505,6 +522,11 @@ async fn functions_at_full_speed(release: &Path, dynamodb: &str, invocations: us
             ("CAIC_WEBHOOK_SECRET", KEY.into()),
             ("OPERATOR_API_KEY", KEY.into()),
             ("HANDOVER_STORE", store.into()),
+            // Each handover's wait for an agent, scheduled on moto as deployed.
+            ("AWS_ENDPOINT_URL_SCHEDULER", dynamodb.into()),
+            ("AGENT_WAIT_SCHEDULE_GROUP", BENCH_WAIT_GROUP.into()),
+            ("AGENT_WAIT_FUNCTION_ARN", BENCH_WAIT_FUNCTION.into()),
+            ("AGENT_WAIT_SCHEDULER_ROLE_ARN", BENCH_WAIT_ROLE.into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

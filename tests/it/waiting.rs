@@ -413,3 +413,34 @@ async fn nobody_coming_and_the_choice_are_counted() {
     );
     assert_eq!(chosen["HandoversEnded"], 1.0);
 }
+
+#[tokio::test]
+async fn a_handover_msc_refuses_leaves_a_wait_that_fires_into_nothing() {
+    let world = world_with(&[]).await;
+    let sid = "wait-refused-0001";
+    world
+        .caic_answers(
+            "agent",
+            caic_reply(sid, "Connecting.", json!({"livechat": true})),
+        )
+        .await;
+    world
+        .caic_event_answers(200, caic_reply(sid, "Your name?", json!({})))
+        .await;
+    world
+        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
+        .await;
+    world.msc_accepts_messages(ResponseTemplate::new(500)).await;
+    world
+        .message(json!({"sessionId": sid, "text": "agent"}))
+        .await;
+    let (_, body) = world.end_slot(sid, json!([])).await;
+    assert_eq!(body, json!({"success": false}));
+    // Started beside the post, before MSC's answer was known.
+    assert_eq!(world.scheduled_waits().await.len(), 1);
+    world.clock.advance(60);
+    assert_eq!(world.fire_waits().await[0]["outcome"], "nothing");
+    let stored = world.store.get_stored(sid).await.unwrap().unwrap();
+    assert_eq!(stored.state, SessionState::Ended);
+    assert!(stored.agent.outbox.is_empty(), "nothing told");
+}

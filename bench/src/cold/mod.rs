@@ -159,7 +159,9 @@ impl Scenario {
         // Looking up and announcing to the page's connections, beside the reply's read and its push.
         let live = self == Scenario::AgentReplyLive
             && matches!(request.what.as_str(), "GetItem live" | "UpdateItem live");
-        link || live
+        // The handover's wait for an agent is scheduled beside the post of the handover message.
+        let wait = self == Scenario::EndSlot && request.peer == Peer::Scheduler;
+        link || live || wait
     }
 
     /// The scenario's event, with the session it needs put in place by `helper`. `cold`: an agent
@@ -718,6 +720,23 @@ fn deployed_env(
         ("MSC_API_URL", format!("{msc}/api")),
         ("MSC_CHANNEL_ACCOUNT", "bench".to_owned()),
         ("CHANNEL_WEBHOOK_URL", peers.url(Peer::Channel).to_owned()),
+        // The handover's wait for an agent, scheduled as deployed (a group made on moto).
+        (
+            "AWS_ENDPOINT_URL_SCHEDULER",
+            peers.url(Peer::Scheduler).to_owned(),
+        ),
+        (
+            "AGENT_WAIT_SCHEDULE_GROUP",
+            crate::BENCH_WAIT_GROUP.to_owned(),
+        ),
+        (
+            "AGENT_WAIT_FUNCTION_ARN",
+            crate::BENCH_WAIT_FUNCTION.to_owned(),
+        ),
+        (
+            "AGENT_WAIT_SCHEDULER_ROLE_ARN",
+            crate::BENCH_WAIT_ROLE.to_owned(),
+        ),
         // A relayed turn slides the lock with one more write once per this many seconds; the run
         // lasts longer than the default's 300 and measures the turn without it.
         ("LOCK_REFRESH_SECS", "3600".to_owned()),

@@ -1,4 +1,4 @@
-//! The cold path's peers: Secrets Manager and DynamoDB (moto, forwarded), CAIC and MSC (stubs), each
+//! The cold path's peers: Secrets Manager, DynamoDB and EventBridge Scheduler (moto, forwarded), CAIC and MSC (stubs), each
 //! behind TLS with a certificate of the run's CA, at a round-trip time of its own. Each peer records
 //! what it served and how long it took to answer, so the floor is computed from the same answers.
 
@@ -28,6 +28,8 @@ pub enum Peer {
     Channel,
     /// API Gateway's management API, where pushes to the pages' live connections are posted.
     LiveConnections,
+    /// EventBridge Scheduler (moto, forwarded): a handover's wait for an agent.
+    Scheduler,
 }
 
 impl Peer {
@@ -39,6 +41,7 @@ impl Peer {
             Peer::Msc => "MSC",
             Peer::Channel => "channel",
             Peer::LiveConnections => "management API",
+            Peer::Scheduler => "Scheduler",
         }
     }
 }
@@ -65,7 +68,9 @@ pub struct RoundTrips {
 impl RoundTrips {
     pub fn of(&self, peer: Peer) -> Duration {
         match peer {
-            Peer::SecretsManager | Peer::DynamoDb | Peer::LiveConnections => self.aws,
+            Peer::SecretsManager | Peer::DynamoDb | Peer::LiveConnections | Peer::Scheduler => {
+                self.aws
+            }
             Peer::Caic | Peer::Msc | Peer::Channel => self.cm,
         }
     }
@@ -103,6 +108,7 @@ pub async fn start(ca: &TestCa, moto: &str, round_trips: RoundTrips) -> Peers {
         Peer::Msc,
         Peer::Channel,
         Peer::LiveConnections,
+        Peer::Scheduler,
     ] {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
         urls.push((
@@ -187,6 +193,10 @@ async fn answer(
             };
             (forward(&upstream, &moto, parts, body).await, what)
         }
+        Peer::Scheduler => (
+            forward(&upstream, &moto, parts, body).await,
+            "CreateSchedule".to_owned(),
+        ),
         Peer::Caic | Peer::Msc | Peer::Channel | Peer::LiveConnections => {
             if peer == Peer::Caic {
                 wait_until(received + caic_answer).await;

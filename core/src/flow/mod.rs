@@ -152,7 +152,7 @@ impl HandoverOutcome {
 
 /// Rule 5: claim, post to MSC, lock (rule 6); any failure releases (rule 7). Idempotent: the claim
 /// makes racing callers (webhook, answer stream, operator) one handover.
-/// Once made, the wait for an agent starts (`waits`).
+/// The wait for an agent (`waits`) starts with the post.
 pub async fn hand_over<S: HandoverStore + ?Sized>(
     store: &S,
     msc: &dyn MscMessages,
@@ -168,7 +168,11 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
         ClaimOutcome::NoIntake => return Ok(HandoverOutcome::NoIntake),
     };
     let message = handover_message(&claim, clock.now());
-    if let Err(err) = msc.post(&message).await {
+    // The wait for an agent starts beside the post rather than after the lock, so the caller (CAIC's
+    // end slot holds the end user's last intake turn) waits for no Scheduler round trip; a handover
+    // MSC refuses leaves a timer that fires into a check that changes nothing.
+    let (posted, ()) = tokio::join!(msc.post(&message), waits.start(&claim, 1, clock.now()));
+    if let Err(err) = posted {
         tracing::warn!(
             error = %ErrorChain(&err),
             end_reason = EndReason::HandoverFailed.as_str(),
@@ -187,13 +191,10 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
             metrics::count("HandoversCompleted");
             let waited = clock.now().saturating_sub(locked.started_at);
             metrics::milliseconds("TimeToAgent", (waited * 1_000) as f64);
-            let flushed = async {
-                if !locked.queued.is_empty() {
-                    // A failure leaves them queued: the next relay posts them first.
-                    let _ = flush_queue(store, msc, &locked, &message.relation_name).await;
-                }
-            };
-            tokio::join!(flushed, waits.start(&locked, 1, clock.now()));
+            if !locked.queued.is_empty() {
+                // A failure leaves them queued: the next relay posts them first.
+                let _ = flush_queue(store, msc, &locked, &message.relation_name).await;
+            }
             Ok(HandoverOutcome::HandedOver(locked))
         }
         Ok(Guarded::Refused { current }) => {

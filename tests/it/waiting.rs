@@ -199,6 +199,8 @@ async fn back_to_the_bot_ends_the_handover_tells_the_agents_privately_and_the_bo
         stored.agent.end_reason,
         Some(handover_core::EndReason::NoAgent)
     );
+    let (_, view) = world.session_view(sid).await;
+    assert_eq!(view["endReason"], "no_agent");
     let (_, outbox) = world.outbox(sid, "").await;
     let last = outbox["messages"]
         .as_array()
@@ -264,6 +266,11 @@ async fn keep_waiting_asks_again_after_another_wait_and_at_most_the_asks() {
     assert_eq!(
         (kept["choice"].as_str(), kept["handledBy"].as_str()),
         (Some("kept_waiting"), Some("agent"))
+    );
+    let (_, view) = world.session_view(sid).await;
+    assert_eq!(
+        view["counts"],
+        json!({"agentReplies": 0, "outbox": 1, "queued": 0, "noAgentQuestions": 1, "keptWaiting": 1})
     );
     let second = world.scheduled_waits().await;
     assert_eq!(second.len(), 1);

@@ -146,6 +146,8 @@ pub async fn session_view(
             "agentReplies": agent.replies,
             "outbox": agent.outbox.len(),
             "queued": session.queued.len(),
+            "noAgentQuestions": agent.wait_asks,
+            "keptWaiting": agent.wait_kept,
         },
         "history": history,
     });

@@ -451,3 +451,26 @@ async fn a_handover_msc_refuses_leaves_a_wait_that_fires_into_nothing() {
     assert_eq!(stored.state, SessionState::Ended);
     assert!(stored.agent.outbox.is_empty(), "nothing told");
 }
+
+#[tokio::test]
+async fn a_wait_scheduler_refuses_leaves_the_handover_standing_and_is_counted() {
+    let sid = "wait-unscheduled-0001";
+    handover_tests::emf_lines(sid);
+    let world = world_with(&[]).await;
+    // The schedule group is gone (deleted by hand, or a role without the right): Scheduler refuses.
+    handover_tests::scheduler_client()
+        .delete_schedule_group()
+        .name(world.wait_group.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    handed_over(&world, sid).await;
+    let stored = world.store.get_stored(sid).await.unwrap().unwrap();
+    assert_eq!(stored.state, SessionState::HandedOver);
+    let lines = handover_tests::emf_lines(sid);
+    let unscheduled = lines
+        .iter()
+        .find(|line| line.get("AgentWaitsNotScheduled").is_some())
+        .unwrap_or_else(|| panic!("not counted: {lines:#?}"));
+    assert_eq!(unscheduled["Function"], "prechat-complete");
+}

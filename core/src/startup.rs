@@ -102,8 +102,7 @@ fn channel_push(
 fn waits(settings: &AgentWaitSettings, clients: &PeerClients) -> crate::waits::Waits {
     match (settings.wait_secs, &clients.timers) {
         (Some(wait_secs), Some(timers)) => crate::waits::Waits {
-            timers: timers.clone(),
-            wait_secs: Some(wait_secs),
+            timers: Some((timers.clone(), wait_secs)),
             asks: settings.asks,
         },
         _ => crate::waits::Waits::off(),

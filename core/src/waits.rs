@@ -149,24 +149,13 @@ impl WaitTimers for LocalTimers {
     }
 }
 
-/// `AGENT_WAIT_SECS=0`: nobody is told that no agent came.
-pub struct NoTimers;
-
-#[async_trait]
-impl WaitTimers for NoTimers {
-    async fn start(&self, _wait: &AgentWait) -> Result<(), TimerError> {
-        Ok(())
-    }
-}
-
 /// The timers and the settings of the wait, as the functions that hand over (and take the end user's
 /// choice to keep waiting) carry them.
 #[derive(Clone)]
 pub struct Waits {
-    pub timers: std::sync::Arc<dyn WaitTimers>,
-    /// `AGENT_WAIT_SECS`: how long after MSC accepted (or the end user chose to keep waiting) the end
-    /// user is told that nobody came; `None`: never.
-    pub wait_secs: Option<i64>,
+    /// Where waits are timed, and `AGENT_WAIT_SECS`: how long after MSC accepted (or the end user
+    /// chose to keep waiting) the end user is told that nobody came. `None`: never (waits are off).
+    pub timers: Option<(std::sync::Arc<dyn WaitTimers>, i64)>,
     /// `AGENT_WAIT_ASKS`: at most this many times per handover.
     pub asks: u32,
 }
@@ -174,8 +163,7 @@ pub struct Waits {
 impl Waits {
     pub fn off() -> Self {
         Self {
-            timers: std::sync::Arc::new(NoTimers),
-            wait_secs: None,
+            timers: None,
             asks: 0,
         }
     }
@@ -184,7 +172,7 @@ impl Waits {
     /// or `round` is past the asks. A timer that cannot be started is logged and counted: the handover
     /// stands, and the end user waits as before this feature.
     pub async fn start(&self, session: &crate::domain::Session, round: u32, now: i64) {
-        let Some(wait_secs) = self.wait_secs else {
+        let Some((timers, wait_secs)) = &self.timers else {
             return;
         };
         if round > self.asks {
@@ -194,11 +182,11 @@ impl Waits {
             session_id: session.session_id.clone(),
             handover: session.intake_id.clone(),
             round,
-            at: now.saturating_add(wait_secs),
+            at: now.saturating_add(*wait_secs),
             channel: session.channel.clone(),
             skill: session.skill.clone(),
         };
-        match self.timers.start(&wait).await {
+        match timers.start(&wait).await {
             Ok(()) => tracing::info!(round, at = wait.at, "waiting for an agent"),
             Err(err) => {
                 tracing::error!(error = %err, "the wait for an agent was not scheduled");

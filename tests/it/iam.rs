@@ -54,6 +54,56 @@ fn set(actions: &[&str]) -> BTreeSet<String> {
     actions.iter().map(|a| (*a).to_owned()).collect()
 }
 
+fn template() -> serde_yaml::Value {
+    serde_yaml::from_str(TEMPLATE).expect("template is YAML")
+}
+
+/// Every statement of every role's policies in the template, with the role's name.
+fn role_statements(template: &serde_yaml::Value) -> Vec<(String, serde_yaml::Value)> {
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let mut statements = Vec::new();
+    for (name, resource) in resources {
+        if resource["Type"] != "AWS::IAM::Role" {
+            continue;
+        }
+        let role = name.as_str().unwrap_or_default().to_owned();
+        for policy in resource["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            for statement in policy["PolicyDocument"]["Statement"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+            {
+                statements.push((role.clone(), statement.clone()));
+            }
+        }
+    }
+    statements
+}
+
+/// The roles of the functions whose definition names `variable` (in their environment).
+fn roles_of_functions_given(template: &serde_yaml::Value, variable: &str) -> BTreeSet<String> {
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    resources
+        .values()
+        .filter(|resource| {
+            resource["Type"] == "AWS::Serverless::Function"
+                && serde_yaml::to_string(resource)
+                    .unwrap_or_default()
+                    .contains(variable)
+        })
+        .map(|resource| {
+            let role = serde_yaml::to_string(&resource["Properties"]["Role"]).unwrap_or_default();
+            role.trim()
+                .trim_start_matches("!GetAtt ")
+                .replace(".Arn", "")
+        })
+        .collect()
+}
+
 const ANSWER_INGEST: &str = "AnswerIngestRole";
 const PRECHAT: &str = "PrechatCompleteRole";
 const OPERATOR: &str = "OperatorHandoverRole";
@@ -265,25 +315,14 @@ async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
 /// post to and close connections of the WebSocket API's stage, and no other function may.
 #[test]
 fn only_the_functions_given_the_live_connections_may_manage_them() {
-    let template: serde_yaml::Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
-    let resources = template["Resources"].as_mapping().expect("Resources");
-    let mut pushing = BTreeSet::new();
+    let template = template();
+    let pushing = roles_of_functions_given(&template, "LIVE_CONNECTIONS_URL");
     let mut managing = BTreeSet::new();
-    for (name, resource) in resources {
-        let name = name.as_str().unwrap_or_default().to_owned();
-        let text = serde_yaml::to_string(resource).unwrap_or_default();
-        if resource["Type"] == "AWS::Serverless::Function" && text.contains("LIVE_CONNECTIONS_URL")
-        {
-            let role = serde_yaml::to_string(&resource["Properties"]["Role"]).unwrap_or_default();
-            pushing.insert(
-                role.trim()
-                    .trim_start_matches("!GetAtt ")
-                    .replace(".Arn", ""),
-            );
-        }
-        if resource["Type"] == "AWS::IAM::Role" && text.contains("execute-api:ManageConnections") {
-            assert!(text.contains("/live/POST/@connections/*"), "{name}");
-            managing.insert(name);
+    for (role, statement) in role_statements(&template) {
+        let text = serde_yaml::to_string(&statement).unwrap_or_default();
+        if text.contains("execute-api:ManageConnections") {
+            assert!(text.contains("/live/POST/@connections/*"), "{role}");
+            managing.insert(role);
         }
     }
     assert_eq!(
@@ -300,42 +339,24 @@ fn only_the_functions_given_the_live_connections_may_manage_them() {
 /// reaches the bucket.
 #[test]
 fn each_role_reaches_only_its_own_prefixes_of_the_files_bucket() {
-    let template: serde_yaml::Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
-    let resources = template["Resources"].as_mapping().expect("Resources");
     let mut rights: BTreeSet<(String, String, String)> = BTreeSet::new();
-    for (name, resource) in resources {
-        if resource["Type"] != "AWS::IAM::Role" {
-            continue;
-        }
-        let role = name.as_str().unwrap_or_default().to_owned();
-        for policy in resource["Properties"]["Policies"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-        {
-            for statement in policy["PolicyDocument"]["Statement"]
+    for (role, statement) in role_statements(&template()) {
+        let actions: Vec<String> = match &statement["Action"] {
+            serde_yaml::Value::String(one) => vec![one.clone()],
+            many => many
                 .as_sequence()
                 .into_iter()
                 .flatten()
-            {
-                let actions: Vec<String> = match &statement["Action"] {
-                    serde_yaml::Value::String(one) => vec![one.clone()],
-                    many => many
-                        .as_sequence()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|a| a.as_str().map(str::to_owned))
-                        .collect(),
-                };
-                let resource = serde_yaml::to_string(&statement["Resource"]).unwrap_or_default();
-                for action in actions.into_iter().filter(|a| a.starts_with("s3:")) {
-                    let prefix = ["uploads/*", "agent/*"]
-                        .into_iter()
-                        .find(|p| resource.contains(&format!("${{FilesBucket.Arn}}/{p}")))
-                        .unwrap_or("elsewhere");
-                    rights.insert((role.clone(), action, prefix.to_owned()));
-                }
-            }
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+        };
+        let resource = serde_yaml::to_string(&statement["Resource"]).unwrap_or_default();
+        for action in actions.into_iter().filter(|a| a.starts_with("s3:")) {
+            let prefix = ["uploads/*", "agent/*"]
+                .into_iter()
+                .find(|p| resource.contains(&format!("${{FilesBucket.Arn}}/{p}")))
+                .unwrap_or("elsewhere");
+            rights.insert((role.clone(), action, prefix.to_owned()));
         }
     }
     let expected: BTreeSet<(String, String, String)> = [
@@ -359,64 +380,36 @@ fn each_role_reaches_only_its_own_prefixes_of_the_files_bucket() {
 /// Scheduler, for this account's schedules of that group, may assume it.
 #[test]
 fn only_the_functions_that_hand_over_may_schedule_and_scheduler_may_only_invoke_agent_wait() {
-    let template: serde_yaml::Value = serde_yaml::from_str(TEMPLATE).expect("template is YAML");
-    let resources = template["Resources"].as_mapping().expect("Resources");
+    let template = template();
+    let configured = roles_of_functions_given(&template, "AGENT_WAIT_SCHEDULE_GROUP");
     let mut scheduling = BTreeSet::new();
-    let mut configured = BTreeSet::new();
-    for (name, resource) in resources {
-        let name = name.as_str().unwrap_or_default().to_owned();
-        let text = serde_yaml::to_string(resource).unwrap_or_default();
-        if resource["Type"] == "AWS::Serverless::Function"
-            && text.contains("AGENT_WAIT_SCHEDULE_GROUP")
-        {
-            let role = serde_yaml::to_string(&resource["Properties"]["Role"]).unwrap_or_default();
-            configured.insert(
-                role.trim()
-                    .trim_start_matches("!GetAtt ")
-                    .replace(".Arn", ""),
+    for (name, statement) in role_statements(&template) {
+        let action = serde_yaml::to_string(&statement["Action"]).unwrap_or_default();
+        let resource = serde_yaml::to_string(&statement["Resource"]).unwrap_or_default();
+        if action.contains("scheduler:") {
+            assert_eq!(action.trim(), "scheduler:CreateSchedule", "{name}");
+            assert!(
+                resource.contains(":schedule/${AgentWaitScheduleGroup}/*"),
+                "{name}: {resource}"
+            );
+            scheduling.insert(name.clone());
+        }
+        if action.contains("iam:PassRole") {
+            assert_eq!(
+                resource.trim(),
+                "!GetAtt AgentWaitSchedulerRole.Arn",
+                "{name}"
+            );
+            assert!(
+                serde_yaml::to_string(&statement["Condition"])
+                    .unwrap_or_default()
+                    .contains("scheduler.amazonaws.com"),
+                "{name}"
             );
         }
-        if resource["Type"] != "AWS::IAM::Role" {
-            continue;
-        }
-        for policy in resource["Properties"]["Policies"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-        {
-            for statement in policy["PolicyDocument"]["Statement"]
-                .as_sequence()
-                .into_iter()
-                .flatten()
-            {
-                let action = serde_yaml::to_string(&statement["Action"]).unwrap_or_default();
-                let resource = serde_yaml::to_string(&statement["Resource"]).unwrap_or_default();
-                if action.contains("scheduler:") {
-                    assert_eq!(action.trim(), "scheduler:CreateSchedule", "{name}");
-                    assert!(
-                        resource.contains(":schedule/${AgentWaitScheduleGroup}/*"),
-                        "{name}: {resource}"
-                    );
-                    scheduling.insert(name.clone());
-                }
-                if action.contains("iam:PassRole") {
-                    assert_eq!(
-                        resource.trim(),
-                        "!GetAtt AgentWaitSchedulerRole.Arn",
-                        "{name}"
-                    );
-                    assert!(
-                        serde_yaml::to_string(&statement["Condition"])
-                            .unwrap_or_default()
-                            .contains("scheduler.amazonaws.com"),
-                        "{name}"
-                    );
-                }
-                if action.contains("lambda:InvokeFunction") {
-                    assert_eq!(name, "AgentWaitSchedulerRole");
-                    assert_eq!(resource.trim(), "!GetAtt AgentWaitFunction.Arn");
-                }
-            }
+        if action.contains("lambda:InvokeFunction") {
+            assert_eq!(name, "AgentWaitSchedulerRole");
+            assert_eq!(resource.trim(), "!GetAtt AgentWaitFunction.Arn");
         }
     }
     assert_eq!(scheduling, set(&[ANSWER_INGEST, PRECHAT, OPERATOR]));

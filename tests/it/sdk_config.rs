@@ -6,15 +6,15 @@
 
 use handover_core::store::dynamodb;
 
-#[tokio::test]
-async fn the_functions_aws_configuration_reaches_dynamodb_from_a_lambda_like_environment() {
-    let endpoint = handover_tests::dynamodb_endpoint();
+/// The configuration a function builds from Lambda's environment (region, credentials, a session token)
+/// with `endpoint` (a variable naming moto) beside it.
+fn lambda_like_config(endpoint: (&str, &str)) -> Option<aws_config::SdkConfig> {
     let lambda_like = [
         ("AWS_REGION", "eu-west-1"),
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_SESSION_TOKEN", "session"),
-        ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
+        endpoint,
     ];
     let variable = |name: &str| {
         lambda_like
@@ -25,7 +25,13 @@ async fn the_functions_aws_configuration_reaches_dynamodb_from_a_lambda_like_env
     let http = handover_core::aws_http::sdk_http_client(
         handover_core::clients::new_http_client(None).expect("HTTP client"),
     );
-    let config = handover_core::clients::sdk_config_from_environment(&variable, Some(http));
+    handover_core::clients::sdk_config_from_environment(&variable, Some(http))
+}
+
+#[tokio::test]
+async fn the_functions_aws_configuration_reaches_dynamodb_from_a_lambda_like_environment() {
+    let endpoint = handover_tests::dynamodb_endpoint();
+    let config = lambda_like_config(("AWS_ENDPOINT_URL_DYNAMODB", &endpoint));
     assert!(
         config.is_some(),
         "a Lambda-like environment takes the direct path, not the SDK's loader"
@@ -58,22 +64,7 @@ async fn the_functions_aws_configuration_reaches_dynamodb_from_a_lambda_like_env
 async fn the_wait_timers_reach_the_scheduler_named_by_its_endpoint_variable() {
     use handover_core::waits::{AgentWait, EventBridgeScheduler, WaitTimers};
     let endpoint = handover_tests::dynamodb_endpoint();
-    let lambda_like = [
-        ("AWS_REGION", "eu-west-1"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_ENDPOINT_URL_SCHEDULER", endpoint.as_str()),
-    ];
-    let variable = |name: &str| {
-        lambda_like
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, value)| value.to_string())
-    };
-    let http = handover_core::aws_http::sdk_http_client(
-        handover_core::clients::new_http_client(None).expect("HTTP client"),
-    );
-    let config = handover_core::clients::sdk_config_from_environment(&variable, Some(http))
+    let config = lambda_like_config(("AWS_ENDPOINT_URL_SCHEDULER", &endpoint))
         .expect("configuration from the environment");
     let settings = handover_core::config::SchedulerSettings {
         group: format!("sdk-config-{}", uuid::Uuid::new_v4().simple()),

@@ -34,6 +34,14 @@ async fn world_with(more: &[(&str, &str)]) -> World {
 
 /// `sid` handed over through CAIC's end slot, MSC accepting; the channel's webhook takes pushes.
 async fn handed_over(world: &World, sid: &str) {
+    let slots = json!([{"name": "name", "value": "Jane"}]);
+    let answered = intake_ends(world, sid, ResponseTemplate::new(201), slots).await;
+    assert_eq!(answered, json!({"success": true}));
+}
+
+/// `sid`'s intake started and its end slot called, MSC answering the handover with `msc`: what the
+/// end slot answered CAIC.
+async fn intake_ends(world: &World, sid: &str, msc: ResponseTemplate, slots: Value) -> Value {
     world
         .caic_answers(
             "agent",
@@ -46,13 +54,12 @@ async fn handed_over(world: &World, sid: &str) {
     world
         .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
         .await;
-    world.msc_accepts_messages(ResponseTemplate::new(201)).await;
+    world.msc_accepts_messages(msc).await;
     world.channel_answers(ResponseTemplate::new(204)).await;
     world
         .message(json!({"sessionId": sid, "text": "agent"}))
         .await;
-    let slots = json!([{"name": "name", "value": "Jane"}]);
-    assert_eq!(world.end_slot(sid, slots).await.1, json!({"success": true}));
+    world.end_slot(sid, slots).await.1
 }
 
 async fn choose(world: &World, sid: &str, choice: &str) -> (StatusCode, Value) {
@@ -425,24 +432,8 @@ async fn nobody_coming_and_the_choice_are_counted() {
 async fn a_handover_msc_refuses_leaves_a_wait_that_fires_into_nothing() {
     let world = world_with(&[]).await;
     let sid = "wait-refused-0001";
-    world
-        .caic_answers(
-            "agent",
-            caic_reply(sid, "Connecting.", json!({"livechat": true})),
-        )
-        .await;
-    world
-        .caic_event_answers(200, caic_reply(sid, "Your name?", json!({})))
-        .await;
-    world
-        .presence_says(ResponseTemplate::new(200).set_body_string("Online"))
-        .await;
-    world.msc_accepts_messages(ResponseTemplate::new(500)).await;
-    world
-        .message(json!({"sessionId": sid, "text": "agent"}))
-        .await;
-    let (_, body) = world.end_slot(sid, json!([])).await;
-    assert_eq!(body, json!({"success": false}));
+    let answered = intake_ends(&world, sid, ResponseTemplate::new(500), json!([])).await;
+    assert_eq!(answered, json!({"success": false}));
     // Started beside the post, before MSC's answer was known.
     assert_eq!(world.scheduled_waits().await.len(), 1);
     world.clock.advance(60);

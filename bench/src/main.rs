@@ -478,17 +478,12 @@ async fn main() {
     let dynamodb = std::env::var("HANDOVER_TEST_DYNAMODB_ENDPOINT")
         .expect("HANDOVER_TEST_DYNAMODB_ENDPOINT: run ./scripts/bench, which starts moto");
     // The functions that hand over schedule each handover's wait for an agent in this group.
-    let group = handover_tests::scheduler_client()
-        .create_schedule_group()
-        .name(BENCH_WAIT_GROUP)
-        .send()
-        .await;
-    if let Err(err) = group {
-        let exists = err
-            .as_service_error()
-            .is_some_and(|e| e.is_conflict_exception());
-        assert!(exists, "schedule group: {err:?}");
-    }
+    handover_tests::moto_wait_timers(&handover_core::config::SchedulerSettings {
+        group: BENCH_WAIT_GROUP.into(),
+        target_arn: BENCH_WAIT_FUNCTION.into(),
+        role_arn: BENCH_WAIT_ROLE.into(),
+    })
+    .await;
     if !args.iter().any(|a| a == "--cold-only") {
         functions_at_full_speed(&release, &dynamodb, invocations).await;
     }

@@ -6,6 +6,12 @@ a lock, so two racing conditional writes can both pass their condition (seen her
 runs the same moto application behind one lock, so race tests measure our conditions, not moto's
 missing atomicity. Connections are still accepted in parallel; only request handling is serialised.
 
+It also keeps SQS FIFO's order when messages come round again: moto frees an in-flight message whose
+visibility timeout ran out only when its turn in the scan comes, so the group still counts as in
+flight for the earlier ones, and the group's last message is handed out first (seen here: 5 before 4
+after a killed consumer's batch came back). SQS hands the group out from its oldest message. The patch
+frees every timed-out in-flight message before the scan.
+
 Usage: python scripts/moto_dynamodb.py --port-file FILE   (binds 127.0.0.1 on a free port, writes it)
 """
 
@@ -17,7 +23,21 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.sqs.models import SQSBackend
 from werkzeug.serving import make_server
+
+
+def fifo_order_on_redelivery():
+    receive = SQSBackend.receive_message
+
+    def receive_in_order(self, queue_name, *args, **kwargs):
+        queue = self.get_queue(queue_name)
+        for message in list(queue.pending_messages):
+            if message.visible:
+                queue.pending_messages.remove(message)
+        return receive(self, queue_name, *args, **kwargs)
+
+    SQSBackend.receive_message = receive_in_order
 
 
 class OneRequestAtATime:
@@ -38,6 +58,7 @@ def main():
     parser.add_argument("--port-file", required=True)
     args = parser.parse_args()
 
+    fifo_order_on_redelivery()
     app = OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
     server = make_server(
         args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler

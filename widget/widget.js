@@ -31,6 +31,7 @@
       noAgentAway: "No colleague has taken your conversation yet: our colleagues were not available when you asked. Would you like to keep waiting, or go back to the assistant?",
       noAgentClosed: "No colleague has taken your conversation yet: we are closed now and open again {at}. Would you like to keep waiting, or go back to the assistant?",
       keepWaiting: "Keep waiting", backToBot: "Back to the assistant", kept: "We keep your place; a colleague will answer here.",
+      sent: "Sent", delivered: "Delivered", notDelivered: "Not delivered",
     },
     nl: {
       title: "Chat met ons", close: "Chat sluiten", message: "Bericht", send: "Versturen",
@@ -45,6 +46,7 @@
       noAgentAway: "Er heeft nog geen collega op uw gesprek gereageerd: onze collega's waren niet beschikbaar toen u het vroeg. Wilt u blijven wachten, of terug naar de assistent?",
       noAgentClosed: "Er heeft nog geen collega op uw gesprek gereageerd: we zijn nu gesloten en weer open {at}. Wilt u blijven wachten, of terug naar de assistent?",
       keepWaiting: "Blijven wachten", backToBot: "Terug naar de assistent", kept: "We houden uw plek vast; een collega antwoordt hier.",
+      sent: "Verzonden", delivered: "Afgeleverd", notDelivered: "Niet afgeleverd",
     },
   };
   // Any string can be replaced: data-texts='{"title": "Ask us"}'.
@@ -55,7 +57,7 @@
   // The conversation, kept in the page's storage so a reload or a second tab shows the same one.
   const storageKey = "handover:" + api;
   /** @typedef {{name: string, type: string, size: number, url?: string | null}} FileInfo */
-  /** @typedef {{kind: string, text: string, who?: string, id?: string, options?: {label: string, send: string, choice?: string}[], links?: {label: string, url: string}[], files?: FileInfo[]}} Item */
+  /** @typedef {{kind: string, text: string, who?: string, id?: string, mid?: string, mark?: string, options?: {label: string, send: string, choice?: string}[], links?: {label: string, url: string}[], files?: FileInfo[]}} Item */
   /** @type {{token?: string, expiresAt?: string, sessionId?: string, cursor: number, handledBy: string, items: Item[], files?: {types: string[], maxBytes: number} | null}} */
   let state = { cursor: 0, handledBy: "bot", items: [] };
   try {
@@ -94,6 +96,10 @@
     .agent { background: #dcfce7; }
     .notice { color: var(--handover-muted); font-style: italic; text-align: center; max-width: 100%; }
     .who { display: block; font-size: 12px; color: var(--handover-muted); }
+    .mark { display: block; text-align: right; font-size: 11px; color: var(--handover-muted); }
+    .mark[data-mark=sent]::after { content: "✓"; }
+    .mark[data-mark=delivered]::after { content: "✓✓"; }
+    .mark[data-mark=notDelivered]::after { content: "!"; color: #b91c1c; }
     .options { display: flex; flex-wrap: wrap; gap: 6px; margin: 4px 0; }
     .options button, .status button { background: #fff; color: var(--handover-accent); padding: 0 12px; }
     a { color: var(--handover-accent); }
@@ -149,6 +155,21 @@
     launcher.setAttribute("aria-label", title + (unread ? `, ${unread} ${t("unread")}` : ""));
   };
 
+  // A message for a colleague is marked sent once it is held, delivered once MSC has it. The mark is
+  // an attribute, not text, so the log (a live region) does not read each one out.
+  const rows = new WeakMap();
+  const setMark = (/** @type {Item} */ item, /** @type {string} */ mark) => {
+    item.mark = mark;
+    const row = rows.get(item);
+    if (!row) return;
+    let span = row.querySelector(".mark");
+    if (!span) row.appendChild(span = el("span", { class: "mark", role: "img" }));
+    span.setAttribute("data-mark", mark);
+    span.setAttribute("aria-label", t(mark));
+  };
+  /** @type {string[]} */
+  const deliveredEarly = [];
+
   /** Adds an item to the log (and, unless `restoring`, to the stored conversation). */
   const render = (/** @type {Item} */ item, restoring = false) => {
     if (item.id && !restoring && state.items.some((i) => i.id === item.id)) return;
@@ -167,6 +188,8 @@
       row.appendChild(link);
     }
     log.appendChild(row);
+    rows.set(item, row);
+    if (item.mark) setMark(item, item.mark);
     if (item.options && item.options.length) {
       const group = el("div", { class: "options", role: "group" });
       for (const option of item.options) {
@@ -240,6 +263,10 @@
     state.sessionId = reply.sessionId;
     for (const output of reply.outputs || []) render({ kind: "bot", text: output.text || "", options: output.options, links: output.links });
     if (reply.queued) render({ kind: "notice", text: t("queued") });
+    if (reply.delivery === "on_its_way") {
+      const mine = state.items.filter((i) => i.kind === "user" && !i.mid).pop();
+      if (mine) { mine.mid = reply.messageId; setMark(mine, deliveredEarly.includes(reply.messageId) ? "delivered" : "sent"); }
+    }
     if (reply.choice === "kept_waiting") render({ kind: "notice", text: t("kept") });
     setHandledBy(reply.handledBy);
     save();
@@ -307,6 +334,17 @@
     // The turn that completes a handover is still the bot's: the agent's first words say it is over.
     if (m.from === "agent") { setHandledBy("agent"); render({ kind: "agent", id: m.id, who: m.agentName, text: m.text, files: m.files }); }
     else if (m.event === "agent_joined") { setHandledBy("agent"); render({ kind: "notice", id: m.id, text: m.text }); }
+    else if (m.event === "delivered" || m.event === "not_delivered") {
+      // In the order they were written: a delivery says as much of every earlier message.
+      const ok = m.event === "delivered";
+      if (ok) deliveredEarly.push(m.messageId);
+      for (const item of state.items) {
+        if (item.kind !== "user" || !item.mid) continue;
+        if (item.mid === m.messageId) { setMark(item, ok ? "delivered" : "notDelivered"); break; }
+        if (ok && item.mark === "sent") setMark(item, "delivered");
+      }
+      if (!ok) render({ kind: "notice", id: m.id, text: m.text });
+    }
     else if (m.event === "no_agent_yet") {
       // The question in the page's language; the buttons answer it with the choice's id.
       const at = m.opensAt ? when(m.opensAt) : "";

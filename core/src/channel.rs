@@ -176,6 +176,16 @@ pub fn body(session_id: &str, message: &OutboxMessage, files: &[crate::files::Sh
                 body["opensAt"] = json!(crate::clock::rfc3339(*opens_at));
             }
         }
+        Sender::Relayed { message, refused } => {
+            body["messageId"] = json!(message);
+            match refused {
+                None => body["event"] = json!("delivered"),
+                Some(status) => {
+                    body["event"] = json!("not_delivered");
+                    body["status"] = json!(status);
+                }
+            }
+        }
     }
     body
 }

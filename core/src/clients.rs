@@ -100,6 +100,7 @@ const ENDPOINT_URL_VARIABLES: &[&str] = &[
     "AWS_ENDPOINT_URL_SECRETS_MANAGER",
     "AWS_ENDPOINT_URL_S3",
     "AWS_ENDPOINT_URL_SCHEDULER",
+    "AWS_ENDPOINT_URL_SQS",
 ];
 
 /// `AWS_ENDPOINT_URL_<SERVICE>`, then `AWS_ENDPOINT_URL`, as the SDK's loader resolves them (its
@@ -244,6 +245,8 @@ pub struct PeerClients {
     /// ([`PeerClients::with_wait_timers`]); locally, the runner's own timers. None: nobody is told
     /// that no agent came.
     pub timers: Option<std::sync::Arc<dyn crate::waits::WaitTimers>>,
+    /// Where messages for MSC are held (see [`crate::outbound`]).
+    pub outbound: Option<std::sync::Arc<dyn crate::outbound::Outbound>>,
 }
 
 impl PeerClients {
@@ -260,7 +263,18 @@ impl PeerClients {
             live: None,
             files: None,
             timers: None,
+            outbound: None,
         })
+    }
+
+    pub async fn with_outbound(mut self, queue_url: Option<&str>) -> Result<Self, HttpClientError> {
+        if let Some(url) = queue_url {
+            self.outbound = Some(std::sync::Arc::new(crate::outbound::SqsOutbound::new(
+                &sdk_config().await?,
+                url,
+            )));
+        }
+        Ok(self)
     }
 
     /// EventBridge Scheduler in the stack's schedule group, for the waits for an agent.
@@ -348,6 +362,7 @@ impl From<&reqwest::Client> for PeerClients {
             live: None,
             files: None,
             timers: None,
+            outbound: None,
         }
     }
 }

@@ -269,6 +269,11 @@ pub struct MscApiSettings {
     pub secret: String,
     pub channel_account: String,
     pub timeout: Duration,
+    /// `MSC_REQUESTS_PER_SECOND` (default 3, MSC's limit per account): the pace every post keeps.
+    pub requests_per_second: u32,
+    /// `MSC_OUTBOUND_QUEUE_URL`: the SQS FIFO queue every message but the handover's is held in.
+    /// Unset locally (the runner's queue is in process); required deployed.
+    pub outbound_queue: Option<String>,
 }
 
 impl MscApiSettings {
@@ -279,6 +284,20 @@ impl MscApiSettings {
             secret: env.required("MSC_API_SECRET")?.to_owned(),
             channel_account: env.required("MSC_CHANNEL_ACCOUNT")?.to_owned(),
             timeout: env.millis("MSC_TIMEOUT_MS", 4_000)?,
+            requests_per_second: {
+                let rate: u32 = env.positive("MSC_REQUESTS_PER_SECOND", 3)?;
+                if rate > 100 {
+                    return Err(ConfigError::Invalid {
+                        name: "MSC_REQUESTS_PER_SECOND",
+                        reason: format!("expected 1 to 100, got {rate}"),
+                    });
+                }
+                rate
+            },
+            outbound_queue: match env.optional("MSC_OUTBOUND_QUEUE_URL") {
+                None => None,
+                Some(_) => Some(env.http_url("MSC_OUTBOUND_QUEUE_URL")?),
+            },
         })
     }
 }
@@ -623,11 +642,12 @@ fn timeouts_nest(
     policy: &LockPolicy,
 ) -> Result<(), ConfigError> {
     let lease = std::time::Duration::from_secs(u64::try_from(policy.claim_lease_secs).unwrap_or(0));
-    if msc.timeout >= lease {
+    // The handover's post may first wait for its slot of MSC's pace.
+    if msc.timeout + crate::msc::HANDOVER_MAX_WAIT >= lease {
         return Err(ConfigError::Invalid {
             name: "MSC_TIMEOUT_MS",
             reason: format!(
-                "must be below CLAIM_LEASE_SECS ({} s), got {} ms",
+                "plus the handover's wait for MSC's pace (3 s) must be below CLAIM_LEASE_SECS ({} s), got {} ms",
                 policy.claim_lease_secs,
                 msc.timeout.as_millis()
             ),
@@ -772,6 +792,29 @@ impl AgentWaitConfig {
     }
 }
 
+/// msc-outbound: the drainer of the outbound queue, which delivers what it holds to MSC and tells the
+/// page (the outbox, pushed as every message of it is).
+#[derive(Clone)]
+pub struct MscOutboundConfig {
+    pub sessions: SessionSettings,
+    pub msc: MscApiSettings,
+    pub channel_webhook: Option<ChannelWebhookSettings>,
+    pub live_connections: Option<String>,
+    pub files: FileSettings,
+}
+
+impl MscOutboundConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            sessions: SessionSettings::from_env(env, "dynamodb")?,
+            msc: MscApiSettings::from_env(env)?,
+            channel_webhook: ChannelWebhookSettings::from_env(env)?,
+            live_connections: live_connections_url(env)?,
+            files: FileSettings::from_env(env)?,
+        })
+    }
+}
+
 /// `LIVE_CONNECTIONS_URL`: the WebSocket API stage's management endpoint
 /// (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`), where the functions that store
 /// messages in the outbox push them to the pages' live connections. Unset: no live pushes (the local
@@ -816,6 +859,7 @@ pub struct LocalConfig {
     pub operator_handover: HandoverConfig,
     pub agent_events: AgentEventsConfig,
     pub agent_wait: AgentWaitConfig,
+    pub msc_outbound: MscOutboundConfig,
 }
 
 impl LocalConfig {
@@ -830,6 +874,7 @@ impl LocalConfig {
             prechat_complete: HandoverConfig::prechat_complete_from_env(env)?,
             operator_handover: HandoverConfig::operator_handover_from_env(env)?,
             agent_events: AgentEventsConfig::from_env(env)?,
+            msc_outbound: MscOutboundConfig::from_env(env)?,
             agent_wait: AgentWaitConfig::from_env(env)?,
         })
     }
@@ -865,12 +910,13 @@ mod tests {
                 .unwrap_or_default()
         };
         assert_eq!(handover(&[]), "", "the defaults nest");
-        let err = handover(&[("MSC_TIMEOUT_MS", "30000")]);
+        // The handover's post may wait 3 s for its slot of MSC's pace before MSC's timeout runs.
+        let err = handover(&[("MSC_TIMEOUT_MS", "27000")]);
         assert!(
             err.starts_with("MSC_TIMEOUT_MS is invalid") && err.contains("CLAIM_LEASE_SECS"),
             "{err}"
         );
-        assert_eq!(handover(&[("MSC_TIMEOUT_MS", "29999")]), "");
+        assert_eq!(handover(&[("MSC_TIMEOUT_MS", "26999")]), "");
         let caic = CaicSettings {
             timeout: Duration::from_millis(4_000),
             ..CaicSettings::from_env(&Env::from_pairs([

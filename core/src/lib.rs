@@ -21,6 +21,7 @@ pub mod live;
 pub mod metrics;
 pub mod msc;
 pub mod open_ahead;
+pub mod outbound;
 pub mod secrets;
 pub mod startup;
 pub mod store;

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::clock::{rfc3339, Clock};
+use crate::clock::{rfc3339, Clock, SystemClock};
 use crate::config::{MscApiSettings, PresenceSettings};
+use crate::store::{PaceStore, Reserved};
 
 /// What presence said, and whether the answer was a recent one reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +28,10 @@ pub trait Presence: Send + Sync {
     async fn agent_available(&self, channel: &str, referrer: Option<&str>) -> PresenceAnswer;
 }
 
-/// One message into an MSC conversation: the handover itself, or an end user's later turn.
-#[derive(Clone, PartialEq, Eq)]
+/// One message into an MSC conversation: the handover itself, or an end user's later turn. Held in the
+/// outbound queue as JSON, without its files' bytes (see [`crate::outbound::Held`]).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutgoingMessage {
     /// The CAIC session id: one MSC conversation per CAIC conversation.
     pub conversation_id: String,
@@ -48,6 +51,7 @@ pub struct OutgoingMessage {
     /// Epoch seconds.
     pub sent_at: i64,
     /// Files for the agent: the Custom Channel API's `Attachments`.
+    #[serde(skip)]
     pub attachments: Vec<OutgoingFile>,
     /// A note for the agents only (`IsPrivate`): the service's own, never the end user's words.
     pub is_private: bool,
@@ -95,9 +99,9 @@ pub fn retry_after_secs(asked: Option<u64>) -> u64 {
 /// The longest wait MSC's `Retry-After` is taken for, and the longest one passed on to the channel.
 pub const MAX_RETRY_AFTER_SECS: u64 = 60;
 
-/// How long one post may wait in all for MSC's `Retry-After` (MSC allows 3 requests a second): a
-/// webhook and an end-user turn both have seconds, not minutes.
-const BUSY_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a handover's post may wait in all for its slot and MSC's `Retry-After`: CAIC's end slot
+/// and the operator have seconds, not minutes.
+pub const HANDOVER_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[async_trait]
 pub trait MscMessages: Send + Sync {
@@ -306,20 +310,141 @@ pub fn custom_channel_body(message: &OutgoingMessage, channel_account: &str) -> 
 
 #[async_trait]
 impl MscMessages for MscHttp {
+    /// One request: a busy MSC is waited for by [`PacedMsc`], which every sender posts through.
     async fn post(&self, message: &OutgoingMessage) -> Result<(), MscError> {
+        self.post_once(message).await
+    }
+}
+
+/// How far apart requests to MSC's API go: `MSC_REQUESTS_PER_SECOND` over any second, with a margin.
+/// MSC counts over a sliding second; sends spaced exactly 1/R s apart still land R + 1 in one of its
+/// seconds whenever the network delays one a little more than the next. Spacing them
+/// `(1 s + margin) / R` apart keeps R + 1 sends at least 1 s + margin apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub interval_ms: i64,
+}
+
+/// The jitter between two sends' arrivals at MSC the pace absorbs. It also keeps the hour's count
+/// (10,000 allowed) below MSC's limit at 3 a second.
+pub const PACE_MARGIN_MS: i64 = 100;
+
+impl Pace {
+    pub fn per_second(requests: u32) -> Self {
+        let requests = i64::from(requests.max(1));
+        Self {
+            interval_ms: (1_000 + PACE_MARGIN_MS + requests - 1) / requests,
+        }
+    }
+}
+
+/// Every post to MSC, whoever makes it, takes the next slot of the shared pace ([`PaceStore`]) and
+/// waits for it; MSC answering busy (429, 503 with `Retry-After`) holds every sender back as long as
+/// it asks, and a failure (5xx, no answer) for a second, so the drain slows rather than hammer a
+/// failing MSC. A post that would wait longer than `max_wait` is not made: [`MscError::Busy`].
+pub struct PacedMsc {
+    inner: Arc<dyn MscMessages>,
+    budget: Arc<dyn PaceStore>,
+    pace: Pace,
+    max_wait: std::time::Duration,
+}
+
+/// How long a sender stays back after MSC failed without saying how long.
+const HOLD_AFTER_FAILURE_MS: i64 = 1_000;
+
+impl PacedMsc {
+    pub fn new(
+        inner: Arc<dyn MscMessages>,
+        budget: Arc<dyn PaceStore>,
+        pace: Pace,
+        max_wait: std::time::Duration,
+    ) -> Self {
+        Self {
+            inner,
+            budget,
+            pace,
+            max_wait,
+        }
+    }
+
+    async fn hold(&self, millis: i64) {
+        let until = SystemClock.now_millis().saturating_add(millis);
+        if let Err(err) = self.budget.hold_sends(until).await {
+            tracing::warn!(error = %err, "could not hold MSC's pace back");
+        }
+    }
+}
+
+#[async_trait]
+impl MscMessages for PacedMsc {
+    async fn post(&self, message: &OutgoingMessage) -> Result<(), MscError> {
+        // Real time, not the sessions' clock: the pace is about when requests reach MSC.
         let started = std::time::Instant::now();
         loop {
-            match self.post_once(message).await {
+            let now = SystemClock.now_millis();
+            let left = self.max_wait.saturating_sub(started.elapsed());
+            let latest = now.saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX));
+            match self
+                .budget
+                .reserve_send(now, self.pace.interval_ms, latest)
+                .await
+            {
+                Ok(Reserved::At(slot)) => {
+                    // From after the reservation: its own round trip must not make the send late.
+                    let now = SystemClock.now_millis();
+                    let pause = u64::try_from(slot.saturating_sub(now)).unwrap_or(0);
+                    if pause > 0 {
+                        crate::metrics::milliseconds("MscPaceWait", pause as f64);
+                        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    }
+                }
+                Ok(Reserved::NotBefore(next)) => {
+                    let secs = u64::try_from(next.saturating_sub(now))
+                        .unwrap_or(0)
+                        .div_ceil(1_000);
+                    return Err(MscError::Busy {
+                        retry_after: retry_after_secs(Some(secs)),
+                    });
+                }
+                Err(err) => {
+                    // Without the pace a send may be one too many: MSC would refuse it anyway.
+                    tracing::warn!(error = %err, "MSC's pace could not be read; not sending now");
+                    return Err(MscError::Busy { retry_after: 1 });
+                }
+            }
+            match self.inner.post(message).await {
                 Err(MscError::Busy { retry_after }) => {
+                    crate::metrics::count("MscBusy");
                     let pause = std::time::Duration::from_secs(retry_after);
-                    if started.elapsed().saturating_add(pause) > BUSY_BUDGET {
+                    self.hold(
+                        i64::try_from(retry_after)
+                            .unwrap_or(60)
+                            .saturating_mul(1_000),
+                    )
+                    .await;
+                    if started.elapsed().saturating_add(pause) > self.max_wait {
                         return Err(MscError::Busy { retry_after });
                     }
                     tracing::info!(retry_after, "MSC is busy; waiting as it asks");
-                    tokio::time::sleep(pause).await;
+                }
+                Err(err) if err.is_transient() => {
+                    self.hold(HOLD_AFTER_FAILURE_MS).await;
+                    return Err(err);
                 }
                 done => return done,
             }
+        }
+    }
+}
+
+impl MscError {
+    /// Whether trying again later may succeed: no answer, MSC's own failure, busy, a 408, or an
+    /// answer that is neither 201 nor a refusal (MSC drops a repeat by its id). A 4xx but 408 and 429
+    /// is MSC refusing this message for good.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MscError::Timeout | MscError::Transport(_) | MscError::Busy { .. } => true,
+            MscError::Status(status) => !(400..500).contains(status) || *status == 408,
         }
     }
 }

@@ -98,6 +98,31 @@ fn channel_push(
     }
 }
 
+/// MSC's Custom Channel API, paced across every instance by the sessions table (see
+/// [`crate::msc::PacedMsc`]); a post waits at most `max_wait` for its turn.
+fn paced_msc(
+    clients: &PeerClients,
+    settings: &crate::config::MscApiSettings,
+    store: &Arc<dyn SessionStore>,
+    max_wait: std::time::Duration,
+) -> Arc<dyn crate::msc::MscMessages> {
+    let budget: Arc<dyn crate::store::PaceStore> = store.clone();
+    Arc::new(crate::msc::PacedMsc::new(
+        Arc::new(MscHttp::new(clients.msc.clone(), settings.clone())),
+        budget,
+        crate::msc::Pace::per_second(settings.requests_per_second),
+        max_wait,
+    ))
+}
+
+/// Where the function holds messages for MSC.
+fn outbound(clients: &PeerClients) -> Arc<dyn crate::outbound::Outbound> {
+    clients
+        .outbound
+        .clone()
+        .unwrap_or_else(|| Arc::new(crate::outbound::NoOutbound))
+}
+
 /// The wait for an agent as the settings ask and the clients can time it: off without timers.
 fn waits(settings: &AgentWaitSettings, clients: &PeerClients) -> crate::waits::Waits {
     match (settings.wait_secs, &clients.timers) {
@@ -121,13 +146,14 @@ pub fn answer_ingest_routes(
         waits: waits(&config.agent_wait, &clients),
         channel: channel_push(&config.channel_webhook, &clients, &store, &clock, &files),
         files,
-        caic: Arc::new(CaicHttp::new(clients.caic, config.caic.clone())),
+        caic: Arc::new(CaicHttp::new(clients.caic.clone(), config.caic.clone())),
         presence: Arc::new(PresenceHttp::new(
-            clients.presence,
+            clients.presence.clone(),
             config.presence.clone(),
             clock.clone(),
         )),
-        msc: Arc::new(MscHttp::new(clients.msc, config.msc.clone())),
+        msc: paced_msc(&clients, &config.msc, &store, crate::msc::HANDOVER_MAX_WAIT),
+        outbound: outbound(&clients),
         store,
         clock,
         default_channel: config.default_channel.clone(),
@@ -188,7 +214,8 @@ pub fn handover_routes(
             &Files::off(),
         ),
         waits: waits(&config.agent_wait, &clients),
-        msc: Arc::new(MscHttp::new(clients.msc, config.msc.clone())),
+        msc: paced_msc(&clients, &config.msc, &store, crate::msc::HANDOVER_MAX_WAIT),
+        outbound: outbound(&clients),
         store,
         clock,
     });
@@ -236,6 +263,37 @@ pub fn agent_wait_deps(
         clock,
         hours: Arc::new(config.business_hours.clone()),
         default_channel: config.default_channel.clone(),
+    }
+}
+
+/// The longest a queued message waits for its slot of MSC's pace (or MSC's `Retry-After`) within one
+/// delivery before it is given back to the queue.
+pub const DRAIN_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What msc-outbound (and the local runner's drain) delivers held messages with.
+pub fn msc_outbound_deps(
+    config: &crate::config::MscOutboundConfig,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    clients: impl Into<PeerClients>,
+) -> crate::flow::outbound::DrainDeps {
+    let clients = clients.into();
+    let files = Files::new(clients.files.clone(), &config.files.rules);
+    let per_message = config.msc.timeout + DRAIN_MAX_WAIT + std::time::Duration::from_secs(1);
+    crate::flow::outbound::DrainDeps {
+        msc: paced_msc(&clients, &config.msc, &store, DRAIN_MAX_WAIT),
+        // The receipts are pushed as every message of the outbox is; they carry no files.
+        channel: channel_push(
+            &config.channel_webhook,
+            &clients,
+            &store,
+            &clock,
+            &Files::off(),
+        ),
+        outbound: outbound(&clients),
+        files,
+        store,
+        per_message_ms: i64::try_from(per_message.as_millis()).unwrap_or(i64::MAX),
     }
 }
 
@@ -304,6 +362,20 @@ async fn with_wait_timers(
         .await?)
 }
 
+/// A deployed function that holds messages for MSC needs the queue; without it, it does not start.
+async fn with_outbound(
+    clients: PeerClients,
+    settings: &crate::config::MscApiSettings,
+) -> Result<PeerClients, StartupError> {
+    let Some(url) = settings.outbound_queue.as_deref() else {
+        return Err(ConfigError::Missing {
+            name: "MSC_OUTBOUND_QUEUE_URL",
+        }
+        .into());
+    };
+    Ok(clients.with_outbound(Some(url)).await?)
+}
+
 /// The deployed sessions: the system clock and the DynamoDB table (created by the template).
 async fn deployed_sessions(
     settings: &SessionSettings,
@@ -326,6 +398,7 @@ pub async fn start_answer_ingest() -> Result<Router, StartupError> {
                 .with_files(config.files.bucket.as_deref())
                 .await?;
             let clients = with_wait_timers(clients, &config.agent_wait).await?;
+            let clients = with_outbound(clients, &config.msc).await?;
             Ok(answer_ingest_routes(&config, store, clock, clients))
         },
     )
@@ -401,6 +474,7 @@ async fn start_handover(
             .with_live_connections(config.live_connections.as_deref())
             .await?;
         let clients = with_wait_timers(clients, &config.agent_wait).await?;
+        let clients = with_outbound(clients, &config.msc).await?;
         Ok(handover_routes(&config, store, clock, clients, router))
     })
     .await
@@ -417,5 +491,25 @@ pub async fn start_agent_wait() -> Result<WaitDeps, StartupError> {
             .await?;
         Ok(agent_wait_deps(&config, store, clock, clients))
     })
+    .await
+}
+
+/// msc-outbound's cold start: what held messages are delivered with.
+pub async fn start_msc_outbound() -> Result<crate::flow::outbound::DrainDeps, StartupError> {
+    // Every delivery posts to MSC, and its receipt is pushed to the channel and the live connections.
+    start_with(
+        &[Peer::Msc, Peer::Channel, Peer::Live],
+        |env, clients| async move {
+            let config = crate::config::MscOutboundConfig::from_env(&env)?;
+            let (store, clock) = deployed_sessions(&config.sessions).await?;
+            let clients = clients
+                .with_live_connections(config.live_connections.as_deref())
+                .await?
+                .with_files(config.files.bucket.as_deref())
+                .await?;
+            let clients = with_outbound(clients, &config.msc).await?;
+            Ok(msc_outbound_deps(&config, store, clock, clients))
+        },
+    )
     .await
 }

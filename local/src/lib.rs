@@ -120,6 +120,38 @@ pub async fn start_with(
             peers.clone(),
         ),
     ));
+    // What is held for MSC waits in the runner's memory and is drained, at MSC's pace, by msc-outbound's
+    // very delivery; with MSC_OUTBOUND_QUEUE_URL, in that SQS queue, polled as Lambda's poller does.
+    match config.msc_outbound.msc.outbound_queue.as_deref() {
+        Some(url) => {
+            let sdk = handover_core::clients::sdk_config()
+                .await
+                .map_err(StartupError::from)?;
+            let queue = Arc::new(handover_core::outbound::SqsOutbound::new(&sdk, url));
+            peers.outbound = Some(queue.clone());
+            let deps = startup::msc_outbound_deps(
+                &config.msc_outbound,
+                store.clone(),
+                clock.clone(),
+                peers.clone(),
+            );
+            tokio::spawn(poll_outbound(deps, queue));
+        }
+        None => {
+            let (outbound, held) = handover_core::outbound::LocalOutbound::new();
+            peers.outbound = Some(Arc::new(outbound));
+            let deps = startup::msc_outbound_deps(
+                &config.msc_outbound,
+                store.clone(),
+                clock.clone(),
+                peers.clone(),
+            );
+            tokio::spawn(handover_core::flow::outbound::drain_local(
+                Arc::new(deps),
+                held,
+            ));
+        }
+    }
     let mut app = Router::new()
         .merge(startup::answer_ingest_routes(
             &config.answer_ingest,
@@ -196,6 +228,23 @@ pub async fn start_with(
         sandbox: use_sandbox,
         task,
     })
+}
+
+/// The local stand-in for Lambda's SQS poller: a batch at a time, a pause when the queue is empty.
+async fn poll_outbound(
+    deps: handover_core::flow::outbound::DrainDeps,
+    queue: Arc<handover_core::outbound::SqsOutbound>,
+) {
+    loop {
+        match handover_core::flow::outbound::poll_sqs_once(&deps, &queue, None).await {
+            Ok(0) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "the outbound queue could not be polled");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// The local stand-in for EventBridge Scheduler: each wait sleeps until its time on a task of its

@@ -342,6 +342,8 @@ async fn accept_message(
                 .iter()
                 .any(|m| m["MessageExternalIdentifier"] == message["MessageExternalIdentifier"]);
             if !repeat {
+                // The sandbox's own field: when it arrived, so the playground shows MSC's pace.
+                message["ReceivedAt"] = json!(jiff::Timestamp::now().to_string());
                 tracing::info!(
                     conversation = %message["ConversationExternalIdentifier"],
                     "sandbox MSC accepted a message"

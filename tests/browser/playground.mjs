@@ -63,6 +63,24 @@ try {
     await userSays("hi, about my invoice");
     await shows("agent-log", "hi, about my invoice");
   });
+  await step("a burst of ten reaches the agent at MSC's pace, each held at once and marked delivered", async () => {
+    await page.locator("#burst:not([disabled])").click();
+    await page.locator("#burst-note", { hasText: "10 of 10 held at once" }).waitFor({ timeout: 10_000 });
+    await shows("agent-log", "Burst message 10 of 10");
+    const arrived = await page.locator("#agent-log .msg.user", { hasText: "Burst message" }).allTextContents();
+    const times = arrived.map((text) => {
+      const [h, m, sec] = text.match(/arrived (\d\d:\d\d:\d\d\.\d+)/)[1].split(":");
+      return (Number(h) * 60 + Number(m)) * 60 + Number(sec);
+    }).sort((a, b) => a - b);
+    if (times.length !== 10) throw new Error(`the agent got ${times.length} of the burst`);
+    // 3 a second with a margin: any four are more than a second apart.
+    for (let i = 3; i < times.length; i++) {
+      if (times[i] - times[i - 3] < 1) throw new Error(`four within a second: ${times.slice(i - 3, i + 1)}`);
+    }
+    // The widget's own message before the burst is marked delivered (✓✓).
+    await site.locator("[data-handover-widget] .msg.user", { hasText: "hi, about my invoice" })
+      .locator(".mark[data-mark=delivered]").waitFor({ timeout: 10_000 });
+  });
   await step("the agent's reply reaches the end user over the live connection, not by polling", async () => {
     await page.fill("#agent-input", "Hello Jane, I am looking at your invoice.");
     await page.press("#agent-input", "Enter");

@@ -185,6 +185,10 @@ try {
       await page.unroute("**/v1/messages");
       const sent = await page.locator("[data-handover-widget] .msg.user", { hasText: "are you there?" }).count();
       if (sent !== 1) throw new Error(`the message is shown ${sent} times`);
+      // Marked sent once held, delivered once MSC has it (a mark, not words the log reads out).
+      await page.locator("[data-handover-widget] .msg.user", { hasText: "are you there?" })
+        .locator(".mark[data-mark=delivered][aria-label='Delivered']").waitFor({ timeout: 10_000 });
+      await axe("with a delivered mark");
       const inbox = await (await page.request.get(base + "/sandbox/msc/api/messages")).json();
       const relayed = inbox.messages.filter((m) => m.Content === "are you there?").length;
       if (relayed !== 1) throw new Error(`the agent got the message ${relayed} times`);
@@ -388,9 +392,15 @@ try {
         await shows("notice", "You are back with the chatbot");
         await say("hello again");
         await shows("bot", 'You said "hello again"');
-        const inbox = await (await page.request.get(closedBase + "/sandbox/msc/api/messages")).json();
         const id = await session();
-        const notes = inbox.messages.filter((m) => m.ConversationExternalIdentifier === id && m.IsPrivate);
+        let inbox;
+        let notes = [];
+        // The note goes through the runner's outbound queue: a moment after the choice.
+        for (let i = 0; i < 50 && notes.length === 0; i++) {
+          if (i) await page.waitForTimeout(100);
+          inbox = await (await page.request.get(closedBase + "/sandbox/msc/api/messages")).json();
+          notes = inbox.messages.filter((m) => m.ConversationExternalIdentifier === id && m.IsPrivate);
+        }
         if (notes.length !== 1 || !notes[0].Content.includes("went back to the chatbot")) {
           throw new Error(`the agents' side was not told once: ${JSON.stringify(notes)}`);
         }

@@ -51,7 +51,7 @@ async fn a_bot_turn_is_one_read_and_no_write() {
 }
 
 #[tokio::test]
-async fn the_handover_story_is_one_read_and_three_writes() {
+async fn the_handover_story_is_one_read_and_four_writes() {
     let (world, counter) = world().await;
     world
         .message(json!({"sessionId": SID, "text": "agent"}))
@@ -63,8 +63,8 @@ async fn the_handover_story_is_one_read_and_three_writes() {
     let snapshot = counter.snapshot();
     assert_eq!(
         counter.writes(),
-        3,
-        "start intake, claim, complete: {snapshot:?}"
+        4,
+        "start intake, claim, the handover's slot of MSC's pace, complete: {snapshot:?}"
     );
     assert_eq!(
         counter.reads(),
@@ -102,6 +102,32 @@ async fn a_relayed_turn_is_one_read_and_writes_only_to_slide_the_lock() {
         (counter.reads(), counter.writes()),
         (1, 1),
         "one slide per refresh interval"
+    );
+}
+
+/// What the drainer spends per message, low load: its slot of MSC's pace (one write while the slot is
+/// free), and the receipt for the page (the session's read, its amendment, and with live connections
+/// on, the announcement that returns them).
+#[tokio::test]
+async fn a_delivery_is_one_pace_write_and_the_receipt() {
+    let (world, counter) = world().await;
+    world
+        .channel_answers(wiremock::ResponseTemplate::new(204))
+        .await;
+    world
+        .message(json!({"sessionId": SID, "text": "agent"}))
+        .await;
+    world.end_slot(SID, json!([])).await;
+    world
+        .message(json!({"sessionId": SID, "text": "to the agent"}))
+        .await;
+    counter.reset();
+    assert_eq!(world.drain().await, 1);
+    assert_eq!(
+        (counter.reads(), counter.writes()),
+        (1, 3),
+        "{:?}",
+        counter.snapshot()
     );
 }
 

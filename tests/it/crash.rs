@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use handover_core::config::Env;
 use handover_core::SessionState;
 use handover_tests::world::caic_reply;
-use handover_tests::{dynamodb_endpoint, dynamodb_harness_on_table};
+use handover_tests::{dynamodb_endpoint, dynamodb_harness_on_table, moto_outbound_queue};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -20,6 +20,8 @@ const SID: &str = "crash-session-0001";
 const CHANNEL_KEY: &str = "crash-channel-key-0123";
 const WEBHOOK_KEY: &str = "crash-webhook-key-0123";
 const LEASE_SECS: u64 = 5;
+/// A message a killed drainer had received comes round again after this long.
+const QUEUE_VISIBILITY_SECS: u32 = 3;
 
 /// In the child process: the local runner, as `cargo run -p handover-local` starts it, until killed.
 async fn serve_until_killed() {
@@ -40,13 +42,15 @@ struct Runner {
 
 impl Runner {
     /// `test` is the calling test's name: the child runs it again and finds itself a child.
-    fn start(test: &str, table: &str, caic: &MockServer, msc: &MockServer) -> Runner {
-        Self::start_with(test, table, caic, msc, &[])
+    /// `queue`: the outbound queue (moto's SQS), which outlives the runner as SQS does.
+    fn start(test: &str, table: &str, queue: &str, caic: &MockServer, msc: &MockServer) -> Runner {
+        Self::start_with(test, table, queue, caic, msc, &[])
     }
 
     fn start_with(
         test: &str,
         table: &str,
+        queue: &str,
         caic: &MockServer,
         msc: &MockServer,
         extra: &[(&str, String)],
@@ -66,6 +70,8 @@ impl Runner {
             .env("HANDOVER_STORE", "dynamodb")
             .env("HANDOVER_TABLE", table)
             .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
+            .env("AWS_ENDPOINT_URL_SQS", dynamodb_endpoint())
+            .env("MSC_OUTBOUND_QUEUE_URL", queue)
             .env("AWS_REGION", "eu-west-1")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -80,7 +86,7 @@ impl Runner {
             .env("MSC_API_KEY", "msc-key")
             .env("MSC_API_SECRET", "msc-secret")
             .env("MSC_CHANNEL_ACCOUNT", "acct-1")
-            .env("MSC_TIMEOUT_MS", "4000")
+            .env("MSC_TIMEOUT_MS", "1500")
             .env("CHANNEL_API_KEY", CHANNEL_KEY)
             .env("CAIC_WEBHOOK_SECRET", WEBHOOK_KEY)
             .env("CLAIM_LEASE_SECS", LEASE_SECS.to_string())
@@ -219,12 +225,13 @@ async fn a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck() {
         return serve_until_killed().await;
     }
     let table = fresh_table();
+    let queue = moto_outbound_queue(QUEUE_VISIBILITY_SECS).await;
     let caic = caic_offering_a_handover().await;
     let msc = MockServer::start().await;
     // MSC takes the handover message and answers late: the runner dies holding the claim.
     msc_accepts_after(&msc, Duration::from_secs(30)).await;
 
-    let first = Runner::start(KILLED_BETWEEN_CLAIM_AND_LOCK, &table, &caic, &msc);
+    let first = Runner::start(KILLED_BETWEEN_CLAIM_AND_LOCK, &table, &queue, &caic, &msc);
     let started = say(&first, "agent").await;
     assert_eq!(started["handledBy"], "bot", "{started}");
     let webhook = end_slot(&first);
@@ -250,7 +257,7 @@ async fn a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck() {
 
     msc.reset().await;
     msc_accepts_after(&msc, Duration::ZERO).await;
-    let second = Runner::start(KILLED_BETWEEN_CLAIM_AND_LOCK, &table, &caic, &msc);
+    let second = Runner::start(KILLED_BETWEEN_CLAIM_AND_LOCK, &table, &queue, &caic, &msc);
     let waiting = say(&second, "are you still there?").await;
     assert_eq!(
         (waiting["handledBy"].clone(), waiting["queued"].clone()),
@@ -260,6 +267,7 @@ async fn a_runner_killed_between_claim_and_lock_leaves_nothing_lost_or_stuck() {
     tokio::time::sleep(Duration::from_secs(LEASE_SECS + 1)).await;
     let next = say(&second, "hello?").await;
     assert_eq!(next["handledBy"], "agent", "{next}");
+    until_msc_has(&msc, 3).await;
 
     let session = store.get(SID).await.unwrap().unwrap();
     assert_eq!(
@@ -297,10 +305,12 @@ async fn a_runner_killed_while_posting_waiting_messages_loses_none() {
         return serve_until_killed().await;
     }
     let table = fresh_table();
+    let queue = moto_outbound_queue(QUEUE_VISIBILITY_SECS).await;
     let caic = caic_offering_a_handover().await;
     let msc = MockServer::start().await;
     // The handover message takes a moment (a message arrives meanwhile and waits behind the claim);
-    // the waiting message is never answered: the runner dies posting it, after the lock.
+    // the waiting message is never answered: the runner dies delivering it from the queue, after the
+    // lock.
     Mock::given(method("POST"))
         .and(path("/api/messages"))
         .and(body_string_contains("waiting behind"))
@@ -309,45 +319,123 @@ async fn a_runner_killed_while_posting_waiting_messages_loses_none() {
         .await;
     msc_accepts_after(&msc, Duration::from_secs(1)).await;
 
-    let first = Runner::start(KILLED_WHILE_POSTING_THE_QUEUE, &table, &caic, &msc);
+    let first = Runner::start(KILLED_WHILE_POSTING_THE_QUEUE, &table, &queue, &caic, &msc);
     say(&first, "agent").await;
     let webhook = end_slot(&first);
     until_msc_has(&msc, 1).await;
     let waiting = say(&first, "waiting behind the handover").await;
     assert_eq!(waiting["queued"], true, "{waiting}");
+    assert!(
+        webhook.await.unwrap().unwrap().status().is_success(),
+        "the handover is made once MSC took its message"
+    );
     until_msc_has(&msc, 2).await;
     first.kill();
-    assert!(
-        webhook.await.unwrap().is_err(),
-        "the webhook was still posting the queue"
-    );
     let queued_id = msc_posts(&msc).await[1]["MessageExternalIdentifier"].clone();
     let store = dynamodb_harness_on_table(&table).store;
     let left = store.get(SID).await.unwrap().unwrap();
     assert_eq!(
         (left.state, left.queued.len()),
-        (SessionState::HandedOver, 1),
-        "locked, the message still queued"
+        (SessionState::HandedOver, 0),
+        "locked, the waiting message held in the queue rather than on the session"
     );
 
     msc.reset().await;
     msc_accepts_after(&msc, Duration::ZERO).await;
-    let second = Runner::start(KILLED_WHILE_POSTING_THE_QUEUE, &table, &caic, &msc);
+    let second = Runner::start(KILLED_WHILE_POSTING_THE_QUEUE, &table, &queue, &caic, &msc);
     let next = say(&second, "and one more").await;
     assert_eq!(next["handledBy"], "agent", "{next}");
+    assert_eq!(next["delivery"], "on_its_way", "{next}");
+    until_msc_has(&msc, 2).await;
 
     let posts = msc_posts(&msc).await;
     let texts: Vec<&str> = posts
         .iter()
         .map(|p| p["Content"].as_str().unwrap())
         .collect();
-    assert_eq!(texts, ["waiting behind the handover", "and one more"]);
+    assert_eq!(
+        texts,
+        ["waiting behind the handover", "and one more"],
+        "the message the killed drainer had is delivered again, before the next one"
+    );
     assert_eq!(
         posts[0]["MessageExternalIdentifier"], queued_id,
-        "posted again under its id"
+        "delivered again under its id"
     );
-    let session = store.get(SID).await.unwrap().unwrap();
-    assert!(session.queued.is_empty(), "nothing left waiting");
+    second.kill();
+}
+
+const KILLED_MID_BATCH: &str =
+    "a_drainer_killed_mid_batch_loses_nothing_and_each_id_arrives_in_order";
+
+/// The drainer (here the runner, polling the queue as Lambda does) dies while MSC is taking the third
+/// of five messages: the batch it held comes round again after the visibility timeout, and a second
+/// drainer delivers it. MSC sees some messages twice, always under their one id (which MSC drops); by
+/// id, each message once, in the order written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drainer_killed_mid_batch_loses_nothing_and_each_id_arrives_in_order() {
+    if std::env::var_os(CHILD).is_some() {
+        return serve_until_killed().await;
+    }
+    let table = fresh_table();
+    let queue = moto_outbound_queue(QUEUE_VISIBILITY_SECS).await;
+    let caic = caic_offering_a_handover().await;
+    let msc = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/messages"))
+        .and(body_string_contains("message 3"))
+        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(30)))
+        .mount(&msc)
+        .await;
+    msc_accepts_after(&msc, Duration::ZERO).await;
+
+    let first = Runner::start(KILLED_MID_BATCH, &table, &queue, &caic, &msc);
+    say(&first, "agent").await;
+    let made = end_slot(&first).await.unwrap().unwrap();
+    assert!(made.status().is_success());
+    for n in 1..=5 {
+        let sent = say(&first, &format!("message {n}")).await;
+        assert_eq!(sent["delivery"], "on_its_way", "{sent}");
+    }
+    // The handover, messages 1 and 2, and 3 in flight.
+    until_msc_has(&msc, 4).await;
+    first.kill();
+    let mut posts = msc_posts(&msc).await;
+
+    msc.reset().await;
+    msc_accepts_after(&msc, Duration::ZERO).await;
+    let second = Runner::start(KILLED_MID_BATCH, &table, &queue, &caic, &msc);
+    // Lambda deletes a batch's messages once the invocation returns: the killed one's whole batch
+    // comes round again, 1 and 2 included.
+    until_msc_has(&msc, 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    posts.extend(msc_posts(&msc).await);
+
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for post in &posts {
+        let id = post["MessageExternalIdentifier"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let text = post["Content"].as_str().unwrap().to_owned();
+        match seen.iter().find(|(known, _)| *known == id) {
+            Some((_, earlier)) => assert_eq!(*earlier, text, "one id, one message"),
+            None => seen.push((id, text)),
+        }
+    }
+    let texts: Vec<&str> = seen[1..].iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "message 1",
+            "message 2",
+            "message 3",
+            "message 4",
+            "message 5"
+        ],
+        "what the killed drainer had not delivered, by id once each, in order"
+    );
+    second.kill();
 }
 
 const KILLED_WHILE_PUSHING: &str = "a_runner_killed_while_pushing_an_agent_reply_keeps_it_once";
@@ -359,6 +447,7 @@ async fn a_runner_killed_while_pushing_an_agent_reply_keeps_it_once() {
         return serve_until_killed().await;
     }
     let table = fresh_table();
+    let queue = moto_outbound_queue(QUEUE_VISIBILITY_SECS).await;
     let caic = caic_offering_a_handover().await;
     let msc = MockServer::start().await;
     msc_accepts_after(&msc, Duration::ZERO).await;
@@ -379,7 +468,7 @@ async fn a_runner_killed_while_pushing_an_agent_reply_keeps_it_once() {
         ("CHANNEL_WEBHOOK_TIMEOUT_MS", "60000".to_owned()),
     ];
 
-    let first = Runner::start_with(KILLED_WHILE_PUSHING, &table, &caic, &msc, &extra);
+    let first = Runner::start_with(KILLED_WHILE_PUSHING, &table, &queue, &caic, &msc, &extra);
     say(&first, "agent").await;
     let handed_over = end_slot(&first).await.unwrap().unwrap();
     let handed_over: Value = handed_over.json().await.unwrap();
@@ -413,7 +502,7 @@ async fn a_runner_killed_while_pushing_an_agent_reply_keeps_it_once() {
         "MSC saw its delivery fail"
     );
 
-    let second = Runner::start_with(KILLED_WHILE_PUSHING, &table, &caic, &msc, &extra);
+    let second = Runner::start_with(KILLED_WHILE_PUSHING, &table, &queue, &caic, &msc, &extra);
     let outbox = |runner: &Runner| {
         http()
             .get(format!("{}/v1/sessions/{SID}/messages", runner.base))

@@ -111,6 +111,7 @@ const AGENT: &str = "AgentEventsRole";
 const PRESENCE: &str = "PresenceCheckRole";
 const LIVE: &str = "LiveConnectionRole";
 const AGENT_WAIT: &str = "AgentWaitRole";
+const MSC_OUTBOUND: &str = "MscOutboundRole";
 
 #[tokio::test]
 async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
@@ -237,6 +238,8 @@ async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
     let archived =
         json!({"Name": "ConversationArchived", "Payload": {"ConversationId": "iam-guid-3"}});
     seen.by(c, AGENT, world.msc_posts_event(archived)).await;
+    // What was held for MSC: delivered at its pace, each delivery told.
+    seen.by(c, MSC_OUTBOUND, world.drain()).await;
     // The lock lapses: the next turn records the end.
     seen.by(
         c,
@@ -304,6 +307,7 @@ async fn each_role_allows_exactly_the_dynamodb_actions_its_function_calls() {
         (PRESENCE, BTreeSet::new()),
         (LIVE, set(&["GetItem", "UpdateItem"])),
         (AGENT_WAIT, set(&["GetItem", "UpdateItem"])),
+        (MSC_OUTBOUND, set(&["GetItem", "UpdateItem"])),
     ]);
     assert_eq!(seen.0, expected, "what the code paths sent");
     for (role, actions) in &seen.0 {
@@ -327,14 +331,64 @@ fn only_the_functions_given_the_live_connections_may_manage_them() {
     }
     assert_eq!(
         pushing,
-        set(&[ANSWER_INGEST, OPERATOR, AGENT, LIVE, AGENT_WAIT]),
+        set(&[
+            ANSWER_INGEST,
+            OPERATOR,
+            AGENT,
+            LIVE,
+            AGENT_WAIT,
+            MSC_OUTBOUND
+        ]),
         "the functions given LIVE_CONNECTIONS_URL"
     );
     assert_eq!(managing, pushing);
 }
 
+/// The outbound queue: the functions that hold messages for MSC (answer-ingest, and the two that hand
+/// over, for what waited behind the handover) may send to it and nothing else; msc-outbound alone
+/// receives, deletes and gives back (what Lambda's poller and its own backoff call); nothing else of
+/// SQS is granted to anyone.
+#[test]
+fn only_the_holders_send_to_the_outbound_queue_and_only_its_drainer_takes_from_it() {
+    let mut rights: BTreeSet<(String, String)> = BTreeSet::new();
+    for (role, statement) in role_statements(&template()) {
+        let actions: Vec<String> = match &statement["Action"] {
+            serde_yaml::Value::String(one) => vec![one.clone()],
+            many => many
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+        };
+        let resource = serde_yaml::to_string(&statement["Resource"]).unwrap_or_default();
+        for action in actions.into_iter().filter(|a| a.starts_with("sqs:")) {
+            assert_eq!(
+                resource.trim(),
+                "!GetAtt OutboundQueue.Arn",
+                "{role} {action}"
+            );
+            rights.insert((role.clone(), action));
+        }
+    }
+    let expected: BTreeSet<(String, String)> = [
+        (ANSWER_INGEST, "sqs:SendMessage"),
+        (PRECHAT, "sqs:SendMessage"),
+        (OPERATOR, "sqs:SendMessage"),
+        (MSC_OUTBOUND, "sqs:ReceiveMessage"),
+        (MSC_OUTBOUND, "sqs:DeleteMessage"),
+        (MSC_OUTBOUND, "sqs:GetQueueAttributes"),
+        (MSC_OUTBOUND, "sqs:ChangeMessageVisibility"),
+    ]
+    .into_iter()
+    .map(|(role, action)| (role.to_owned(), action.to_owned()))
+    .collect();
+    assert_eq!(rights, expected);
+}
+
 /// Each role's rights on the files bucket: exactly what its function does with files (answer-ingest:
-/// the uploads it signs, reads, relays and deletes, and links to agents' files; agent-events: agents'
+/// the uploads it signs, checks and deletes when refused, and links to agents' files; msc-outbound:
+/// the uploads it sends to MSC and then deletes; agent-events: agents'
 /// files kept and linked; live-connection: links in a catch-up), each on its own prefix; no other role
 /// reaches the bucket.
 #[test]
@@ -366,6 +420,8 @@ fn each_role_reaches_only_its_own_prefixes_of_the_files_bucket() {
         (ANSWER_INGEST, "s3:GetObject", "agent/*"),
         (AGENT, "s3:PutObject", "agent/*"),
         (AGENT, "s3:GetObject", "agent/*"),
+        (MSC_OUTBOUND, "s3:GetObject", "uploads/*"),
+        (MSC_OUTBOUND, "s3:DeleteObject", "uploads/*"),
         (LIVE, "s3:GetObject", "agent/*"),
     ]
     .into_iter()

@@ -104,6 +104,8 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
     let channel_url = format!("{}/hook", channel.uri());
     let env = Env::from_pairs([
         ("SANDBOX_MSC_FAILURE_PERCENT", "20"),
+        // The load is the service's, not MSC's limit (msc_rate_limit.rs holds it to 3 a second).
+        ("MSC_REQUESTS_PER_SECOND", "100"),
         ("SANDBOX_DUPLICATE_WEBHOOKS", "true"),
         ("CAIC_TIMEOUT_MS", "60000"),
         ("CHANNEL_WEBHOOK_URL", channel_url.as_str()),
@@ -141,14 +143,29 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
         .collect();
     let elapsed = started.elapsed();
 
-    let sink: Value = http
-        .get(format!("{base}/sandbox/msc/api/messages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The relays were answered once held: the runner's queue delivers them (failed posts come round
+    // again after a backoff). Read MSC's inbox once it has stopped growing.
+    let inbox = || async {
+        let sink: Value = http
+            .get(format!("{base}/sandbox/msc/api/messages"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        sink
+    };
+    let mut sink = inbox().await;
+    let mut unchanged = 0;
+    while unchanged < 6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = inbox().await;
+        let grew =
+            now["messages"].as_array().map(Vec::len) != sink["messages"].as_array().map(Vec::len);
+        unchanged = if grew { 0 } else { unchanged + 1 };
+        sink = now;
+    }
     let mut received: HashMap<String, Vec<Value>> = HashMap::new();
     for message in sink["messages"].as_array().unwrap() {
         let conversation = message["ConversationExternalIdentifier"]

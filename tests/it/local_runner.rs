@@ -47,14 +47,25 @@ async fn a_handover_walks_through_the_sandbox_on_one_port() {
         .unwrap();
     assert_eq!(relayed["handledBy"], "agent", "{relayed}");
 
-    let sink: Value = http
-        .get(format!("{base}/sandbox/msc/api/messages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(relayed["delivery"], "on_its_way", "{relayed}");
+
+    // The runner's own queue delivers it, at MSC's pace.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let sink = loop {
+        let sink: Value = http
+            .get(format!("{base}/sandbox/msc/api/messages"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if sink["messages"].as_array().unwrap().len() >= 2 {
+            break sink;
+        }
+        assert!(std::time::Instant::now() < deadline, "delivered: {sink}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let messages = sink["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[0]["RoutingKeywords"], "support");

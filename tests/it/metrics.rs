@@ -50,6 +50,7 @@ async fn a_handover_story_writes_its_figures_one_line_per_invocation() {
     world
         .message(json!({"sessionId": SID, "text": "hello?"}))
         .await;
+    world.drain().await;
     world
         .msc_posts_message(
             json!({"ConversationExternalIdentifier": SID, "MessageExternalIdentifier": "m-1",
@@ -64,7 +65,11 @@ async fn a_handover_story_writes_its_figures_one_line_per_invocation() {
     world.operator_release(SID).await;
 
     let lines = emf_lines(SID);
-    assert_eq!(lines.len(), 6, "one line per invocation: {lines:#?}");
+    assert_eq!(
+        lines.len(),
+        7,
+        "one line per invocation (and per delivery): {lines:#?}"
+    );
     let started = line_with(&lines, "answer-ingest", "HandoversStarted");
     assert_eq!(started["HandoversStarted"], 1.0);
     assert_eq!(
@@ -75,9 +80,12 @@ async fn a_handover_story_writes_its_figures_one_line_per_invocation() {
     assert_eq!(completed["HandoversCompleted"], 1.0);
     assert_eq!(completed["TimeToAgent"], 90_000.0);
     assert_eq!(
-        line_with(&lines, "answer-ingest", "MessagesRelayed")["MessagesRelayed"],
+        line_with(&lines, "answer-ingest", "MessagesHeld")["MessagesHeld"],
         1.0
     );
+    let relayed = line_with(&lines, "msc-outbound", "MessagesRelayed");
+    assert_eq!(relayed["MessagesRelayed"], 1.0);
+    assert!(relayed["TimeToMsc"].as_f64().unwrap() >= 0.0, "{relayed}");
     assert_eq!(
         line_with(&lines, "agent-events", "AgentRepliesDelivered")["AgentRepliesDelivered"],
         1.0

@@ -46,6 +46,11 @@ fn template_routes() -> BTreeSet<Route> {
             continue;
         };
         for (_, event) in events {
+            // msc-outbound is invoked by Lambda's SQS poller.
+            if event["Type"] == "SQS" {
+                assert_eq!(binary, "msc-outbound");
+                continue;
+            }
             assert_eq!(event["Type"], "HttpApi");
             assert_eq!(event["Properties"]["PayloadFormatVersion"], "2.0");
             let method = event["Properties"]["Method"]
@@ -130,7 +135,7 @@ fn template_binaries() -> BTreeSet<String> {
 
 #[test]
 fn every_function_in_the_template_is_a_workspace_binary() {
-    assert_eq!(template_binaries().len(), 7);
+    assert_eq!(template_binaries().len(), 8);
     for binary in template_binaries() {
         let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../functions")
@@ -181,6 +186,7 @@ fn caic_webhooks_are_reachable_only_through_their_own_api_and_msc_webhooks_are_t
             .as_mapping()
             .into_iter()
             .flatten()
+            .filter(|(_, event)| event["Type"] == "HttpApi")
         {
             let api = serde_yaml::to_string(&event["Properties"]["ApiId"]).unwrap();
             let route = format!(

@@ -590,6 +590,58 @@ pub async fn quotas_count_per_key_and_window_and_never_past_the_limit(h: Harness
     assert_eq!(uses.iter().filter(|u| **u == Within).count(), 5);
 }
 
+/// MSC's pace: a free slot is taken at once; then every reservation, also twenty at once from as many
+/// senders, gets its own slot, each at least the interval after the one before; none later than the
+/// caller allows (that one is told when the next slot is, and reserves nothing); a hold moves the next
+/// slot on, never back.
+pub async fn msc_sends_are_spaced_by_the_pace_whoever_reserves(h: Harness) {
+    use handover_core::store::Reserved::*;
+    let now = 1_800_000_000_000;
+    assert_eq!(h.store.reserve_send(now, 400, now).await.unwrap(), At(now));
+    assert_eq!(
+        h.store.reserve_send(now, 400, now + 1_000).await.unwrap(),
+        At(now + 400)
+    );
+    assert_eq!(
+        h.store.reserve_send(now, 400, now + 100).await.unwrap(),
+        NotBefore(now + 800),
+        "past what the caller would wait: nothing reserved"
+    );
+    let store = h.store.clone();
+    let slots = futures::future::join_all(
+        (0..20).map(|_| async { store.reserve_send(now, 400, now + 60_000).await.unwrap() }),
+    )
+    .await;
+    let mut slots: Vec<i64> = slots
+        .into_iter()
+        .map(|r| match r {
+            At(slot) => slot,
+            NotBefore(_) => panic!("within the limit"),
+        })
+        .collect();
+    slots.sort();
+    let expected: Vec<i64> = (0..20).map(|k| now + 800 + 400 * k).collect();
+    assert_eq!(slots, expected, "each its own slot, spaced by the interval");
+    h.store.hold_sends(now + 60_000).await.unwrap();
+    h.store.hold_sends(now + 10_000).await.unwrap();
+    assert_eq!(
+        h.store
+            .reserve_send(now + 1_000, 400, now + 120_000)
+            .await
+            .unwrap(),
+        At(now + 60_000),
+        "held until then, not moved back"
+    );
+    assert_eq!(
+        h.store
+            .reserve_send(now + 70_000, 400, now + 70_000)
+            .await
+            .unwrap(),
+        At(now + 70_000),
+        "a slot in the past is free"
+    );
+}
+
 fn agent_reply(id: &str) -> HandoverChange {
     HandoverChange::AgentReply(AgentReply {
         message_id: id.into(),

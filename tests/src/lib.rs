@@ -265,6 +265,37 @@ pub async fn moto_wait_timers(
     ))
 }
 
+/// A client of moto's SQS: the outbound queue, as Lambda's SQS poller reads it.
+pub fn sqs_client() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&moto_config(&dynamodb_endpoint()))
+}
+
+/// A fresh FIFO queue on moto's SQS (as the template makes it: no content-based deduplication), its
+/// messages invisible for `visibility_secs` once received, and its URL.
+pub async fn moto_outbound_queue(visibility_secs: u32) -> String {
+    let name = format!("handover-outbound-{}.fifo", uuid::Uuid::new_v4().simple());
+    let made = sqs_client()
+        .create_queue()
+        .queue_name(&name)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            visibility_secs.to_string(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("queue {name}: {err:?}"));
+    made.queue_url().expect("a queue URL").to_owned()
+}
+
+/// The outbound adapter of the deployment, on a queue of moto's SQS.
+pub fn moto_outbound(queue_url: &str) -> Arc<handover_core::outbound::SqsOutbound> {
+    Arc::new(handover_core::outbound::SqsOutbound::new(
+        &moto_config(&dynamodb_endpoint()),
+        queue_url,
+    ))
+}
+
 /// A client of moto's EventBridge Scheduler, to read what the functions scheduled.
 pub fn scheduler_client() -> aws_sdk_scheduler::Client {
     aws_sdk_scheduler::Client::new(&moto_config(&dynamodb_endpoint()))
@@ -345,6 +376,7 @@ macro_rules! for_every_contract_test {
             messages_queue_only_behind_a_live_claim,
             a_released_claim_keeps_its_queue_for_the_bot,
             quotas_count_per_key_and_window_and_never_past_the_limit,
+            msc_sends_are_spaced_by_the_pace_whoever_reserves,
             live_connections_are_registered_announced_to_and_forgotten,
         );
     };

@@ -56,6 +56,10 @@ pub struct World {
     /// The schedule group on moto's Scheduler the waits are timed in, when
     /// `AGENT_WAIT_SCHEDULE_GROUP` is set (else the waits are off).
     pub wait_group: Option<String>,
+    /// msc-outbound: what Lambda's SQS poller hands the held messages to.
+    pub drainer: Arc<handover_core::flow::outbound::DrainDeps>,
+    /// The outbound queue (`MSC_OUTBOUND_QUEUE_URL`), a FIFO queue of moto's SQS.
+    pub outbound_queue: String,
 }
 
 impl World {
@@ -73,6 +77,7 @@ impl World {
         let caic_url = caic.uri();
         let presence_url = format!("{}/presence", msc.uri());
         let msc_url = format!("{}/api", msc.uri());
+        let outbound_queue = crate::moto_outbound_queue(30).await;
         let mut vars: Vec<(&str, &str)> = vec![
             ("CAIC_BASE_URL", &caic_url),
             ("CAIC_CUSTOMER_KEY", "cust"),
@@ -96,6 +101,9 @@ impl World {
             ("CHANNEL_WEBHOOK_TIMEOUT_MS", "500"),
             ("CONVERSATION_TOKEN_SECRET", CONVERSATION_TOKEN_SECRET),
             ("LIVE_CONNECTIONS_URL", &connections.url),
+            ("MSC_OUTBOUND_QUEUE_URL", &outbound_queue),
+            // Fast, so that tests do not crawl; the rate-limit tests set MSC's own 3.
+            ("MSC_REQUESTS_PER_SECOND", "100"),
         ];
         for (name, value) in overrides {
             vars.retain(|(n, _)| n != name);
@@ -126,6 +134,7 @@ impl World {
                 crate::moto_wait_timers(scheduler).await;
             http.timers = Some(timers);
         }
+        http.outbound = Some(crate::moto_outbound(&outbound_queue));
         let store = harness.store.clone();
         let live = match LiveConnectionConfig::from_env(&env) {
             Ok(config) => {
@@ -180,6 +189,14 @@ impl World {
                 http.clone(),
             )),
             wait_group: wait_settings.scheduler.map(|s| s.group),
+            drainer: Arc::new(startup::msc_outbound_deps(
+                &handover_core::config::MscOutboundConfig::from_env(&env)
+                    .expect("msc-outbound configuration"),
+                store.clone(),
+                harness.clock.clone(),
+                http.clone(),
+            )),
+            outbound_queue,
             live,
             connections,
             files,
@@ -427,7 +444,58 @@ impl World {
         received(&self.caic, to_path).await
     }
 
+    /// Delivers what the outbound queue holds, as Lambda's SQS poller and msc-outbound do, until
+    /// nothing is visible (a message given back after a failed delivery is invisible for its
+    /// backoff). How many messages were handed to the drainer.
+    pub async fn drain(&self) -> usize {
+        let queue = crate::moto_outbound(&self.outbound_queue);
+        let (mut handed, mut failures) = (0, 0);
+        loop {
+            match handover_core::flow::outbound::poll_sqs_once(&self.drainer, &queue, Some(30))
+                .await
+            {
+                Ok(0) => return handed,
+                Ok(n) => handed += n,
+                // moto serves the whole suite one request at a time: poll again, as Lambda does.
+                Err(err) => {
+                    failures += 1;
+                    assert!(failures < 10, "the outbound queue on moto: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// How many messages the outbound queue holds, visible or not (in flight, or waiting out a
+    /// backoff).
+    pub async fn outbound_depth(&self) -> usize {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let attributes = crate::sqs_client()
+            .get_queue_attributes()
+            .queue_url(&self.outbound_queue)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("the outbound queue's attributes");
+        let count = |name: A| {
+            attributes
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible)
+    }
+
+    /// What MSC received, once the outbound queue is drained (see [`World::drain`]).
     pub async fn msc_messages(&self) -> Vec<Value> {
+        self.drain().await;
+        self.msc_received().await
+    }
+
+    /// What MSC received so far, without draining the queue.
+    pub async fn msc_received(&self) -> Vec<Value> {
         received(&self.msc, "/api/messages")
             .await
             .iter()

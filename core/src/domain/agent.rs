@@ -53,13 +53,24 @@ pub enum Sender {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         opens_at: Option<i64>,
     },
+    /// The service itself: the end user's message `message` (the id the turn answered with) reached
+    /// MSC, or (`refused`: MSC's status) MSC refused it for good. Messages reach MSC in the order they
+    /// were written, so a page takes "delivered" for this one and every earlier one.
+    Relayed {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<u16>,
+    },
 }
 
 impl Sender {
     pub fn as_str(&self) -> &'static str {
         match self {
             Sender::Agent { .. } => "agent",
-            Sender::System { .. } | Sender::Joined { .. } | Sender::NobodyYet { .. } => "system",
+            Sender::System { .. }
+            | Sender::Joined { .. }
+            | Sender::NobodyYet { .. }
+            | Sender::Relayed { .. } => "system",
         }
     }
 }
@@ -72,6 +83,7 @@ impl fmt::Debug for Sender {
             Sender::System { ended } => write!(f, "System({ended:?})"),
             Sender::Joined { .. } => f.write_str("Joined"),
             Sender::NobodyYet { round, .. } => write!(f, "NobodyYet({round})"),
+            Sender::Relayed { refused, .. } => write!(f, "Relayed({refused:?})"),
         }
     }
 }
@@ -137,6 +149,7 @@ impl OutboxMessage {
                 agent_name.as_ref().map_or(0, String::len)
             }
             Sender::System { .. } | Sender::NobodyYet { .. } => 0,
+            Sender::Relayed { message, .. } => message.len(),
         };
         let files: usize = self
             .files
@@ -292,6 +305,13 @@ pub enum HandoverChange {
     },
     /// The end user chose to keep waiting (an offer is open, and no agent came meanwhile).
     KeepWaiting,
+    /// The end user's message `message_id` reached MSC (`refused: None`) or MSC refused it for good:
+    /// the page is told. A delivery replaces the receipt of an earlier one in the outbox (it says as
+    /// much), so receipts never crowd out the agent's replies; a refusal stays, and is in the history.
+    Relayed {
+        message_id: String,
+        refused: Option<u16>,
+    },
     /// The end user chose to go back to the bot: the end (`no_agent`), only while no agent came and
     /// after the end user was offered it. An agent coming a moment earlier refuses it, and this
     /// ending first refuses the agent's event: one of the two, never both.
@@ -319,7 +339,8 @@ impl HandoverChange {
             | HandoverChange::Linked { .. }
             | HandoverChange::NobodyCame { .. }
             | HandoverChange::KeepWaiting
-            | HandoverChange::BackToBot => None,
+            | HandoverChange::BackToBot
+            | HandoverChange::Relayed { .. } => None,
         }
     }
 
@@ -333,7 +354,8 @@ impl HandoverChange {
             | HandoverChange::AgentJoined { .. }
             | HandoverChange::Linked { .. }
             | HandoverChange::NobodyCame { .. }
-            | HandoverChange::KeepWaiting => None,
+            | HandoverChange::KeepWaiting
+            | HandoverChange::Relayed { .. } => None,
         }
     }
 }
@@ -475,6 +497,42 @@ pub fn apply(
                 return None;
             }
             end(&mut next, &mut events, EndReason::NoAgent, now, lock_expiry);
+        }
+        HandoverChange::Relayed {
+            message_id,
+            refused,
+        } => {
+            let told = |m: &OutboxMessage| matches!(&m.from, Sender::Relayed { message, .. } if message == message_id);
+            // A delivery made again (the queue gave the message back after MSC took it).
+            if side.outbox.iter().any(told) {
+                return None;
+            }
+            if refused.is_none() {
+                side.outbox
+                    .retain(|m| !matches!(m.from, Sender::Relayed { refused: None, .. }));
+            }
+            if let Some(status) = refused {
+                events.push(HistoryEvent::new(
+                    now,
+                    "message_refused_by_msc",
+                    Some(format!("status {status}")),
+                ));
+            }
+            side.last_cursor += 1;
+            side.outbox.push(OutboxMessage {
+                cursor: side.last_cursor,
+                id: format!("{}-relayed-{}", next.session_id, side.last_cursor),
+                from: Sender::Relayed {
+                    message: message_id.clone(),
+                    refused: *refused,
+                },
+                text: match refused {
+                    None => "Delivered to our colleague.".to_owned(),
+                    Some(_) => "This message could not be delivered to our colleague. Please write it again, or differently.".to_owned(),
+                },
+                sent_at: now,
+                files: Vec::new(),
+            });
         }
     }
     let side = &mut next.agent;

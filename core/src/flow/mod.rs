@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod live;
+pub mod outbound;
 pub mod waiting;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::domain::{
 use crate::hours::{BusinessHours, Hours};
 use crate::metrics;
 use crate::msc::{MscError, MscMessages, OutgoingMessage, Presence};
+use crate::outbound::{Held, HeldUpload, Outbound};
 use crate::store::{
     ClaimOutcome, Enqueued, Guarded, HandoverStore, SessionStore, SlideOutcome, StartIntakeOutcome,
     StoreError,
@@ -44,6 +46,8 @@ pub enum FlowError {
     UploadNotFound,
     #[error(transparent)]
     Files(#[from] crate::files::FileError),
+    #[error(transparent)]
+    Outbound(#[from] crate::outbound::OutboundError),
 }
 
 /// Whether an agent can take a conversation now.
@@ -152,10 +156,15 @@ impl HandoverOutcome {
 
 /// Rule 5: claim, post to MSC, lock (rule 6); any failure releases (rule 7). Idempotent: the claim
 /// makes racing callers (webhook, answer stream, operator) one handover.
-/// The wait for an agent (`waits`) starts with the post.
+/// The handover's own message does not wait in the outbound queue: it takes the next slot of MSC's
+/// pace ahead of whatever the queue holds (the drainer reserves one slot at a time), so the caller
+/// learns within [`crate::msc::HANDOVER_MAX_WAIT`] and MSC's timeout whether MSC took it; not taken
+/// by then is a failed handover (rule 7). What waited behind it is held in the queue once it is
+/// locked. The wait for an agent (`waits`) starts with the post.
 pub async fn hand_over<S: HandoverStore + ?Sized>(
     store: &S,
     msc: &dyn MscMessages,
+    outbound: &dyn Outbound,
     clock: &dyn Clock,
     waits: &Waits,
     session_id: &SessionId,
@@ -192,8 +201,7 @@ pub async fn hand_over<S: HandoverStore + ?Sized>(
             let waited = clock.now().saturating_sub(locked.started_at);
             metrics::milliseconds("TimeToAgent", (waited * 1_000) as f64);
             if !locked.queued.is_empty() {
-                // A failure leaves them queued: the next relay posts them first.
-                let _ = flush_queue(store, msc, &locked, &message.relation_name).await;
+                hold_queued(store, outbound, &locked, &message.relation_name).await;
             }
             Ok(HandoverOutcome::HandedOver(locked))
         }
@@ -444,6 +452,9 @@ pub struct IngestReply {
     pub session_id: SessionId,
     pub routed: Routed,
     pub answers: Vec<Answer>,
+    /// A message for the agent is on its way: held for MSC under this id, which the page is told
+    /// again when it reaches MSC (or MSC refuses it).
+    pub held: Option<String>,
 }
 
 /// Everything answer ingestion touches.
@@ -452,7 +463,10 @@ pub struct IngestDeps {
     pub store: Arc<dyn SessionStore>,
     pub caic: Arc<dyn Caic>,
     pub presence: Arc<dyn Presence>,
+    /// The handover's own post (paced, see [`crate::msc::PacedMsc`]).
     pub msc: Arc<dyn MscMessages>,
+    /// Where every other message for MSC is held until the drainer delivers it.
+    pub outbound: Arc<dyn Outbound>,
     pub clock: Arc<dyn Clock>,
     pub channel: Arc<dyn ChannelPush>,
     pub default_channel: String,
@@ -550,6 +564,7 @@ async fn settle(deps: &IngestDeps, session_id: &SessionId, found: Found) -> Opti
             let finished = hand_over(
                 deps.store.as_ref(),
                 deps.msc.as_ref(),
+                deps.outbound.as_ref(),
                 deps.clock.as_ref(),
                 &deps.waits,
                 session_id,
@@ -599,6 +614,7 @@ async fn queue_behind_handover(
                 session_id: session_id.clone(),
                 routed: Routed::Queued,
                 answers: Vec::new(),
+                held: None,
             }))
         }
         Enqueued::Full => Err(FlowError::QueueFull),
@@ -654,6 +670,7 @@ async fn answer_with_bot(
         let outcome = hand_over(
             deps.store.as_ref(),
             deps.msc.as_ref(),
+            deps.outbound.as_ref(),
             deps.clock.as_ref(),
             &deps.waits,
             &session_id,
@@ -669,6 +686,7 @@ async fn answer_with_bot(
             session_id,
             routed,
             answers,
+            held: None,
         });
     }
 
@@ -694,6 +712,7 @@ async fn answer_with_bot(
         session_id,
         routed: Routed::Bot,
         answers,
+        held: None,
     })
 }
 
@@ -710,6 +729,7 @@ async fn ask_bot_only(
         session_id: reply.session_id,
         routed: Routed::Bot,
         answers: reply.answers,
+        held: None,
     })
 }
 
@@ -825,46 +845,41 @@ async fn relay_to_agent(
         None => uuid::Uuid::new_v4().to_string(),
     };
     let mut outgoing = for_msc(session, id, relation_of(session), message.text.clone(), now);
-    let upload_key = match &message.upload {
+    let upload = match &message.upload {
         Some(upload) => {
+            // Checked now, so a refused file is refused in this turn; its bytes go when it is sent.
             let (key, file) = fetch_upload(deps, session_id, upload).await?;
             if outgoing.content.trim().is_empty() {
                 outgoing.content = text::labelled("Sent a file", &file.name);
             }
-            outgoing.attachments.push(file);
-            Some(key)
+            Some(HeldUpload {
+                key,
+                name: file.name,
+            })
         }
         None => None,
     };
-    if !session.queued.is_empty() {
-        // Left over from the handover (a post failed then): they go first, under the same ids.
-        flush_queue(
-            deps.store.as_ref(),
-            deps.msc.as_ref(),
-            session,
-            &outgoing.relation_name,
-        )
-        .await?;
-    }
-    deps.msc.post(&outgoing).await?;
-    metrics::count("MessagesRelayed");
-    if let Some(key) = upload_key {
-        // MSC has the file now: the service keeps no copy of what the end user sent.
-        metrics::count_outcome("FilesCarried", "From", "end_user");
-        if let Err(err) = deps.files.store.delete(&key).await {
-            tracing::warn!(error = %err, "a relayed upload was not deleted; the bucket's lifecycle will");
-        }
+    // Left over from the handover (holding them failed then): they go first, under the same ids.
+    let mut messages = queued_for_msc(session, &outgoing.relation_name);
+    let left_over = !messages.is_empty();
+    let message_id = outgoing.message_id.clone();
+    messages.push(Held::now(outgoing, upload));
+    deps.outbound.hold(&messages).await?;
+    metrics::count("MessagesHeld");
+    if left_over {
+        forget_queued(deps.store.as_ref(), session).await;
     }
     match deps.store.slide_lock(session).await {
         Ok(SlideOutcome::Slid(_)) => tracing::debug!("session lock slid"),
         Ok(_) => {}
-        // The message reached the agent; a missed slide only shortens the lock by one interval.
+        // The message is on its way; a missed slide only shortens the lock by one interval.
         Err(err) => tracing::warn!(error = %err, "could not slide the session lock"),
     }
     Ok(IngestReply {
         session_id: session_id.clone(),
         routed: Routed::Agent,
         answers: Vec::new(),
+        held: Some(message_id),
     })
 }
 
@@ -906,42 +921,57 @@ async fn fetch_upload(
     }
 }
 
-/// Posts the messages that waited behind the handover, in the order they arrived, each under an id
-/// of its own that stays the same however often this runs (`<session>-queued-<intake>-<n>`, so MSC can
-/// drop a repeat); then forgets them. Stops at the first MSC failure, leaving the rest for the next
-/// relay.
-async fn flush_queue<S: HandoverStore + ?Sized>(
-    store: &S,
-    msc: &dyn MscMessages,
-    session: &Session,
-    relation_name: &str,
-) -> Result<(), MscError> {
-    for (index, waiting) in session.queued.iter().enumerate() {
-        let id = format!(
-            "{}-queued-{}-{}",
-            session.session_id,
-            session.intake_id,
-            index + 1
-        );
-        // Dated when the end user wrote it, not when it could be posted: the agent reads them in order.
-        let message = for_msc(
-            session,
-            id,
-            relation_name.to_owned(),
-            waiting.text.clone(),
-            waiting.at,
-        );
-        if let Err(err) = msc.post(&message).await {
-            tracing::warn!(error = %ErrorChain(&err), "a queued message did not reach MSC; it stays queued");
-            return Err(err);
-        }
-    }
+/// The messages that waited behind the handover, in the order they arrived, for MSC: each under an
+/// id of its own that stays the same however often they are held (`<session>-queued-<intake>-<n>`,
+/// so the queue and MSC drop a repeat), dated when the end user wrote them.
+fn queued_for_msc(session: &Session, relation_name: &str) -> Vec<Held> {
+    session
+        .queued
+        .iter()
+        .enumerate()
+        .map(|(index, waiting)| {
+            let id = format!(
+                "{}-queued-{}-{}",
+                session.session_id,
+                session.intake_id,
+                index + 1
+            );
+            let message = for_msc(
+                session,
+                id,
+                relation_name.to_owned(),
+                waiting.text.clone(),
+                waiting.at,
+            );
+            Held::now(message, None)
+        })
+        .collect()
+}
+
+/// Forgets the messages that waited behind the handover once they are held for MSC.
+async fn forget_queued<S: HandoverStore + ?Sized>(store: &S, session: &Session) {
     if let Err(err) = store.clear_queue(&session.session_id).await {
-        tracing::warn!(error = %err, "queued messages posted but not cleared; a repeat keeps their ids");
+        tracing::warn!(error = %err, "queued messages held but not cleared; a repeat keeps their ids");
     }
     tracing::info!(
         messages = session.queued.len(),
-        "queued messages posted to MSC"
+        "queued messages held for MSC"
     );
-    Ok(())
+}
+
+/// Holds what waited behind the handover for MSC, then forgets it. A failure leaves it queued: the
+/// next relay holds it first.
+async fn hold_queued<S: HandoverStore + ?Sized>(
+    store: &S,
+    outbound: &dyn Outbound,
+    session: &Session,
+    relation_name: &str,
+) {
+    let messages = queued_for_msc(session, relation_name);
+    match outbound.hold(&messages).await {
+        Ok(()) => forget_queued(store, session).await,
+        Err(err) => {
+            tracing::warn!(error = %ErrorChain(&err), "queued messages were not held; they stay queued")
+        }
+    }
 }

@@ -13,7 +13,7 @@ use crate::channel::ChannelPush;
 use crate::clock::Clock;
 use crate::domain::{EndReason, HandoverChange, Session, SessionId, WaitChoice};
 use crate::hours::{BusinessHours, Hours};
-use crate::msc::MscMessages;
+use crate::outbound::{Held, Outbound};
 use crate::store::{Amended, SessionStore, StoreError};
 use crate::telemetry::ErrorChain;
 use crate::waits::AgentWait;
@@ -158,7 +158,7 @@ pub async fn choose(
             // The end user hears of it first; then the agents' side is told, best effort.
             tokio::join!(
                 super::agent::announce_end(deps.channel.as_ref(), session_id, &session),
-                note_that_the_end_user_left(deps.msc.as_ref(), &session, now)
+                note_that_the_end_user_left(deps.outbound.as_ref(), &session, now)
             );
             Chosen {
                 outcome: ChoiceOutcome::BackToBot,
@@ -169,9 +169,9 @@ pub async fn choose(
 }
 
 /// A private note in MSC's conversation, so that an agent who opens it later knows the end user is not
-/// waiting any more. Its id is the handover's, so a retried post is one note. A note that does not get
-/// through is logged: the end user is with the bot either way.
-async fn note_that_the_end_user_left(msc: &dyn MscMessages, session: &Session, now: i64) {
+/// waiting any more, held for MSC as every message is. Its id is the handover's, so a repeat is one
+/// note. A note that is not held is logged: the end user is with the bot either way.
+async fn note_that_the_end_user_left(outbound: &dyn Outbound, session: &Session, now: i64) {
     debug_assert_eq!(session.agent.end_reason, Some(EndReason::NoAgent));
     let accepted_at = session
         .history
@@ -187,8 +187,8 @@ async fn note_that_the_end_user_left(msc: &dyn MscMessages, session: &Session, n
     let id = format!("{}-left-{}", session.session_id, session.intake_id);
     let mut note = for_msc(session, id, relation_of(session), content, now);
     note.is_private = true;
-    if let Err(err) = msc.post(&note).await {
-        tracing::warn!(error = %ErrorChain(&err), "MSC did not take the note that the end user left");
+    if let Err(err) = outbound.hold(&[Held::now(note, None)]).await {
+        tracing::warn!(error = %ErrorChain(&err), "the note that the end user left was not held");
     }
 }
 

@@ -74,6 +74,8 @@ pub enum ApiError {
     FilesNeedAgent,
     #[error("no such upload in this conversation: never uploaded, its link expired before it was used, or sent already")]
     UploadNotFound,
+    #[error("the message could not be held for the agent; send it again (with the same Idempotency-Key)")]
+    Outbound(#[source] crate::outbound::OutboundError),
 }
 
 impl ApiError {
@@ -116,6 +118,7 @@ impl ApiError {
             ApiError::FileRefused(_) => (S::UNPROCESSABLE_ENTITY, "file_refused"),
             ApiError::FilesNeedAgent => (S::CONFLICT, "files_need_agent"),
             ApiError::UploadNotFound => (S::NOT_FOUND, "upload_not_found"),
+            ApiError::Outbound(_) => (S::SERVICE_UNAVAILABLE, "outbound_unavailable"),
         }
     }
 }
@@ -200,6 +203,7 @@ impl From<FlowError> for ApiError {
             FlowError::FileRefused(refused) => ApiError::FileRefused(refused),
             FlowError::UploadNotFound => ApiError::UploadNotFound,
             FlowError::Files(e) => ApiError::Files(e),
+            FlowError::Outbound(e) => ApiError::Outbound(e),
         }
     }
 }

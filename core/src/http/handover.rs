@@ -24,6 +24,8 @@ use crate::store::SessionStore;
 pub struct HandoverDeps {
     pub store: Arc<dyn SessionStore>,
     pub msc: Arc<dyn MscMessages>,
+    /// Where what waited behind the handover is held for MSC.
+    pub outbound: Arc<dyn crate::outbound::Outbound>,
     pub clock: Arc<dyn Clock>,
     /// Told when an operator releases a handover.
     pub channel: Arc<dyn ChannelPush>,
@@ -83,6 +85,7 @@ async fn run_handover(
     let outcome = hand_over(
         deps.store.as_ref(),
         deps.msc.as_ref(),
+        deps.outbound.as_ref(),
         deps.clock.as_ref(),
         &deps.waits,
         session_id,

@@ -392,6 +392,11 @@ async fn process(
     if reply.routed == Routed::Queued {
         shown["queued"] = json!(true);
     }
+    if let Some(message_id) = &reply.held {
+        // On its way to the agent: the outbox says `delivered` (or `not_delivered`) with this id.
+        shown["delivery"] = json!("on_its_way");
+        shown["messageId"] = json!(message_id);
+    }
     // The page's token follows its conversation: bound by the first message, and moved along when
     // CAIC started a new session (an expired one is replaced without notice).
     if let Caller::Conversation { token, keys } = caller {

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use super::{
     claimed_event, completed_events, end_failed_handover, intake_session, queue_has_room, rules,
     AgentStore, Amended, ClaimOutcome, Enqueued, Guarded, HandoverStore, IdempotencyBegin,
-    IdempotencyStore, IntakeStore, Linked, LiveStore, LockPolicy, LockSlider, Quota, QuotaStore,
-    Registered, SessionReader, SlideOutcome, StartIntakeOutcome, StoreError, CONNECTION_SECS,
-    IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
+    IdempotencyStore, IntakeStore, Linked, LiveStore, LockPolicy, LockSlider, PaceStore, Quota,
+    QuotaStore, Registered, Reserved, SessionReader, SlideOutcome, StartIntakeOutcome, StoreError,
+    CONNECTION_SECS, IDEMPOTENCY_KEEP_SECS, IDEMPOTENCY_PENDING_SECS, MSC_LINK_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::{
@@ -42,6 +42,8 @@ pub struct MemoryStore {
     /// Quota key → (window start, uses in it).
     quotas: Mutex<HashMap<String, (i64, u32)>>,
     live: Mutex<HashMap<String, LiveItem>>,
+    /// The next slot of MSC's pace (epoch milliseconds).
+    next_send: Mutex<i64>,
     clock: Arc<dyn Clock>,
     policy: LockPolicy,
 }
@@ -54,6 +56,7 @@ impl MemoryStore {
             requests: Mutex::new(HashMap::new()),
             quotas: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            next_send: Mutex::new(0),
             clock,
             policy,
         }
@@ -376,6 +379,36 @@ impl QuotaStore for MemoryStore {
         }
         uses.1 += 1;
         Ok(Quota::Within)
+    }
+}
+
+#[async_trait]
+impl PaceStore for MemoryStore {
+    async fn reserve_send(
+        &self,
+        now_ms: i64,
+        interval_ms: i64,
+        latest_ms: i64,
+    ) -> Result<Reserved, StoreError> {
+        let mut next = self
+            .next_send
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = (*next).max(now_ms);
+        if slot > latest_ms {
+            return Ok(Reserved::NotBefore(slot));
+        }
+        *next = slot + interval_ms;
+        Ok(Reserved::At(slot))
+    }
+
+    async fn hold_sends(&self, until_ms: i64) -> Result<(), StoreError> {
+        let mut next = self
+            .next_send
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *next = (*next).max(until_ms);
+        Ok(())
     }
 }
 

@@ -451,6 +451,34 @@ pub(crate) fn over_the_limit(mut connections: Vec<(ConnectionId, i64)>) -> Vec<C
         .collect()
 }
 
+/// What one send to MSC was given by [`PaceStore::reserve_send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// This send may go at this time (epoch milliseconds; now or a little later).
+    At(i64),
+    /// No slot before `latest`: nothing reserved. The next free slot is at this time.
+    NotBefore(i64),
+}
+
+/// The pace of every request to MSC's API, shared by every instance of every function that posts to
+/// MSC: one item (`pace#msc` in the sessions table) holding the earliest time the next send may go.
+/// Each send reserves the next slot and moves it on by `interval_ms`, so sends are spaced at least
+/// that far apart whoever makes them; a send that finds the slot in the past goes at once.
+#[async_trait]
+pub trait PaceStore: Send + Sync {
+    /// Reserves the next slot at or after `now_ms`, unless it is later than `latest_ms`.
+    async fn reserve_send(
+        &self,
+        now_ms: i64,
+        interval_ms: i64,
+        latest_ms: i64,
+    ) -> Result<Reserved, StoreError>;
+
+    /// No send before `until_ms` (MSC asked for a pause, or failed): moves the next slot there
+    /// unless it is later already.
+    async fn hold_sends(&self, until_ms: i64) -> Result<(), StoreError>;
+}
+
 /// Every operation; what an adapter implements and what a function that needs them all takes.
 pub trait SessionStore:
     SessionReader
@@ -461,6 +489,7 @@ pub trait SessionStore:
     + IdempotencyStore
     + QuotaStore
     + LiveStore
+    + PaceStore
 {
 }
 
@@ -473,6 +502,7 @@ impl<T> SessionStore for T where
         + IdempotencyStore
         + QuotaStore
         + LiveStore
+        + PaceStore
 {
 }
 

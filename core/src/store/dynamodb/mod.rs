@@ -6,6 +6,7 @@
 
 mod agent;
 mod live;
+mod pace;
 mod queue;
 
 use std::collections::HashMap;

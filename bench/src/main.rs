@@ -7,6 +7,7 @@
 //! Usage (scripts/bench sets the environment and lists the options): bench [--invocations N] ...
 
 mod cold;
+mod outbound;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -46,6 +47,8 @@ mod prices {
     pub const WEBSOCKET_CONNECTION_MINUTES_PER_MILLION: f64 = 0.25;
     /// Amazon Connect chat, per message sent or received.
     pub const CONNECT_CHAT_PER_MESSAGE: f64 = 0.004;
+    /// SQS FIFO requests (each up to 64 KB), past the first million a month, per million.
+    pub const SQS_FIFO_PER_MILLION: f64 = 0.50;
 }
 
 const KEY: &str = "bench-key-0123456789";
@@ -484,6 +487,10 @@ async fn main() {
         role_arn: BENCH_WAIT_ROLE.into(),
     })
     .await;
+    if args.iter().any(|a| a == "--outbound") {
+        outbound::run().await;
+        return;
+    }
     if !args.iter().any(|a| a == "--cold-only") {
         functions_at_full_speed(&release, &dynamodb, invocations).await;
     }
@@ -501,6 +508,8 @@ pub const BENCH_WAIT_ROLE: &str = "arn:aws:iam::123456789012:role/scheduler-invo
 /// with peers that answer at once; DynamoDB requests per scenario; cost.
 async fn functions_at_full_speed(release: &Path, dynamodb: &str, invocations: usize) {
     let peers = start_peers().await;
+    // A relayed turn holds its message in the outbound queue (moto's SQS), as deployed.
+    let queue = handover_tests::moto_outbound_queue(30).await;
     let base_env = |store: &str, endpoint: Option<&str>| -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
             ("CAIC_BASE_URL", peers.clone()),
@@ -522,6 +531,8 @@ async fn functions_at_full_speed(release: &Path, dynamodb: &str, invocations: us
             ("AGENT_WAIT_SCHEDULE_GROUP", BENCH_WAIT_GROUP.into()),
             ("AGENT_WAIT_FUNCTION_ARN", BENCH_WAIT_FUNCTION.into()),
             ("AGENT_WAIT_SCHEDULER_ROLE_ARN", BENCH_WAIT_ROLE.into()),
+            ("AWS_ENDPOINT_URL_SQS", dynamodb.into()),
+            ("MSC_OUTBOUND_QUEUE_URL", queue.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -286,10 +286,10 @@ impl MscApiSettings {
             timeout: env.millis("MSC_TIMEOUT_MS", 4_000)?,
             requests_per_second: {
                 let rate: u32 = env.positive("MSC_REQUESTS_PER_SECOND", 3)?;
-                if rate > 100 {
+                if rate > 1_000 {
                     return Err(ConfigError::Invalid {
                         name: "MSC_REQUESTS_PER_SECOND",
-                        reason: format!("expected 1 to 100, got {rate}"),
+                        reason: format!("expected 1 to 1000, got {rate}"),
                     });
                 }
                 rate

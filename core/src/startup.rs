@@ -513,3 +513,48 @@ pub async fn start_msc_outbound() -> Result<crate::flow::outbound::DrainDeps, St
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deployed function that holds messages for MSC does not start without the queue, and says
+    /// which setting is missing; with it, it has its outbound queue.
+    #[tokio::test]
+    async fn a_deployed_function_that_holds_messages_needs_the_queue() {
+        clients::install_crypto_provider();
+        let client = clients::new_http_client(None).expect("a client");
+        let env = |queue: Option<&str>| {
+            let mut pairs = vec![
+                ("MSC_API_URL", "https://msc.example/api"),
+                ("MSC_API_KEY", "k"),
+                ("MSC_API_SECRET", "s"),
+                ("MSC_CHANNEL_ACCOUNT", "a"),
+                ("AWS_REGION", "eu-west-1"),
+            ];
+            pairs.extend(queue.map(|url| ("MSC_OUTBOUND_QUEUE_URL", url)));
+            Env::from_pairs(pairs)
+        };
+        let without = crate::config::MscOutboundConfig::from_env(&env(None)).map(|c| c.msc);
+        let Ok(settings) = without else {
+            panic!("the MSC settings read")
+        };
+        let refused = with_outbound(PeerClients::from(&client), &settings).await;
+        assert!(
+            refused
+                .err()
+                .is_some_and(|err| err.to_string().contains("MSC_OUTBOUND_QUEUE_URL")),
+            "names the setting"
+        );
+        let queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/handover-outbound.fifo";
+        let with = crate::config::MscOutboundConfig::from_env(&env(Some(queue))).map(|c| c.msc);
+        let Ok(settings) = with else {
+            panic!("the MSC settings read")
+        };
+        assert_eq!(settings.outbound_queue.as_deref(), Some(queue));
+        assert_eq!(
+            settings.requests_per_second, 3,
+            "MSC's own limit by default"
+        );
+    }
+}

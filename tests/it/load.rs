@@ -105,7 +105,7 @@ async fn concurrent_conversations_are_handed_over_once_or_back_with_the_bot() {
     let env = Env::from_pairs([
         ("SANDBOX_MSC_FAILURE_PERCENT", "20"),
         // The load is the service's, not MSC's limit (msc_rate_limit.rs holds it to 3 a second).
-        ("MSC_REQUESTS_PER_SECOND", "100"),
+        ("MSC_REQUESTS_PER_SECOND", "1000"),
         ("SANDBOX_DUPLICATE_WEBHOOKS", "true"),
         ("CAIC_TIMEOUT_MS", "60000"),
         ("CHANNEL_WEBHOOK_URL", channel_url.as_str()),

@@ -69,10 +69,12 @@ enum Scenario {
     OutboxPoll,
     /// A page's live connection resuming (nothing missed).
     LiveResume,
+    /// msc-outbound delivering one held message (Lambda's SQS poller's event) to MSC.
+    Delivery,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 9] = [
+    const ALL: [Scenario; 10] = [
         Scenario::Bot,
         Scenario::Relayed,
         Scenario::Livechat,
@@ -82,6 +84,7 @@ impl Scenario {
         Scenario::AgentReplyLive,
         Scenario::OutboxPoll,
         Scenario::LiveResume,
+        Scenario::Delivery,
     ];
 
     fn function(self) -> &'static str {
@@ -93,6 +96,7 @@ impl Scenario {
             Scenario::EndSlot => "prechat-complete",
             Scenario::AgentReply | Scenario::AgentReplyLive => "agent-events",
             Scenario::LiveResume => "live-connection",
+            Scenario::Delivery => "msc-outbound",
         }
     }
 
@@ -107,6 +111,7 @@ impl Scenario {
             Scenario::AgentReplyLive => "agent reply, page connected",
             Scenario::OutboxPoll => "outbox poll",
             Scenario::LiveResume => "live resume",
+            Scenario::Delivery => "held message to MSC",
         }
     }
 
@@ -116,13 +121,15 @@ impl Scenario {
         use Peer::*;
         match self {
             Scenario::Bot => &[SecretsManager, DynamoDb, Caic],
-            Scenario::Relayed => &[SecretsManager, DynamoDb, Msc],
+            // Read the session, hold the message in the outbound queue.
+            Scenario::Relayed => &[SecretsManager, DynamoDb, Sqs],
             // Read the session, ask CAIC (livechat), ask MSC for an agent, claim the intake, ask CAIC
             // for the intake's first question.
             Scenario::Livechat => &[SecretsManager, DynamoDb, Caic, Msc, DynamoDb, Caic],
             Scenario::WidgetQuery => &[SecretsManager, Msc],
-            // Claim the handover, post the conversation to MSC, record it as handed over.
-            Scenario::EndSlot => &[SecretsManager, DynamoDb, Msc, DynamoDb],
+            // Claim the handover, take a slot of MSC's pace, post the conversation to MSC, record it
+            // as handed over.
+            Scenario::EndSlot => &[SecretsManager, DynamoDb, DynamoDb, Msc, DynamoDb],
             // Read the session's version, store the reply in its outbox on that version, push it to
             // the channel. (Every reply names one conversation that an earlier session holds: the
             // link is refused beside the push, and nothing is adopted.)
@@ -133,6 +140,9 @@ impl Scenario {
             Scenario::OutboxPoll => &[SecretsManager, DynamoDb],
             // Read the outbox, register the connection, say it is caught up.
             Scenario::LiveResume => &[SecretsManager, DynamoDb, DynamoDb, LiveConnections],
+            // A slot of MSC's pace, the post; then the receipt: the session's read, its amendment,
+            // the push to the channel.
+            Scenario::Delivery => &[SecretsManager, DynamoDb, Msc, DynamoDb, DynamoDb, Channel],
         }
     }
 
@@ -179,6 +189,7 @@ impl Scenario {
         match self {
             Scenario::Bot => message(&fresh(), "hello"),
             Scenario::Relayed => message(relayed_session, "to the agent"),
+            Scenario::Delivery => held_event(relayed_session),
             Scenario::Livechat => message(&fresh(), "agent"),
             Scenario::WidgetQuery => apigw_event(
                 "GET",
@@ -352,6 +363,8 @@ struct Row {
     warm: Option<Warm>,
     /// An agent reply with a page connected: when the push reached the management API.
     to_page: Option<ToPage>,
+    /// A held message's delivery: from the drainer's invocation to MSC having the request.
+    to_msc: Option<(Vec<Duration>, Vec<Duration>)>,
 }
 
 /// From MSC posting an agent reply to the management API receiving the push for the page (API
@@ -368,6 +381,35 @@ struct ToPage {
 }
 
 /// When the push for the page arrived at the management API.
+/// One relayed message, per million, at low load (a batch of one): the turn (HTTP API, Lambda, the
+/// session's read, the SQS send) and its delivery (the poller's receive and delete, Lambda for the
+/// whole invocation, the pace's write and the receipt's read, amendment and announcement).
+fn relayed_cost(memory_mb: u64, turn: Duration, delivery: Duration) -> f64 {
+    let gb = memory_mb as f64 / 1024.0;
+    let lambda = |d: Duration| {
+        prices::LAMBDA_REQUESTS_PER_MILLION
+            + 1e6 * ms(d).ceil().max(1.0) / 1_000.0 * gb * prices::LAMBDA_ARM_GB_SECOND
+    };
+    let turn = prices::HTTP_API_PER_MILLION
+        + lambda(turn)
+        + prices::DYNAMODB_RRU_PER_MILLION
+        + prices::SQS_FIFO_PER_MILLION;
+    let delivery = lambda(delivery)
+        + 2.0 * prices::SQS_FIFO_PER_MILLION
+        + 3.0 * prices::DYNAMODB_WRU_PER_MILLION
+        + prices::DYNAMODB_RRU_PER_MILLION;
+    turn + delivery
+}
+
+/// When MSC had the delivery's post.
+fn msc_at(served: &[Served]) -> Instant {
+    served
+        .iter()
+        .find(|s| s.peer == Peer::Msc)
+        .map(|s| s.received)
+        .expect("the held message was posted to MSC")
+}
+
 fn pushed_at(served: &[Served]) -> Instant {
     served
         .iter()
@@ -472,7 +514,43 @@ fn cpu_time(child: &tokio::process::Child) -> Duration {
 }
 
 fn check_answer(response: &Value, what: &str) {
+    if response.get("batchItemFailures").is_some() {
+        assert_eq!(
+            response["batchItemFailures"],
+            json!([]),
+            "{what}: {response}"
+        );
+        return;
+    }
     assert_eq!(status_of(response), 200, "{what}: {response}");
+}
+
+/// What Lambda's SQS poller hands msc-outbound: one message held for `session`, as a relayed turn
+/// holds it, each time under a new id.
+fn held_event(session: &str) -> Value {
+    let message = handover_core::msc::OutgoingMessage {
+        conversation_id: session.to_owned(),
+        message_id: format!("{session}-message-{}", uuid::Uuid::new_v4().simple()),
+        relation_id: session.to_owned(),
+        relation_name: "Website visitor".to_owned(),
+        content: "to the agent".to_owned(),
+        referrer: None,
+        routing_skill: None,
+        subject: None,
+        conversation_guid: None,
+        sent_at: 0,
+        attachments: Vec::new(),
+        is_private: false,
+    };
+    let held = handover_core::outbound::Held::now(message, None);
+    json!({"Records": [{
+        "messageId": uuid::Uuid::new_v4().to_string(),
+        "receiptHandle": "bench-receipt",
+        "body": serde_json::to_string(&held).expect("a held message"),
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+    }]})
 }
 
 fn check_requests(served: &[Served], scenario: Scenario) {
@@ -528,7 +606,8 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
     handover_core::store::dynamodb::ensure_table(&handover_tests::client_at(moto), &table)
         .await
         .expect("cold path table");
-    let env = deployed_env(&peers, &ca, &secret_arn, &table);
+    let queue = handover_tests::moto_outbound_queue(30).await;
+    let env = deployed_env(&peers, &ca, &secret_arn, &table, &queue);
 
     // The relayed turns' session: handed over once, by a function at full speed.
     let helper = Helper::new(
@@ -551,6 +630,7 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
             let binary = release.join(scenario.function());
             let env = scenario.env(&env, &peers);
             let mut to_page = ToPage::default();
+            let (mut msc_cold, mut msc_warm) = (Vec::new(), Vec::new());
             let mut colds = Vec::new();
             let mut floors = Vec::new();
             let mut cpus = Vec::new();
@@ -586,6 +666,9 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                     }
                 }
                 check_requests(&served, scenario);
+                if scenario == Scenario::Delivery {
+                    msc_cold.push(msc_at(&served) - (Instant::now() - elapsed));
+                }
                 if scenario == Scenario::AgentReplyLive {
                     let started = Instant::now() - elapsed;
                     to_page.cold.push(pushed_at(&served) - started);
@@ -618,6 +701,9 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                     .into_iter()
                     .partition(|s| scenario.beside_the_chain(s));
                 let floor = warm_floor(&chain, &round_trips);
+                if scenario == Scenario::Delivery {
+                    msc_warm.push(msc_at(&chain) - started);
+                }
                 if scenario == Scenario::AgentReplyLive {
                     to_page.warm.push(pushed_at(&chain) - started);
                     to_page
@@ -642,6 +728,7 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                 cold_floor: median(floors),
                 cpu: median(cpus),
                 to_page: (scenario == Scenario::AgentReplyLive).then_some(to_page),
+                to_msc: (scenario == Scenario::Delivery).then_some((msc_cold, msc_warm)),
                 warm: (!turns.is_empty()).then(|| Warm {
                     cpu_per_turn,
                     p50: percentile(turns.clone(), 50),
@@ -686,6 +773,7 @@ pub async fn run(release: &Path, moto: &str, options: &Options) {
                 cold_floor: median(floors),
                 cpu: median(cpus),
                 to_page: None,
+                to_msc: None,
                 warm: None,
             });
         }
@@ -698,6 +786,7 @@ fn deployed_env(
     ca: &handover_tests::tls::TestCa,
     secret_arn: &str,
     table: &str,
+    queue: &str,
 ) -> Vec<(String, String)> {
     let msc = peers.url(Peer::Msc);
     [
@@ -737,6 +826,11 @@ fn deployed_env(
             "AGENT_WAIT_SCHEDULER_ROLE_ARN",
             crate::BENCH_WAIT_ROLE.to_owned(),
         ),
+        // The outbound queue (moto, forwarded): a relayed turn holds its message there.
+        ("AWS_ENDPOINT_URL_SQS", peers.url(Peer::Sqs).to_owned()),
+        ("MSC_OUTBOUND_QUEUE_URL", queue.to_owned()),
+        // MSC's pace is not what this measures: a slot is free whenever a sample posts.
+        ("MSC_REQUESTS_PER_SECOND", "100".to_owned()),
         // A relayed turn slides the lock with one more write once per this many seconds; the run
         // lasts longer than the default's 300 and measures the turn without it.
         ("LOCK_REFRESH_SECS", "3600".to_owned()),
@@ -813,6 +907,39 @@ fn print_report(rows: &[Row], options: &Options) {
         );
     }
     print_live(rows);
+    print_to_msc(rows);
+}
+
+/// An end user's message on its way to MSC: the relayed turn (read, hold in the queue) and the
+/// drainer's delivery (a slot of MSC's pace, the post), beside the relay as it was before the queue
+/// (read, post to MSC). Lambda's poller between the queue and the drainer is not here.
+fn print_to_msc(rows: &[Row]) {
+    println!("\n### An end user's message to MSC: the turn, then the drainer\n");
+    println!("The relayed turn answers once the message is held (its warm p50 above); msc-outbound then takes a slot of MSC's pace and posts: below, from its invocation to MSC having the request. The way before the queue (read, then post to MSC in the turn) is one AWS and one CM round trip plus the function: the turn's p50 then. Lambda's SQS poller, between the two, is not measured here.\n");
+    println!("| memory MB | relayed turn warm p50 ms | delivery to MSC cold ms | delivery to MSC warm p50 ms | warm p99 ms | turn + delivery p50 ms | USD per million relayed messages |");
+    println!("|---|---|---|---|---|---|---|");
+    for row in rows.iter() {
+        let Some((cold, warm)) = &row.to_msc else {
+            continue;
+        };
+        let turn = rows
+            .iter()
+            .find(|r| r.memory_mb == row.memory_mb && r.scenario == Scenario::Relayed.name())
+            .and_then(|r| r.warm.as_ref())
+            .map_or(Duration::ZERO, |w| w.p50);
+        let p50 = percentile(warm.clone(), 50);
+        let whole_delivery = row.warm.as_ref().map_or(Duration::ZERO, |w| w.p50);
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            row.memory_mb,
+            ms(turn),
+            ms(median(cold.clone())),
+            ms(p50),
+            ms(percentile(warm.clone(), 99)),
+            ms(turn + p50),
+            relayed_cost(row.memory_mb, turn, whole_delivery)
+        );
+    }
 }
 
 /// A page polling every `POLL_EVERY` waits for the next poll after the reply is stored.
@@ -885,6 +1012,7 @@ fn print_conversation_costs(rows: &[Row]) {
         Some(reply),
         Some(poll),
         Some(resume),
+        Some(delivery),
     ) = (
         warm(Scenario::Bot),
         warm(Scenario::Livechat),
@@ -893,6 +1021,7 @@ fn print_conversation_costs(rows: &[Row]) {
         warm(Scenario::AgentReplyLive),
         warm(Scenario::OutboxPoll),
         warm(Scenario::LiveResume),
+        warm(Scenario::Delivery),
     )
     else {
         println!("\n(No conversation costs: they need every scenario at 128 MB.)");
@@ -912,14 +1041,24 @@ fn print_conversation_costs(rows: &[Row]) {
     // A page's turn with its token: the turn's own requests and one write of its quota.
     let bot_only = 10.0 * (http(bot) + dynamo(1.0, 1.0));
     // 5 page turns with the bot: 3 plain, the livechat turn and the intake's answer; the end slot;
-    // the handover's requests as counted (1 read, 3 writes) and the turns' quota writes.
+    // the handover's requests as counted (1 read, 4 writes with its slot of MSC's pace) and the
+    // turns' quota writes.
     let handover = 3.0 * (http(bot) + dynamo(1.0, 1.0))
         + http(livechat)
         + http(bot)
         + http(end_slot)
-        + dynamo(1.0, 3.0 + 2.0);
-    // 10 relayed turns: a read and the quota's write each, and the lock's slide every 5 minutes.
-    let relays = 10.0 * (http(relayed) + dynamo(1.0, 1.0)) + dynamo(0.0, minutes / 5.0);
+        + dynamo(1.0, 4.0 + 2.0);
+    // 10 relayed turns: a read and the quota's write each, the SQS send, and the lock's slide every
+    // 5 minutes; each delivered by msc-outbound (a batch of one: the poller's receive and delete, the
+    // pace's write, the receipt's read, amendment and announcement, and its push to the page).
+    let sqs = prices::SQS_FIFO_PER_MILLION / 1e6;
+    let relays = 10.0 * (http(relayed) + dynamo(1.0, 1.0) + sqs) + dynamo(0.0, minutes / 5.0);
+    let deliveries = 10.0
+        * (lambda(delivery)
+            + 2.0 * sqs
+            + dynamo(1.0, 3.0)
+            + prices::WEBSOCKET_MESSAGES_PER_MILLION / 1e6);
+    let relays = relays + deliveries;
     // 10 agent replies: a read, the reply's write and its announcement; the first also links MSC's
     // conversation (a read and two writes more).
     let replies = 10.0 * (http(reply) + dynamo(1.0, 2.0)) + dynamo(1.0, 2.0);

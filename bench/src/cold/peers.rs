@@ -1,4 +1,4 @@
-//! The cold path's peers: Secrets Manager, DynamoDB and EventBridge Scheduler (moto, forwarded), CAIC and MSC (stubs), each
+//! The cold path's peers: Secrets Manager, DynamoDB, EventBridge Scheduler and SQS (moto, forwarded), CAIC and MSC (stubs), each
 //! behind TLS with a certificate of the run's CA, at a round-trip time of its own. Each peer records
 //! what it served and how long it took to answer, so the floor is computed from the same answers.
 
@@ -30,6 +30,8 @@ pub enum Peer {
     LiveConnections,
     /// EventBridge Scheduler (moto, forwarded): a handover's wait for an agent.
     Scheduler,
+    /// SQS (moto, forwarded): the outbound queue, where a relayed turn holds its message for MSC.
+    Sqs,
 }
 
 impl Peer {
@@ -42,6 +44,7 @@ impl Peer {
             Peer::Channel => "channel",
             Peer::LiveConnections => "management API",
             Peer::Scheduler => "Scheduler",
+            Peer::Sqs => "SQS",
         }
     }
 }
@@ -68,9 +71,11 @@ pub struct RoundTrips {
 impl RoundTrips {
     pub fn of(&self, peer: Peer) -> Duration {
         match peer {
-            Peer::SecretsManager | Peer::DynamoDb | Peer::LiveConnections | Peer::Scheduler => {
-                self.aws
-            }
+            Peer::SecretsManager
+            | Peer::DynamoDb
+            | Peer::LiveConnections
+            | Peer::Scheduler
+            | Peer::Sqs => self.aws,
             Peer::Caic | Peer::Msc | Peer::Channel => self.cm,
         }
     }
@@ -109,6 +114,7 @@ pub async fn start(ca: &TestCa, moto: &str, round_trips: RoundTrips) -> Peers {
         Peer::Channel,
         Peer::LiveConnections,
         Peer::Scheduler,
+        Peer::Sqs,
     ] {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
         urls.push((
@@ -176,7 +182,7 @@ async fn answer(
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let (response, what) = match peer {
-        Peer::SecretsManager | Peer::DynamoDb => {
+        Peer::SecretsManager | Peer::DynamoDb | Peer::Sqs => {
             let operation = parts
                 .headers
                 .get("x-amz-target")

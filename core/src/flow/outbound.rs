@@ -255,15 +255,21 @@ pub async fn poll_sqs_once(
     Ok(records.len())
 }
 
+/// How many deliveries the local drain makes at once: as many as Lambda's SQS poller runs
+/// msc-outbound (the event source's MaximumConcurrency), so a handover meets the same line.
+const LOCAL_DRAINERS: usize = 2;
+
 /// The local runner's drain: as SQS FIFO does, one conversation's messages in the order held, each
 /// tried until it is delivered or refused (with the same backoff as deployed), while other
-/// conversations' go on; a conversation's worker ends once it has nothing left.
+/// conversations' go on, at most [`LOCAL_DRAINERS`] deliveries at once; a conversation's worker ends
+/// once it has nothing left.
 pub async fn drain_local(
     deps: Arc<DrainDeps>,
     mut held: tokio::sync::mpsc::UnboundedReceiver<Held>,
 ) {
     type Workers = std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Held>>;
     let workers: Arc<std::sync::Mutex<Workers>> = Arc::default();
+    let drainers = Arc::new(tokio::sync::Semaphore::new(LOCAL_DRAINERS));
     while let Some(message) = held.recv().await {
         let group = message.message.conversation_id.clone();
         let mut running = workers.lock().unwrap_or_else(|p| p.into_inner());
@@ -278,7 +284,7 @@ pub async fn drain_local(
         let (sender, mut queue) = tokio::sync::mpsc::unbounded_channel();
         let _ = sender.send(message);
         running.insert(group.clone(), sender);
-        let (deps, workers) = (deps.clone(), workers.clone());
+        let (deps, workers, drainers) = (deps.clone(), workers.clone(), drainers.clone());
         tokio::spawn(async move {
             loop {
                 let next = {
@@ -292,7 +298,16 @@ pub async fn drain_local(
                     }
                 };
                 let mut tries = 0;
-                while deliver_counted(&deps, &next).await == Delivery::Again {
+                loop {
+                    // A drainer's place is taken for a delivery, not for the backoff after it.
+                    let Ok(drainer) = drainers.acquire().await else {
+                        return;
+                    };
+                    let delivery = deliver_counted(&deps, &next).await;
+                    drop(drainer);
+                    if delivery != Delivery::Again {
+                        break;
+                    }
                     tries += 1;
                     let pause = backoff_secs(tries);
                     tokio::time::sleep(std::time::Duration::from_secs(u64::from(pause))).await;

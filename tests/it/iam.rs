@@ -85,6 +85,19 @@ fn role_statements(template: &serde_yaml::Value) -> Vec<(String, serde_yaml::Val
 }
 
 /// The roles of the functions whose definition names `variable` (in their environment).
+/// A statement's `Action`: one, or a list.
+fn actions_of(statement: &serde_yaml::Value) -> Vec<String> {
+    match &statement["Action"] {
+        serde_yaml::Value::String(one) => vec![one.clone()],
+        many => many
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect(),
+    }
+}
+
 fn roles_of_functions_given(template: &serde_yaml::Value, variable: &str) -> BTreeSet<String> {
     let resources = template["Resources"].as_mapping().expect("Resources");
     resources
@@ -352,15 +365,7 @@ fn only_the_functions_given_the_live_connections_may_manage_them() {
 fn only_the_holders_send_to_the_outbound_queue_and_only_its_drainer_takes_from_it() {
     let mut rights: BTreeSet<(String, String)> = BTreeSet::new();
     for (role, statement) in role_statements(&template()) {
-        let actions: Vec<String> = match &statement["Action"] {
-            serde_yaml::Value::String(one) => vec![one.clone()],
-            many => many
-                .as_sequence()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect(),
-        };
+        let actions = actions_of(&statement);
         let resource = serde_yaml::to_string(&statement["Resource"]).unwrap_or_default();
         for action in actions.into_iter().filter(|a| a.starts_with("sqs:")) {
             assert_eq!(
@@ -395,15 +400,7 @@ fn only_the_holders_send_to_the_outbound_queue_and_only_its_drainer_takes_from_i
 fn each_role_reaches_only_its_own_prefixes_of_the_files_bucket() {
     let mut rights: BTreeSet<(String, String, String)> = BTreeSet::new();
     for (role, statement) in role_statements(&template()) {
-        let actions: Vec<String> = match &statement["Action"] {
-            serde_yaml::Value::String(one) => vec![one.clone()],
-            many => many
-                .as_sequence()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect(),
-        };
+        let actions = actions_of(&statement);
         let resource = serde_yaml::to_string(&statement["Resource"]).unwrap_or_default();
         for action in actions.into_iter().filter(|a| a.starts_with("s3:")) {
             let prefix = ["uploads/*", "agent/*"]

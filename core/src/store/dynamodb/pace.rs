@@ -6,6 +6,10 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+
 use super::{attr, n, s, update_failure, DynamoDbStore, WriteFailure};
 use crate::store::{PaceStore, Reserved, StoreError};
 
@@ -27,22 +31,37 @@ fn next_send_of(item: Option<&super::Item>) -> Option<i64> {
     }
 }
 
+/// A refused write of the pace: where the slot stands (when the store says); any other failure.
+fn where_it_stands(
+    err: SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Result<Option<i64>, StoreError> {
+    match update_failure(err) {
+        WriteFailure::ConditionFailed(item) => Ok(next_send_of(item.as_ref())),
+        WriteFailure::Other(err) => Err(err),
+    }
+}
+
 impl DynamoDbStore {
+    /// An update of the pace's item, `#next` naming its slot.
+    fn pace_update(&self) -> UpdateItemFluentBuilder {
+        let (name, value) = pace_key();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(name, value)
+            .expression_attribute_names("#next", NEXT_SEND)
+    }
+
     /// Takes the slot if it is free at `now_ms`; refused, where the slot stands (when the store says).
     async fn take_free_slot(
         &self,
         now_ms: i64,
         interval_ms: i64,
     ) -> Result<Result<(), Option<i64>>, StoreError> {
-        let (name, value) = pace_key();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(name, value)
+            .pace_update()
             .update_expression("SET #next = :after, #exp = :exp")
             .condition_expression("attribute_not_exists(#next) OR #next <= :now")
-            .expression_attribute_names("#next", NEXT_SEND)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_values(":after", n(now_ms + interval_ms))
             .expression_attribute_values(":now", n(now_ms))
@@ -52,10 +71,7 @@ impl DynamoDbStore {
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
-            Err(err) => match update_failure(err) {
-                WriteFailure::ConditionFailed(item) => Ok(Err(next_send_of(item.as_ref()))),
-                WriteFailure::Other(err) => Err(err),
-            },
+            Err(err) => where_it_stands(err).map(Err),
         }
     }
 
@@ -68,15 +84,10 @@ impl DynamoDbStore {
         interval_ms: i64,
         latest_ms: i64,
     ) -> Result<Result<i64, Option<i64>>, StoreError> {
-        let (name, value) = pace_key();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(name, value)
+            .pace_update()
             .update_expression("SET #next = #next + :interval")
             .condition_expression("#next > :now AND #next <= :latest")
-            .expression_attribute_names("#next", NEXT_SEND)
             .expression_attribute_values(":interval", n(interval_ms))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":latest", n(latest_ms))
@@ -91,10 +102,7 @@ impl DynamoDbStore {
                     "the pace's write returned no slot".into(),
                 )),
             },
-            Err(err) => match update_failure(err) {
-                WriteFailure::ConditionFailed(item) => Ok(Err(next_send_of(item.as_ref()))),
-                WriteFailure::Other(err) => Err(err),
-            },
+            Err(err) => where_it_stands(err).map(Err),
         }
     }
 }
@@ -135,15 +143,10 @@ impl PaceStore for DynamoDbStore {
     }
 
     async fn hold_sends(&self, until_ms: i64) -> Result<(), StoreError> {
-        let (name, value) = pace_key();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(name, value)
+            .pace_update()
             .update_expression("SET #next = :until, #exp = :exp")
             .condition_expression("attribute_not_exists(#next) OR #next < :until")
-            .expression_attribute_names("#next", NEXT_SEND)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_values(":until", n(until_ms))
             .expression_attribute_values(":exp", n(until_ms / 1_000 + PACE_KEEP_SECS))
@@ -151,16 +154,14 @@ impl PaceStore for DynamoDbStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) => match update_failure(err) {
-                // Held until later already.
-                WriteFailure::ConditionFailed(_) => Ok(()),
-                WriteFailure::Other(err) => Err(err),
-            },
+            // Refused: held until later already.
+            Err(err) => where_it_stands(err).map(|_| ()),
         }
     }
 }
 
 impl DynamoDbStore {
+    /// Where the slot stands, read (a store that returns no item with a refusal).
     async fn read_next_send(&self) -> Result<Option<i64>, StoreError> {
         let (name, value) = pace_key();
         let output = self
